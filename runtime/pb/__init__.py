@@ -1,0 +1,1 @@
+"""Generated gRPC modules; regenerate with scripts/gen-protos."""

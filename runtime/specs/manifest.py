@@ -1,0 +1,74 @@
+"""Seldon-format YAML manifests: any mix of Model, Server, Pipeline and Experiment documents."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from runtime.specs.common import Spec, SpecError, check_name
+from runtime.specs.experiment import ExperimentSpec
+from runtime.specs.model import ModelSpec
+from runtime.specs.pipeline import PipelineSpec
+from runtime.specs.server import ServerSpec
+
+API_VERSION = "mlops.seldon.io/v1alpha1"
+KINDS: dict[str, type[Spec]] = {
+    "Model": ModelSpec,
+    "Server": ServerSpec,
+    "Pipeline": PipelineSpec,
+    "Experiment": ExperimentSpec,
+}
+
+
+@dataclass
+class Resource:
+    kind: str
+    name: str
+    spec: Spec
+
+    def spec_json(self) -> str:
+        return self.spec.model_dump_json(exclude_none=True)
+
+
+def parse_document(doc: dict, where: str = "document") -> Resource:
+    if not isinstance(doc, dict):
+        raise SpecError(f"{where}: expected a mapping with apiVersion, kind, metadata and spec")
+    kind = doc.get("kind")
+    if kind not in KINDS:
+        raise SpecError(f"{where}.kind: {kind!r} is not one of {', '.join(KINDS)}")
+    if doc.get("apiVersion") != API_VERSION:
+        raise SpecError(f"{where}.apiVersion: expected {API_VERSION}, got {doc.get('apiVersion')!r}")
+    meta = doc.get("metadata") or {}
+    name = check_name(meta.get("name", "") if isinstance(meta, dict) else "",
+                      f"{where}.metadata.name")
+    spec = KINDS[kind].parse(doc.get("spec"), f"{kind} {name}: spec")
+    return Resource(kind, name, spec)
+
+
+def load_manifests(text: str, source: str = "input") -> list[Resource]:
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        raise SpecError(f"{source}: not valid YAML: {e}") from None
+    return [parse_document(d, f"{source}[{i}]") for i, d in enumerate(docs)]
+
+
+def load_file(path: str | Path) -> list[Resource]:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"{path}: no such file")
+    return load_manifests(p.read_text(), str(path))
+
+
+def parse_spec(kind: str, name: str, spec_json: str) -> Spec:
+    """Parse a spec arriving over the API (JSON of the manifest's `spec`)."""
+    import json
+
+    if kind not in KINDS:
+        raise SpecError(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
+    check_name(name, "name")
+    try:
+        data = json.loads(spec_json or "{}")
+    except json.JSONDecodeError as e:
+        raise SpecError(f"spec: not valid JSON: {e}") from None
+    return KINDS[kind].parse(data, f"{kind} {name}: spec")

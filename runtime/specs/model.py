@@ -1,0 +1,67 @@
+"""Model spec (mlops.seldon.io/v1alpha1 Model)."""
+
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from runtime.specs.common import Spec, parse_quantity
+
+
+class Parameter(Spec):
+    name: str
+    value: str
+
+
+class ModelSpec(Spec):
+    storageUri: str = Field(min_length=1)
+    artifactVersion: int | None = None
+    schemaUri: str | None = None
+    requirements: list[str] = []
+    memory: str | int | None = None
+    replicas: int | None = Field(default=None, ge=0)
+    minReplicas: int | None = Field(default=None, ge=0)
+    maxReplicas: int | None = Field(default=None, ge=0)
+    server: str | None = None
+    preloaded: bool | None = None
+    dedicated: bool | None = None
+    parameters: list[Parameter] = []
+    # Accepted for compatibility with Seldon manifests; not acted on yet.
+    explainer: dict[str, Any] | None = None
+    logger: dict[str, Any] | None = None
+    llm: dict[str, Any] | None = None
+    dataflow: dict[str, Any] | None = None
+    secretName: str | None = None
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v):
+        if v is not None:
+            parse_quantity(v)
+        return v
+
+    @model_validator(mode="after")
+    def _replica_bounds(self):
+        lo, hi = self.minReplicas, self.maxReplicas
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"minReplicas ({lo}) is greater than maxReplicas ({hi})")
+        if hi is not None and self.replicas is not None and self.replicas > hi:
+            raise ValueError(f"replicas ({self.replicas}) is greater than maxReplicas ({hi})")
+        if lo is not None and self.replicas is not None and self.replicas < lo:
+            raise ValueError(f"replicas ({self.replicas}) is less than minReplicas ({lo})")
+        return self
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_quantity(self.memory) if self.memory is not None else 0
+
+    @property
+    def desired_replicas(self) -> int:
+        if self.replicas is not None:
+            return self.replicas
+        return max(1, self.minReplicas or 0)
+
+    def version_key(self) -> dict:
+        """The fields whose change makes a new model version (all but scaling)."""
+        return self.model_dump(
+            exclude={"replicas", "minReplicas", "maxReplicas"}, exclude_none=True
+        )

@@ -1,0 +1,55 @@
+"""Server spec (mlops.seldon.io/v1alpha1 Server), with core2's local-mode fields."""
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from runtime.specs.common import Spec, parse_quantity
+
+
+class ServerSpec(Spec):
+    serverConfig: str = "mlserver"
+    capabilities: list[str] | None = None  # replaces the server type's defaults
+    extraCapabilities: list[str] = []
+    replicas: int = Field(default=1, ge=0)
+    minReplicas: int | None = Field(default=None, ge=0)
+    maxReplicas: int | None = Field(default=None, ge=0)
+    # core2: model memory a replica offers, and how far placement may over-commit it.
+    memory: str | int = "1G"
+    overCommitPercentage: int = Field(default=10, ge=0, le=1000)
+    # Accepted for compatibility with Seldon manifests; used by components.Server on clusters.
+    podSpec: dict[str, Any] | None = None
+    scaling: dict[str, Any] | None = None
+    statefulSetPersistentVolumeClaimRetentionPolicy: dict[str, Any] | None = None
+    disableAutoUpdate: bool | None = None
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v):
+        parse_quantity(v)
+        return v
+
+    @field_validator("serverConfig")
+    @classmethod
+    def _config(cls, v):
+        if v not in DEFAULT_CAPABILITIES:
+            raise ValueError(f"{v!r} is not a known server type ({', '.join(DEFAULT_CAPABILITIES)})")
+        return v
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_quantity(self.memory)
+
+    def all_capabilities(self) -> list[str]:
+        base = self.capabilities if self.capabilities is not None else DEFAULT_CAPABILITIES[
+            self.serverConfig]
+        return sorted(set(base) | set(self.extraCapabilities))
+
+
+# What each server type can run, as Seldon's default ServerConfigs advertise.
+DEFAULT_CAPABILITIES = {
+    "mlserver": ["mlserver", "alibi-detect", "alibi-explain", "huggingface", "lightgbm",
+                 "mlflow", "python", "sklearn", "spark-mlib", "xgboost"],
+    "triton": ["triton", "dali", "fil", "onnx", "openvino", "python", "pytorch",
+               "tensorflow", "tensorrt"],
+}
