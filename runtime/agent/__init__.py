@@ -1,0 +1,1 @@
+"""The core2 agent: one per model-server replica (see runtime/agent/README.md)."""

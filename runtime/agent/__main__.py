@@ -1,0 +1,3 @@
+from runtime.agent.main import main
+
+main()

@@ -1,0 +1,261 @@
+"""The agent: follows the scheduler's operations for one replica, loads and unloads models in
+its model server, keeps memory within the replica's real capacity by evicting the
+least-recently-used model, and reloads evicted models when the proxy asks for them."""
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+
+import grpc
+
+from runtime.agent import modelsettings
+from runtime.agent.config import AgentConfig
+from runtime.agent.fetch import FetchError, fetch
+from runtime.agent.metrics import AgentMetrics
+from runtime.agent.models import Placed, Placements, State
+from runtime.agent.server_client import ServerClient, ServerError
+from runtime.pb import agent_pb2, agent_pb2_grpc
+from runtime.specs.common import SpecError
+from runtime.specs.model import ModelSpec
+
+log = logging.getLogger("core2.agent")
+Ev = agent_pb2.ModelEvent
+BACKOFF_MIN, BACKOFF_MAX = 0.2, 2.0
+
+
+class NotPlaced(Exception):
+    """The proxy was asked for a model this replica does not hold."""
+
+
+class CannotLoad(Exception):
+    """A load cannot proceed; the message is the reason reported to the scheduler."""
+
+
+class Agent:
+    def __init__(self, config: AgentConfig):
+        self.config = config
+        self.placements = Placements(config.memory)
+        self.server = ServerClient("127.0.0.1", config.server_http_port)
+        self.metrics = AgentMetrics(config.server_name, config.replica_idx, self.placements)
+        self.memory_lock = asyncio.Lock()  # one memory decision + server load/unload at a time
+        self.model_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.subscribed = asyncio.Event()
+        self.ready = False
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: agent_pb2_grpc.AgentStub | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    # --- start-up -------------------------------------------------------------------------
+
+    async def wait_for_server(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not await self.server.ready():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"model server on port {self.config.server_http_port} "
+                                   f"not ready after {timeout:.0f}s")
+            await asyncio.sleep(0.1)
+
+    async def sync_with_server(self) -> None:
+        """Rebuild placements from the repository folder and what the server holds now."""
+        records = await asyncio.to_thread(modelsettings.read_records, self.config.repository)
+        held = await self.server.loaded()
+        async with self.memory_lock:
+            for internal, record in records.items():
+                model = self.placements.get(internal)
+                if model is None:
+                    model = Placed(name=record["name"], version=int(record["version"]),
+                                   internal_name=internal, memory=int(record["memory"]))
+                    self.placements.add(model)
+                if model.state is not State.EVICTING:
+                    model.state = State.LOADED if internal in held else State.EVICTED
+            self.placements.note_usage(await self.server.usage())
+
+    # --- scheduler connection -------------------------------------------------------------
+
+    def subscribe_message(self) -> agent_pb2.AgentSubscribe:
+        c = self.config
+        return agent_pb2.AgentSubscribe(
+            server_name=c.server_name, replica_idx=c.replica_idx, capabilities=c.capabilities,
+            memory_bytes=c.memory, over_commit_percentage=c.over_commit, host=c.host,
+            server_http_port=c.server_http_port, server_grpc_port=c.server_grpc_port,
+            agent_http_port=c.http_port, agent_grpc_port=c.grpc_port,
+            loaded=[m.ref() for m in self.placements.models.values() if m.in_server],
+            evicted=[m.ref() for m in self.placements.in_state(State.EVICTED)],
+        )
+
+    async def follow_scheduler(self) -> None:
+        """Subscribe, run operations as they arrive; on any loss re-subscribe with backoff.
+        Models stay loaded meanwhile: Envoy keeps serving them."""
+        self._channel = grpc.aio.insecure_channel(self.config.scheduler)
+        self._stub = agent_pb2_grpc.AgentStub(self._channel)
+        backoff = BACKOFF_MIN
+        while True:
+            try:
+                await self.sync_with_server()
+                call = self._stub.Subscribe(self.subscribe_message())
+                await call.wait_for_connection()
+                async for op in call:
+                    if not self.subscribed.is_set():
+                        log.info("subscribed to scheduler %s", self.config.scheduler)
+                    self.subscribed.set()
+                    backoff = BACKOFF_MIN
+                    self.spawn(self.run_operation(op))
+                log.warning("scheduler closed the subscription")
+            except grpc.aio.AioRpcError as e:
+                log.warning("scheduler unreachable (%s); retrying in %.1fs", e.code().name,
+                            backoff)
+            except (ServerError, OSError) as e:  # model server briefly unreachable
+                log.warning("cannot read the model server's state (%s)", e)
+            self.subscribed.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(BACKOFF_MAX, backoff * 2)
+
+    async def send_event(self, model: Placed, event: int, reason: str = "",
+                         attempts: int = 3) -> agent_pb2.EventAck | None:
+        msg = agent_pb2.ModelEvent(
+            server_name=self.config.server_name, replica_idx=self.config.replica_idx,
+            model=model.ref(), event=event, reason=reason,
+            available_memory_bytes=self.placements.available())
+        delay = BACKOFF_MIN
+        for attempt in range(attempts):
+            try:
+                return await self._stub.Event(msg, timeout=60)
+            except grpc.aio.AioRpcError as e:
+                log.warning("event %s for %s not delivered (%s)", Ev.Event.Name(event),
+                            model.internal_name, e.code().name)
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(delay)
+                    delay = min(BACKOFF_MAX, delay * 2)
+        return None
+
+    def spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- operations -----------------------------------------------------------------------
+
+    async def run_operation(self, op: agent_pb2.ModelOperation) -> None:
+        try:
+            if op.op == agent_pb2.ModelOperation.LOAD:
+                await self.load(op)
+            elif op.op == agent_pb2.ModelOperation.UNLOAD:
+                await self.unload(op.model)
+        except Exception:  # an operation must never take the agent down
+            log.exception("operation %s on %s failed", op.op, op.model.internal_name)
+
+    async def load(self, op: agent_pb2.ModelOperation) -> None:
+        ref = op.model
+        async with self.model_locks[ref.internal_name]:
+            model = self.placements.get(ref.internal_name)
+            if model is not None and model.in_server:
+                await self.send_event(model, Ev.LOADED)  # already there (e.g. after a restart)
+                return
+            model = Placed(name=ref.name, version=ref.version, internal_name=ref.internal_name,
+                           memory=op.memory_bytes)
+            await self.send_event(model, Ev.LOADING)
+            try:
+                await self.prepare(model, op.spec_json)
+                self.placements.add(model)
+                await self.make_resident(model)
+            except (CannotLoad, SpecError, FetchError, modelsettings.SettingsError,
+                    ServerError) as e:
+                async with self.memory_lock:
+                    self.placements.remove(model.internal_name)
+                modelsettings.remove_model(self.config.repository, model.internal_name)
+                log.warning("load of %s failed: %s", model.internal_name, e)
+                await self.send_event(model, Ev.LOAD_FAILED, str(e))
+                return
+            await self.send_event(model, Ev.LOADED)
+
+    async def prepare(self, model: Placed, spec_json: str) -> None:
+        """Fetch the artifact and write the model's folder into the server's repository."""
+        try:
+            spec = ModelSpec.parse(json.loads(spec_json or "{}"), where="spec")
+        except ValueError as e:
+            raise CannotLoad(f"spec: {e}") from None
+        if not model.memory:
+            model.memory = spec.memory_bytes
+        artifact = await asyncio.to_thread(fetch, spec.storageUri, self.config.cache_dir,
+                                           spec.artifactVersion)
+        await asyncio.to_thread(modelsettings.write_model, self.config.repository,
+                                model.internal_name, spec, artifact, model.record())
+
+    async def make_resident(self, model: Placed) -> None:
+        """Load `model` into the server, evicting least-recently-used models to make room."""
+        async with self.memory_lock:
+            if model.in_server:
+                return
+            if model.memory > self.placements.capacity:
+                raise CannotLoad(f"memory: the model needs {model.memory} bytes, more than the "
+                                 f"replica's {self.placements.capacity}")
+            if self.placements.available() < model.memory:
+                self.placements.note_usage(await self.server.usage())
+            while self.placements.available() < model.memory:
+                victim = self.placements.least_recently_used(keep=model.internal_name)
+                if victim is None:
+                    raise CannotLoad(f"memory: the model needs {model.memory} bytes and only "
+                                     f"{self.placements.available()} are free")
+                await self.evict(victim)
+            await self.server.load(model.internal_name)
+            model.state = State.LOADED
+            model.last_used = time.time()
+
+    async def evict(self, victim: Placed) -> None:
+        """Move the victim's route to the agent (scheduler + Envoy confirm), then unload it.
+        Called with the memory lock held."""
+        victim.state = State.EVICTING
+        ack = await self.send_event(victim, Ev.EVICTING, "over-commit: least recently used")
+        if ack is None or not ack.routes_applied:
+            victim.state = State.LOADED
+            raise CannotLoad(f"memory: cannot evict {victim.name}: the scheduler did not "
+                             "confirm its route moved to the agent")
+        try:
+            await self.server.unload(victim.internal_name)
+        except ServerError:
+            victim.state = State.LOADED
+            raise
+        victim.state = State.EVICTED
+        self.metrics.evictions += 1
+        log.info("evicted %s (last used %.1fs ago)", victim.internal_name,
+                 time.time() - victim.last_used)
+
+    async def unload(self, ref: agent_pb2.ModelRef) -> None:
+        async with self.model_locks[ref.internal_name]:
+            model = self.placements.get(ref.internal_name) or Placed(
+                name=ref.name, version=ref.version, internal_name=ref.internal_name, memory=0)
+            await self.send_event(model, Ev.UNLOADING)
+            async with self.memory_lock:
+                if model.in_server:
+                    try:
+                        await self.server.unload(model.internal_name)
+                    except ServerError as e:
+                        if e.status != 404:  # already gone from the server is fine
+                            await self.send_event(model, Ev.UNLOAD_FAILED, str(e))
+                            return
+                self.placements.remove(model.internal_name)
+                model.state = State.EVICTED
+            await asyncio.to_thread(modelsettings.remove_model, self.config.repository,
+                                    model.internal_name)
+            await self.send_event(model, Ev.UNLOADED)
+
+    # --- reload on demand (the proxy) -----------------------------------------------------
+
+    async def ensure_resident(self, internal_name: str) -> None:
+        """Make sure an evicted model is back in the server; concurrent callers share one
+        reload (they queue on the model's lock and then find it loaded)."""
+        model = self.placements.get(internal_name)
+        if model is None:
+            raise NotPlaced(internal_name)
+        if model.state is State.LOADED:
+            return
+        async with self.model_locks[internal_name]:
+            if self.placements.get(internal_name) is not model:
+                raise NotPlaced(internal_name)
+            if model.state is State.LOADED:
+                return
+            await self.make_resident(model)
+            log.info("reloaded %s on demand", internal_name)
+        self.spawn(self.send_event(model, Ev.RESIDENT))

@@ -1,0 +1,60 @@
+"""The agent's command line."""
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.specs.common import parse_quantity
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    scheduler: str
+    server_name: str
+    replica_idx: int
+    capabilities: list[str]
+    memory: int
+    over_commit: int
+    host: str
+    server_http_port: int
+    server_grpc_port: int
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    repository: Path
+    cache_dir: Path
+
+
+def _quantity(value: str) -> int:
+    try:
+        return parse_quantity(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def parse_args(argv: list[str] | None = None) -> AgentConfig:
+    p = argparse.ArgumentParser(prog="python -m runtime.agent",
+                                description="core2 agent for one model-server replica")
+    p.add_argument("--scheduler", required=True, help="scheduler agent API, host:port")
+    p.add_argument("--server-name", required=True)
+    p.add_argument("--replica-idx", type=int, default=0)
+    p.add_argument("--capabilities", default="", help="comma-separated, e.g. sklearn,mlserver")
+    p.add_argument("--memory", type=_quantity, required=True, help="replica memory, e.g. 1G")
+    p.add_argument("--over-commit", type=int, default=10, help="percentage")
+    p.add_argument("--host", default="127.0.0.1", help="address Envoy uses for this replica")
+    p.add_argument("--server-http-port", type=int, required=True)
+    p.add_argument("--server-grpc-port", type=int, required=True)
+    p.add_argument("--http-port", type=int, required=True, help="reload-and-forward REST port")
+    p.add_argument("--grpc-port", type=int, required=True, help="reload-and-forward gRPC port")
+    p.add_argument("--metrics-port", type=int, required=True, help="agent /metrics and /ready")
+    p.add_argument("--repository", type=Path, required=True, help="model server repository")
+    p.add_argument("--cache-dir", type=Path, required=True, help="artifact cache")
+    a = p.parse_args(argv)
+    caps = [c.strip() for c in a.capabilities.split(",") if c.strip()]
+    return AgentConfig(
+        scheduler=a.scheduler, server_name=a.server_name, replica_idx=a.replica_idx,
+        capabilities=caps, memory=a.memory, over_commit=a.over_commit, host=a.host,
+        server_http_port=a.server_http_port, server_grpc_port=a.server_grpc_port,
+        http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port,
+        repository=a.repository.resolve(), cache_dir=a.cache_dir.resolve(),
+    )

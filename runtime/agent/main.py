@@ -1,0 +1,82 @@
+"""Run the agent: wait for the model server, start the proxy and /metrics, follow the
+scheduler until stopped."""
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from aiohttp import web
+
+from runtime.agent.agent import Agent
+from runtime.agent.config import AgentConfig, parse_args
+from runtime.agent.proxy import GrpcProxy, RestProxy
+
+log = logging.getLogger("core2.agent")
+
+
+def status_app(agent: Agent) -> web.Application:
+    async def metrics(_request):
+        body, content_type = agent.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def ready(_request):
+        return web.Response(status=200 if agent.ready else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/live", lambda _r: web.Response(status=200))
+    return app
+
+
+async def _serve_http(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+async def run(config: AgentConfig) -> None:
+    agent = Agent(config)
+    config.repository.mkdir(parents=True, exist_ok=True)
+    config.cache_dir.mkdir(parents=True, exist_ok=True)
+    runners = [await _serve_http(status_app(agent), config.host, config.metrics_port)]
+    log.info("waiting for the model server on port %d", config.server_http_port)
+    await agent.wait_for_server()
+    # The proxies listen where Envoy reaches this replica (--host).
+    runners.append(await _serve_http(RestProxy(agent, config.server_http_port).app(),
+                                     config.host, config.http_port))
+    grpc_server = grpc.aio.server(options=[("grpc.max_send_message_length", -1),
+                                           ("grpc.max_receive_message_length", -1)])
+    grpc_server.add_generic_rpc_handlers((GrpcProxy(agent, config.server_grpc_port),))
+    grpc_server.add_insecure_port(f"{config.host}:{config.grpc_port}")
+    await grpc_server.start()
+    await agent.sync_with_server()
+    agent.ready = True
+    log.info("agent for %s/%d ready: proxy http %d grpc %d, metrics %d", config.server_name,
+             config.replica_idx, config.http_port, config.grpc_port, config.metrics_port)
+    try:
+        await agent.follow_scheduler()
+    finally:
+        await grpc_server.stop(1)
+        for runner in runners:
+            await runner.cleanup()
+        await agent.server.close()
+
+
+async def _main(config: AgentConfig) -> None:
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)  # models stay loaded in the server
+    try:
+        await run(config)
+    except asyncio.CancelledError:
+        log.info("agent stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_main(parse_args(argv)))

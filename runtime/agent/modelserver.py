@@ -1,0 +1,62 @@
+"""Start MLServer (the real one, through its Python API) for one server replica, with core2's
+name hook installed in-process.
+
+    python -m runtime.agent.modelserver --repository DIR --http-port P --grpc-port P \
+        --metrics-port P [--parallel-workers 0]
+
+Models are not loaded at start-up: the agent loads them through the V2 repository API.
+`parallel_workers` defaults to 0 (inference in the server process): for small models the
+hand-off to a worker process costs more than the model itself (see the agent's README notes).
+"""
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from runtime.agent import namehook
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m runtime.agent.modelserver",
+                                description="MLServer with core2's name hook")
+    p.add_argument("--repository", required=True, help="model repository folder")
+    p.add_argument("--http-port", type=int, required=True)
+    p.add_argument("--grpc-port", type=int, required=True)
+    p.add_argument("--metrics-port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--parallel-workers", type=int, default=0)
+    p.add_argument("--server-name", default="mlserver")
+    return p.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    namehook.install()
+    # Imported after the hook so MLServer is built from the swapped symbols.
+    from mlserver import MLServer
+    from mlserver.settings import Settings
+
+    repository = Path(args.repository).resolve()
+    repository.mkdir(parents=True, exist_ok=True)
+    settings = Settings(
+        model_repository_root=str(repository),
+        load_models_at_startup=False,
+        parallel_workers=args.parallel_workers,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        metrics_dir=str(repository / ".metrics"),
+        server_name=args.server_name,
+    )
+    # MLServer imports custom runtimes relative to the working folder, as `mlserver start` does.
+    sys.path.insert(0, str(repository))
+    await MLServer(settings).start([])
+
+
+def main(argv: list[str] | None = None) -> None:
+    asyncio.run(serve(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

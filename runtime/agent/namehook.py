@@ -1,0 +1,173 @@
+"""core2's name hook inside MLServer: serve a request by the model named in its
+`seldon-internal-model` header and answer with the name the user asked for.
+
+Envoy sends `/v2/models/iris/infer` (or ModelInferRequest.model_name = "iris") to a replica with
+`seldon-internal-model: iris_1`; MLServer holds that version as `iris_1`. The hook is three
+symbol swaps made before MLServer is constructed, all in this process (no extra hop):
+
+- `create_app` gains a tiny ASGI middleware that puts the header into a contextvar (REST);
+- the gRPC servicer puts the same header from the call's metadata into the contextvar;
+- the DataPlane resolves the name through the contextvar (or, for infer, the request headers
+  MLServer already copies into `payload.parameters.headers`), and writes the user's name back
+  into infer responses, metadata and error messages.
+
+It also remembers when each model last served an inference and answers `GET /core2/usage`
+with `{internal name: unix time}`: the agent's least-recently-used eviction reads it, because
+requests to resident models go from Envoy straight to MLServer and never pass the agent.
+
+Without the header every call behaves exactly like stock MLServer.
+"""
+
+import contextvars
+import json
+import time
+from typing import Any
+
+import mlserver.grpc.server as grpc_server
+import mlserver.rest.server as rest_server
+import mlserver.server as mlserver_server
+from mlserver.errors import MLServerError
+from mlserver.grpc.servicers import InferenceServicer
+from mlserver.handlers import DataPlane
+from mlserver.types import InferenceRequest
+
+from runtime.agent.headers import INTERNAL_MODEL_HEADER as HEADER
+from runtime.agent.headers import USAGE_PATH
+
+_HEADER_BYTES = HEADER.encode()
+_internal: contextvars.ContextVar[str | None] = contextvars.ContextVar(HEADER, default=None)
+last_inference: dict[str, float] = {}  # model name inside MLServer -> unix time
+
+
+def _resolve(name: str, version: str | None, payload: InferenceRequest | None = None):
+    """(name to look up, version) for this request; the header pins one exact version."""
+    internal = _internal.get()
+    if internal is None and payload is not None and payload.parameters is not None:
+        headers = getattr(payload.parameters, "headers", None) or {}
+        internal = headers.get(HEADER)
+    if not internal:
+        return name, version
+    return internal, None
+
+
+def _rename_error(err: MLServerError, internal: str, name: str) -> MLServerError:
+    """Errors must not show the internal name either."""
+    if internal != name and internal in str(err):
+        renamed = MLServerError(str(err).replace(internal, name), status_code=err.status_code)
+        return renamed
+    return err
+
+
+class NamedDataPlane(DataPlane):
+    async def model_ready(self, name: str, version: str | None = None) -> bool:
+        internal, version = _resolve(name, version)
+        try:
+            return await super().model_ready(internal, version)
+        except MLServerError as err:
+            raise _rename_error(err, internal, name) from None
+
+    async def model_metadata(self, name: str, version: str | None = None):
+        internal, version = _resolve(name, version)
+        try:
+            metadata = await super().model_metadata(internal, version)
+        except MLServerError as err:
+            raise _rename_error(err, internal, name) from None
+        if internal != name:
+            metadata = metadata.model_copy(update={"name": name})
+        return metadata
+
+    async def infer(self, payload: InferenceRequest, name: str, version: str | None = None):
+        internal, version = _resolve(name, version, payload)
+        last_inference[internal] = time.time()
+        try:
+            response = await super().infer(payload, internal, version)
+        except MLServerError as err:
+            raise _rename_error(err, internal, name) from None
+        if internal != name:
+            response.model_name = name
+        return response
+
+    async def infer_stream(self, payloads, name: str, version: str | None = None):
+        internal, version = _resolve(name, version)
+        last_inference[internal] = time.time()
+        async for response in super().infer_stream(payloads, internal, version):
+            if internal != name:
+                response.model_name = name
+            yield response
+
+
+def _header_from(context: Any) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == HEADER:
+            return value
+    return None
+
+
+class NamedInferenceServicer(InferenceServicer):
+    """Sets the contextvar from the gRPC metadata for the calls that name a model."""
+
+    async def _named(self, call, request, context):
+        token = _internal.set(_header_from(context))
+        try:
+            return await call(request, context)
+        finally:
+            _internal.reset(token)
+
+    async def ModelReady(self, request, context):
+        return await self._named(super().ModelReady, request, context)
+
+    async def ModelMetadata(self, request, context):
+        return await self._named(super().ModelMetadata, request, context)
+
+    async def ModelInfer(self, request, context):
+        return await self._named(super().ModelInfer, request, context)
+
+    async def ModelStreamInfer(self, requests_stream, context):
+        _internal.set(_header_from(context))  # this RPC runs in its own task
+        async for response in super().ModelStreamInfer(requests_stream, context):
+            yield response
+
+
+class InternalNameMiddleware:
+    """ASGI middleware: copy the header into the contextvar for the REST handlers, and answer
+    the agent's usage query."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            if scope["path"] == USAGE_PATH:
+                return await _send_usage(send)
+            for key, value in scope["headers"]:
+                if key == _HEADER_BYTES:
+                    token = _internal.set(value.decode("latin-1"))
+                    try:
+                        return await self.app(scope, receive, send)
+                    finally:
+                        _internal.reset(token)
+        return await self.app(scope, receive, send)
+
+
+async def _send_usage(send) -> None:
+    body = json.dumps(last_inference).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def install() -> None:
+    """Swap the three symbols; call once, before constructing `mlserver.MLServer`."""
+    if mlserver_server.DataPlane is NamedDataPlane:
+        return
+    original_create_app = rest_server.create_app
+
+    def create_app(*args, **kwargs):
+        app = original_create_app(*args, **kwargs)
+        app.add_middleware(InternalNameMiddleware)
+        return app
+
+    rest_server.create_app = create_app
+    mlserver_server.DataPlane = NamedDataPlane
+    grpc_server.InferenceServicer = NamedInferenceServicer
