@@ -37,7 +37,8 @@ def parse_document(doc: dict, where: str = "document") -> Resource:
     if kind not in KINDS:
         raise SpecError(f"{where}.kind: {kind!r} is not one of {', '.join(KINDS)}")
     if doc.get("apiVersion") != API_VERSION:
-        raise SpecError(f"{where}.apiVersion: expected {API_VERSION}, got {doc.get('apiVersion')!r}")
+        got = doc.get("apiVersion")
+        raise SpecError(f"{where}.apiVersion: expected {API_VERSION}, got {got!r}")
     meta = doc.get("metadata") or {}
     name = check_name(meta.get("name", "") if isinstance(meta, dict) else "",
                       f"{where}.metadata.name")
@@ -54,10 +55,17 @@ def load_manifests(text: str, source: str = "input") -> list[Resource]:
 
 
 def load_file(path: str | Path) -> list[Resource]:
+    """Load a manifest file. A Model's storageUri that is a relative plain path is taken
+    relative to the file's folder, so samples work from any working directory."""
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"{path}: no such file")
-    return load_manifests(p.read_text(), str(path))
+    resources = load_manifests(p.read_text(), str(path))
+    for r in resources:
+        uri = getattr(r.spec, "storageUri", None)
+        if uri and "://" not in uri and not Path(uri).is_absolute():
+            r.spec.storageUri = str((p.parent / uri).resolve())
+    return resources
 
 
 def parse_spec(kind: str, name: str, spec_json: str) -> Spec:

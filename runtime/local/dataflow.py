@@ -1,0 +1,30 @@
+"""Local mode's pipeline half: the embedded broker (unless an existing Kafka is named) and the
+dataflow services (engine, model gateway, pipeline gateway)."""
+
+from runtime.broker import broker_argv, round_trip
+from runtime.procs import http_ok, python_module, tcp_open
+
+
+def start_dataflow(platform) -> None:
+    p, cfg = platform.ports, platform.config
+    if not platform.kafka_bootstrap:
+        platform.kafka_bootstrap = f"127.0.0.1:{p['kafka']}"
+        platform._add("kafka-broker", broker_argv(p["kafka"]),
+                      lambda: tcp_open(p["kafka"]) and round_trip(platform.kafka_bootstrap, 5),
+                      env={"RUST_LOG": "warn"})
+    common = ["--scheduler", platform.scheduler_address,
+              "--kafka-bootstrap", platform.kafka_bootstrap,
+              "--kafka-prefix", cfg.kafkaPrefix, "--kafka-namespace", cfg.kafkaNamespace]
+    for name, extra, check in (
+        ("dataflow-engine", [], None),
+        ("model-gateway", ["--envoy", platform.inference_url], None),
+        ("pipeline-gateway", ["--http-port", str(p["pipelineGatewayHttp"]),
+                              "--grpc-port", str(p["pipelineGatewayGrpc"])],
+         lambda: http_ok(f"http://127.0.0.1:{p['pipelineGatewayHttp']}/v2/health/live")),
+    ):
+        module = {"dataflow-engine": "runtime.dataflow.engine",
+                  "model-gateway": "runtime.dataflow.modelgateway",
+                  "pipeline-gateway": "runtime.dataflow.pipelinegateway"}[name]
+        svc = platform._add(name, python_module(module, *common, *extra), check or (lambda: True))
+        if check is None:
+            platform.checks[name] = svc.alive

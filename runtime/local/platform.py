@@ -1,0 +1,215 @@
+"""The local platform: scheduler, Envoy, model servers with their agents, broker and dataflow,
+each a supervised process on loopback logging to `<run-dir>/logs/<name>.log`."""
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from runtime.envoy import envoy_argv, write_bootstrap
+from runtime.local.config import LocalConfig, LocalServer
+from runtime.procs import Service, free_port, http_ok, python_module, tcp_open
+
+STATE_FILE = "state.json"
+START_TIMEOUT_S = 60
+
+
+class Platform:
+    def __init__(self, run_dir: Path, config: LocalConfig | None = None):
+        self.run_dir = Path(run_dir).resolve()
+        self.config = config or LocalConfig()
+        self.logs = self.run_dir / "logs"
+        self.services: dict[str, Service] = {}
+        self.checks: dict[str, Callable[[], bool]] = {}
+        ports = self.config.ports.model_dump()
+        self.ports = {k: v or free_port() for k, v in ports.items()}
+        self.kafka_bootstrap = self.config.kafkaBootstrap
+        self.replicas: dict[str, dict] = {}
+
+    # ---- addresses -----------------------------------------------------------------------
+    @property
+    def inference_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['envoy']}"
+
+    @property
+    def scheduler_address(self) -> str:
+        return f"127.0.0.1:{self.ports['schedulerApi']}"
+
+    def endpoints(self) -> dict[str, str]:
+        out = {"inference (REST+gRPC, Envoy)": f"127.0.0.1:{self.ports['envoy']}",
+               "scheduler API (gRPC)": self.scheduler_address,
+               "scheduler /metrics": f"http://127.0.0.1:{self.ports['schedulerMetrics']}/metrics",
+               "Envoy admin and stats": f"http://127.0.0.1:{self.ports['envoyAdmin']}"}
+        if self.kafka_bootstrap:
+            out["Kafka bootstrap"] = self.kafka_bootstrap
+        return out
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def start(self, progress: Callable[[str], None] = lambda _: None) -> "Platform":
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_scheduler()
+            self._start_envoy()
+            for server in self.config.servers:
+                self._start_server(server)
+            if self.config.pipelines:
+                self._start_dataflow()
+            self.wait_healthy(progress)
+        except BaseException:
+            self.stop()
+            raise
+        self.save_state()
+        return self
+
+    def _add(self, name: str, argv: list[str], check: Callable[[], bool],
+             env: dict | None = None) -> Service:
+        svc = Service(name, argv, self.logs, env={"PYTHONUNBUFFERED": "1", **(env or {})})
+        self.services[name] = svc.start()
+        self.checks[name] = check
+        return svc
+
+    def _start_scheduler(self) -> None:
+        p = self.ports
+        args = ["--data-dir", str(self.run_dir / "scheduler"), "--api-port",
+                str(p["schedulerApi"]), "--agent-port", str(p["schedulerAgent"]),
+                "--xds-port", str(p["schedulerXds"]), "--metrics-port", str(p["schedulerMetrics"])]
+        if self.config.pipelines:
+            args += ["--pipeline-gateway-http", f"127.0.0.1:{p['pipelineGatewayHttp']}",
+                     "--pipeline-gateway-grpc", f"127.0.0.1:{p['pipelineGatewayGrpc']}"]
+        self._add("scheduler", python_module("runtime.scheduler", *args),
+                  lambda: all(tcp_open(p[k]) for k in ("schedulerApi", "schedulerAgent",
+                                                        "schedulerXds")))
+
+    def _start_envoy(self) -> None:
+        p = self.ports
+        config = write_bootstrap(self.run_dir / "envoy.json", listen_port=p["envoy"],
+                                 admin_port=p["envoyAdmin"], xds_host="127.0.0.1",
+                                 xds_port=p["schedulerXds"])
+        self._add("envoy", envoy_argv(config),
+                  lambda: http_ok(f"http://127.0.0.1:{p['envoyAdmin']}/ready"))
+
+    def add_server(self, server: LocalServer, progress: Callable[[str], None] = lambda _: None):
+        """Start another server's replicas on a running platform (e.g. `core2 apply` of a
+        Server manifest in local mode)."""
+        names = self._start_server(server)
+        self.wait_healthy(progress, only=names)
+        self.save_state()
+
+    def _start_server(self, server: LocalServer) -> list[str]:
+        started = []
+        for idx in range(server.replicas):
+            base = f"{server.name}-{idx}"
+            home = self.run_dir / "servers" / base
+            (home / "repository").mkdir(parents=True, exist_ok=True)
+            ports = {k: free_port() for k in ("http", "grpc", "metrics", "agent_http",
+                                                "agent_grpc", "agent_metrics")}
+            self.replicas[base] = ports
+            self._add(f"{base}-mlserver", python_module(
+                "runtime.agent.modelserver", "--repository", str(home / "repository"),
+                "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
+                "--metrics-port", str(ports["metrics"])),
+                lambda ports=ports: http_ok(f"http://127.0.0.1:{ports['http']}/v2/health/ready"))
+            self._add(f"{base}-agent", python_module(
+                "runtime.agent", "--scheduler", f"127.0.0.1:{self.ports['schedulerAgent']}",
+                "--server-name", server.name, "--replica-idx", str(idx),
+                "--capabilities", ",".join(server.all_capabilities()),
+                "--memory", str(server.memory_bytes),
+                "--over-commit", str(server.overCommitPercentage), "--host", "127.0.0.1",
+                "--server-http-port", str(ports["http"]), "--server-grpc-port", str(ports["grpc"]),
+                "--http-port", str(ports["agent_http"]), "--grpc-port", str(ports["agent_grpc"]),
+                "--metrics-port", str(ports["agent_metrics"]),
+                "--repository", str(home / "repository"), "--cache-dir", str(home / "cache")),
+                lambda ports=ports: http_ok(f"http://127.0.0.1:{ports['agent_metrics']}/ready"))
+            started += [f"{base}-mlserver", f"{base}-agent"]
+        return started
+
+    def _start_dataflow(self) -> None:
+        """Broker and dataflow services (pipelines)."""
+        from runtime.local.dataflow import start_dataflow
+
+        start_dataflow(self)
+
+    def wait_healthy(self, progress: Callable[[str], None] = lambda _: None,
+                     only: list[str] | None = None, timeout: float = START_TIMEOUT_S) -> None:
+        pending = [n for n in (only or self.services)]
+        deadline = time.monotonic() + timeout
+        shown = None
+        while pending:
+            for name in list(pending):
+                svc = self.services[name]
+                if not svc.alive():
+                    raise RuntimeError(f"{name} exited ({svc.returncode()}); see "
+                                       f"{svc.log_path}:\n{svc.tail()}")
+                if self.checks[name]():
+                    pending.remove(name)
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(f"not healthy after {timeout:.0f}s: {', '.join(pending)} "
+                                   f"(logs in {self.logs})")
+            if pending and pending != shown:
+                progress(f"waiting for {', '.join(pending)}")
+                shown = list(pending)
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for svc in reversed(list(self.services.values())):
+            svc.stop()
+        self.services.clear()
+        (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+
+    # ---- for tests: crash and restart one service -----------------------------------------
+    def kill(self, name: str) -> None:
+        self.services[name].kill()
+
+    def restart(self, name: str) -> None:
+        svc = self.services[name]
+        svc.stop()
+        svc.start()
+        self.wait_healthy(only=[name])
+
+    # ---- detached mode ---------------------------------------------------------------------
+    def save_state(self) -> None:
+        state = {"ports": self.ports, "kafkaBootstrap": self.kafka_bootstrap,
+                 "pids": {n: s.pid for n, s in self.services.items()},
+                 "endpoints": self.endpoints(), "replicas": self.replicas}
+        (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def read_state(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((Path(run_dir) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def stop_detached(run_dir: Path, timeout: float = 10) -> list[str]:
+    """Stop a platform started with `core2 up --detach` (each service's process group)."""
+    state = read_state(run_dir)
+    if not state:
+        return []
+    pids = state["pids"]
+    for pid in reversed(list(pids.values())):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(p) for p in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids.values():
+        if pid_alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    (Path(run_dir) / STATE_FILE).unlink(missing_ok=True)
+    return list(pids)

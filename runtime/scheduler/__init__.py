@@ -1,0 +1,1 @@
+"""The core2 scheduler: desired state, placement, model versions, xDS for Envoy."""

@@ -1,0 +1,75 @@
+"""python -m runtime.scheduler: the control plane (Scheduler API, Agent API, xDS, /metrics)."""
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc
+from prometheus_client import start_http_server
+
+from runtime.pb import agent_pb2_grpc, scheduler_pb2_grpc
+from runtime.scheduler.api import AgentService, SchedulerService
+from runtime.scheduler.core import Scheduler
+from runtime.scheduler.routes import Endpoint
+from runtime.scheduler.store import Store
+from runtime.scheduler.xds import XdsServer
+
+
+def _endpoint(http: str | None, grpc_addr: str | None) -> Endpoint | None:
+    if not http:
+        return None
+    host, _, port = http.rpartition(":")
+    gport = int(grpc_addr.rpartition(":")[2]) if grpc_addr else int(port)
+    return Endpoint(host, int(port), gport)
+
+
+async def serve(args) -> None:
+    xds = XdsServer()
+    scheduler = Scheduler(Store(Path(args.data_dir)), xds,
+                          _endpoint(args.pipeline_gateway_http, args.pipeline_gateway_grpc))
+    servers = []
+    for port, add in ((args.api_port, lambda s: scheduler_pb2_grpc.add_SchedulerServicer_to_server(
+                          SchedulerService(scheduler), s)),
+                      (args.agent_port, lambda s: agent_pb2_grpc.add_AgentServicer_to_server(
+                          AgentService(scheduler), s)),
+                      (args.xds_port, lambda s: ads_pb2_grpc
+                          .add_AggregatedDiscoveryServiceServicer_to_server(xds, s))):
+        server = grpc.aio.server(options=[("grpc.keepalive_permit_without_calls", 1),
+                                          ("grpc.http2.min_ping_interval_without_data_ms", 1000)])
+        add(server)
+        server.add_insecure_port(f"{args.host}:{port}")
+        await server.start()
+        servers.append(server)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr=args.host)
+    logging.info("scheduler ready: api %d, agents %d, xds %d", args.api_port, args.agent_port,
+                 args.xds_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for s in servers:
+        await s.stop(1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="core2-scheduler", description=__doc__)
+    p.add_argument("--data-dir", required=True, help="where the SQLite state lives")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--api-port", type=int, default=9004)
+    p.add_argument("--agent-port", type=int, default=9005)
+    p.add_argument("--xds-port", type=int, default=9002)
+    p.add_argument("--metrics-port", type=int, default=0)
+    p.add_argument("--pipeline-gateway-http", help="HOST:PORT of the pipeline gateway (REST)")
+    p.add_argument("--pipeline-gateway-grpc", help="HOST:PORT of the pipeline gateway (gRPC)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

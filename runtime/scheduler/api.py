@@ -1,0 +1,96 @@
+"""gRPC front of the scheduler: the Scheduler API (CLI, Pulumi, dataflow) and the Agent API."""
+
+import asyncio
+import logging
+
+import grpc
+
+from runtime.pb import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+from runtime.scheduler.core import KEYS, NotFound, Scheduler
+from runtime.scheduler.state import Replica
+from runtime.specs import SpecError
+
+log = logging.getLogger(__name__)
+
+
+async def _guard(context, fn, *args):
+    try:
+        return fn(*args)
+    except SpecError as e:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+    except NotFound as e:
+        await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+
+
+class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
+    def __init__(self, scheduler: Scheduler):
+        self.s = scheduler
+
+    async def Apply(self, request, context):
+        status = await _guard(context, self.s.apply, request.kind, request.name,
+                              request.spec_json)
+        return scheduler_pb2.ApplyResponse(status=status)
+
+    async def Delete(self, request, context):
+        status = await _guard(context, self.s.delete, request.kind, request.name)
+        return scheduler_pb2.DeleteResponse(status=status)
+
+    async def Status(self, request, context):
+        items = await _guard(context, self.s.status, request.kind, request.name)
+        return scheduler_pb2.StatusResponse(items=items)
+
+    async def WatchStatus(self, request, context):
+        if request.kind not in KEYS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "kind: must be MODEL, SERVER, PIPELINE or EXPERIMENT")
+        q: asyncio.Queue = asyncio.Queue()
+        entry = (request.kind, request.name, q)
+        self.s.watchers.add(entry)
+        try:
+            for item in self.s.status(request.kind, request.name, missing_ok=True):
+                yield item
+            while True:
+                _, name = await q.get()
+                items = self.s.status(request.kind, name, missing_ok=True)
+                yield items[0] if items else scheduler_pb2.ResourceStatus(
+                    kind=request.kind, name=name, state=_gone(request.kind))
+        finally:
+            self.s.watchers.discard(entry)
+
+    async def ReportPipeline(self, request, context):
+        self.s.report_pipeline(request)
+        return scheduler_pb2.Empty()
+
+
+def _gone(kind: int) -> str:
+    return {scheduler_pb2.MODEL: "ModelTerminated",
+            scheduler_pb2.PIPELINE: "PipelineTerminated"}.get(kind, "Terminated")
+
+
+class AgentService(agent_pb2_grpc.AgentServicer):
+    def __init__(self, scheduler: Scheduler):
+        self.s = scheduler
+
+    async def Subscribe(self, request, context):
+        replica = Replica(
+            server=request.server_name, idx=request.replica_idx,
+            capabilities=list(request.capabilities), memory=request.memory_bytes,
+            over_commit=request.over_commit_percentage, host=request.host,
+            server_http_port=request.server_http_port, server_grpc_port=request.server_grpc_port,
+            agent_http_port=request.agent_http_port, agent_grpc_port=request.agent_grpc_port,
+            available_memory=request.memory_bytes)
+        log.info("agent %s connected (%d loaded, %d evicted)", replica.key,
+                 len(request.loaded), len(request.evicted))
+        q = self.s.models.connect(replica, {m.internal_name for m in request.loaded},
+                                  {m.internal_name for m in request.evicted})
+        self.s.changed("server", replica.server)
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            log.info("agent %s disconnected", replica.key)
+            self.s.models.disconnect(replica, q)
+
+    async def Event(self, request, context):
+        applied = await self.s.models.on_event(request)
+        return agent_pb2.EventAck(routes_applied=applied)

@@ -1,0 +1,189 @@
+"""Snapshot (runtime.scheduler.routes) -> Envoy v3 resources: clusters, endpoints, routes.
+
+Each backend gets two clusters, `<name>_http` (HTTP/1.1 to the REST port) and `<name>_grpc`
+(HTTP/2 to the gRPC port). Routes match the `seldon-model` header first, then the REST path.
+Every request to a model replica carries `seldon-internal-model`, naming the version inside the
+server; the response names the chosen version in `x-seldon-route`, which a client may send back
+to stay on it."""
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+from envoy.type.matcher.v3 import string_pb2
+from envoy.type.v3 import percent_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+
+from runtime.scheduler.routes import Backend, Route, Snapshot, Target
+
+ROUTE_CONFIG = "core2_routes"
+MODEL_HEADER = "seldon-model"
+INTERNAL_HEADER = "seldon-internal-model"
+ROUTE_HEADER = "x-seldon-route"
+CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+REQUEST_TIMEOUT_S = 120  # a request may wait for an evicted model to reload
+NOT_FOUND_BODY = ('{"error": "no model, pipeline or experiment matches this request: check the '
+                  'name in the path or the seldon-model header"}')
+
+
+def cluster_names(backend: str) -> tuple[str, str]:
+    return f"{backend}_http", f"{backend}_grpc"
+
+
+def _ads() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(),
+        resource_api_version=config_source_pb2.V3)
+
+
+def _cluster(name: str, http2: bool) -> cluster_pb2.Cluster:
+    c = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
+        connect_timeout=duration_pb2.Duration(seconds=2),
+        lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
+    )
+    if http2:
+        opts = hpo.HttpProtocolOptions(
+            explicit_http_config=hpo.HttpProtocolOptions.ExplicitHttpConfig(
+                http2_protocol_options=protocol_pb2.Http2ProtocolOptions()))
+        any_opts = any_pb2.Any()
+        any_opts.Pack(opts)
+        c.typed_extension_protocol_options[
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(any_opts)
+    return c
+
+
+def _assignment(cluster: str, backend: Backend, grpc: bool) -> endpoint_pb2.ClusterLoadAssignment:
+    lb = [
+        endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(
+            address=address_pb2.Address(socket_address=address_pb2.SocketAddress(
+                address=ep.host, port_value=ep.grpc_port if grpc else ep.http_port))))
+        for ep in backend.endpoints
+    ]
+    return endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=cluster,
+        endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb)])
+
+
+def clusters(snapshot: Snapshot, keep: set[str] = frozenset()) -> dict[str, cluster_pb2.Cluster]:
+    """Clusters for every backend, plus `keep` (backends still referenced by live routes)."""
+    out = {}
+    for name in sorted(set(snapshot.backends) | keep):
+        http, grpc = cluster_names(name)
+        out[http] = _cluster(http, http2=False)
+        out[grpc] = _cluster(grpc, http2=True)
+    return out
+
+
+def assignments(snapshot: Snapshot) -> dict[str, endpoint_pb2.ClusterLoadAssignment]:
+    out = {}
+    for backend in snapshot.backends.values():
+        http, grpc = cluster_names(backend.name)
+        out[http] = _assignment(http, backend, grpc=False)
+        out[grpc] = _assignment(grpc, backend, grpc=True)
+    return out
+
+
+def _header(name: str, exact: str) -> rc.HeaderMatcher:
+    return rc.HeaderMatcher(name=name, string_match=string_pb2.StringMatcher(exact=exact))
+
+
+def _header_option(name: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=name, value=value),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
+
+
+def route_label(backend: str) -> str:
+    """The value of x-seldon-route naming a backend (Seldon's `:name:` form)."""
+    return f":{backend}:"
+
+
+def _action(snapshot: Snapshot, targets, grpc: bool, route: Route) -> rc.RouteAction:
+    weighted = []
+    for t in targets:
+        backend = snapshot.backends[t.backend]
+        http, grpc_name = cluster_names(t.backend)
+        req = [_header_option(INTERNAL_HEADER, backend.internal_name)] if backend.internal_name \
+            else []
+        weighted.append(rc.WeightedCluster.ClusterWeight(
+            name=grpc_name if grpc else http,
+            weight=wrappers_pb2.UInt32Value(value=t.weight),
+            request_headers_to_add=req,
+            response_headers_to_add=[_header_option(ROUTE_HEADER, route_label(t.backend))],
+        ))
+    action = rc.RouteAction(
+        weighted_clusters=rc.WeightedCluster(clusters=weighted),
+        timeout=duration_pb2.Duration(seconds=REQUEST_TIMEOUT_S),
+        retry_policy=rc.RetryPolicy(
+            retry_on="connect-failure,refused-stream,reset-before-request",
+            num_retries=wrappers_pb2.UInt32Value(value=3)),
+    )
+    if route.mirror and route.mirror.backend in snapshot.backends and route.mirror_percent > 0:
+        http, grpc_name = cluster_names(route.mirror.backend)
+        action.request_mirror_policies.append(rc.RouteAction.RequestMirrorPolicy(
+            cluster=grpc_name if grpc else http,
+            runtime_fraction=base_pb2.RuntimeFractionalPercent(
+                default_value=percent_pb2.FractionalPercent(
+                    numerator=route.mirror_percent,
+                    denominator=percent_pb2.FractionalPercent.HUNDRED))))
+    return action
+
+
+def _matches(route: Route):
+    """(RouteMatch, is_grpc, sticky target or None) in priority order for one Route."""
+    out = []
+    sticky = [t for t in route.targets] if route.sticky and len(route.targets) > 1 else []
+    for grpc in (True, False):
+        for t in sticky:
+            m = rc.RouteMatch(prefix="/", headers=[
+                _header(MODEL_HEADER, route.name), _header(ROUTE_HEADER, route_label(t.backend))])
+            if grpc:
+                m.grpc.SetInParent()
+            out.append((m, grpc, t))
+        m = rc.RouteMatch(prefix="/", headers=[_header(MODEL_HEADER, route.name)])
+        if grpc:
+            m.grpc.SetInParent()
+        out.append((m, grpc, None))
+    return out
+
+
+def _path_matches(route: Route):
+    out = []
+    for prefix in route.path_prefixes:
+        for t in (route.targets if route.sticky and len(route.targets) > 1 else []):
+            out.append((rc.RouteMatch(path_separated_prefix=prefix,
+                                      headers=[_header(ROUTE_HEADER, route_label(t.backend))]), t))
+        out.append((rc.RouteMatch(path_separated_prefix=prefix), None))
+    return out
+
+
+def route_configuration(snapshot: Snapshot) -> route_pb2.RouteConfiguration:
+    header_routes, path_routes = [], []
+    for route in snapshot.routes:
+        live = tuple(t for t in route.targets if t.backend in snapshot.backends)
+        if not live:
+            continue
+        for match, grpc, t in _matches(route):
+            header_routes.append(rc.Route(
+                name=route.name, match=match,
+                route=_action(snapshot, (Target(t.backend),) if t else live, grpc, route)))
+        for match, t in _path_matches(route):
+            path_routes.append(rc.Route(
+                name=route.name, match=match,
+                route=_action(snapshot, (Target(t.backend),) if t else live, False, route)))
+    not_found = rc.Route(
+        name="not_found", match=rc.RouteMatch(prefix="/"),
+        direct_response=rc.DirectResponseAction(
+            status=404, body=base_pb2.DataSource(inline_string=NOT_FOUND_BODY)),
+        response_headers_to_add=[_header_option("content-type", "application/json")])
+    vhost = rc.VirtualHost(name="core2", domains=["*"],
+                           routes=[*header_routes, *path_routes, not_found])
+    return route_pb2.RouteConfiguration(name=ROUTE_CONFIG, virtual_hosts=[vhost])

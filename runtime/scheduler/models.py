@@ -1,0 +1,260 @@
+"""Model lifecycle in the scheduler: versions, placement, agent operations and events."""
+
+import asyncio
+import logging
+
+from runtime.pb import agent_pb2
+from runtime.scheduler import state as st
+from runtime.scheduler.placement import PlacementError, place
+from runtime.scheduler.state import Model, ModelVersion, Replica, ReplicaState
+from runtime.specs import ModelSpec
+
+log = logging.getLogger(__name__)
+Op = agent_pb2.ModelOperation
+Ev = agent_pb2.ModelEvent
+
+
+class ModelManager:
+    """Owns models and replicas; `hub` is the Scheduler (persistence, routes, watchers)."""
+
+    def __init__(self, hub):
+        self.hub = hub
+        self.models: dict[str, Model] = {}
+        self.replicas: dict[str, Replica] = {}
+        self.agents: dict[str, asyncio.Queue] = {}
+
+    # ---- desired state -------------------------------------------------------------------
+    def apply(self, name: str, spec: ModelSpec) -> Model:
+        m = self.models.get(name)
+        if m is None:
+            m = self.models[name] = Model(name)
+        current = m.versions[-1] if m.versions else None
+        if current and not m.deleted and current.state != st.TERMINATED and \
+                current.spec.version_key() == spec.version_key():
+            current.spec = spec  # replicas only: scale the current version
+            self._schedule(m, current)
+        else:
+            v = ModelVersion(name, (current.version + 1) if current else 1, spec)
+            m.versions.append(v)
+            m.deleted = False
+            self._schedule(m, v)
+        self.hub.changed("model", m.name)
+        return m
+
+    def delete(self, name: str) -> Model | None:
+        m = self.models.get(name)
+        if m is None or m.deleted:
+            return m
+        m.deleted = True
+        for v in m.versions:
+            self._terminate(v)
+        self._cleanup(m)
+        self.hub.changed("model", name)
+        return m
+
+    # ---- placement -----------------------------------------------------------------------
+    def _used_memory(self, exclude: ModelVersion) -> dict[str, int]:
+        used: dict[str, int] = {}
+        for m in self.models.values():
+            for v in m.versions:
+                if v is exclude:
+                    continue
+                for idx, r in v.replicas.items():
+                    if r.state != st.UNLOADED:
+                        key = f"{v.server}/{idx}"
+                        used[key] = used.get(key, 0) + v.spec.memory_bytes
+        return used
+
+    def _schedule(self, m: Model, v: ModelVersion) -> None:
+        spec = v.spec
+        want = spec.desired_replicas
+        holding = {x.server for x in m.versions if x.replicas and x is not v}
+        try:
+            if want == 0:
+                chosen = []
+            else:
+                p = place(requirements=spec.requirements, memory=spec.memory_bytes, want=want,
+                          minimum=spec.minReplicas or want, pinned=v.server or spec.server,
+                          replicas=list(self.replicas.values()),
+                          used=self._used_memory(v), holding=holding)
+                v.server, chosen = p.server, p.replicas
+                v.reason = f"scheduled on {len(chosen)} of {want} replicas" if p.partial else ""
+        except PlacementError as e:
+            if not v.serving_replicas():
+                v.state, v.reason = st.SCHEDULE_FAILED, str(e)
+                log.info("model %s v%d: ScheduleFailed: %s", m.name, v.version, e)
+            return
+        for idx in chosen:
+            if idx not in v.replicas or v.replicas[idx].state in (st.LOAD_FAILED, st.UNLOADED):
+                v.replicas[idx] = ReplicaState(st.LOAD_REQUESTED)
+                self._send(v, idx, Op.LOAD)
+        for idx in list(v.replicas):
+            if idx not in chosen and v.replicas[idx].state not in st.LEAVING:
+                self._unload(v, idx)
+        self._refresh(m, v)
+
+    def retry_unscheduled(self) -> None:
+        for m in self.models.values():
+            if not m.deleted and m.versions and m.latest.state in (st.SCHEDULE_FAILED,
+                                                                    st.FAILED):
+                v = m.latest
+                if v.state == st.FAILED:
+                    v.server = "" if not v.serving_replicas() else v.server
+                v.state = st.PROGRESSING
+                self._schedule(m, v)
+                self.hub.changed("model", m.name)
+
+    # ---- agent operations ----------------------------------------------------------------
+    def _send(self, v: ModelVersion, idx: int, op: int) -> None:
+        q = self.agents.get(f"{v.server}/{idx}")
+        if q is None:
+            return  # sent again by reconcile() when the agent connects
+        q.put_nowait(Op(op=op, model=agent_pb2.ModelRef(
+            name=v.model, version=v.version, internal_name=v.internal_name),
+            spec_json=v.spec.model_dump_json(exclude_none=True),
+            memory_bytes=v.spec.memory_bytes))
+
+    def _unload(self, v: ModelVersion, idx: int) -> None:
+        v.replicas[idx].state = st.UNLOAD_REQUESTED
+        self.hub.spawn(self._unload_after_routes(v, idx))
+
+    async def _unload_after_routes(self, v: ModelVersion, idx: int) -> None:
+        # Make before break: Envoy stops sending traffic to the replica before it unloads.
+        await self.hub.publish_routes()
+        if idx in v.replicas and v.replicas[idx].state == st.UNLOAD_REQUESTED:
+            if f"{v.server}/{idx}" in self.agents:
+                self._send(v, idx, Op.UNLOAD)
+            else:
+                del v.replicas[idx]  # nothing to unload from: the agent is gone
+                self._after_unload(v)
+
+    def _terminate(self, v: ModelVersion) -> None:
+        if v.state == st.TERMINATED:
+            return
+        v.state, v.reason = st.TERMINATING, ""
+        for idx in list(v.replicas):
+            if v.replicas[idx].state not in st.LEAVING:
+                self._unload(v, idx)
+        if not v.replicas:
+            v.state = st.TERMINATED
+
+    def _after_unload(self, v: ModelVersion) -> None:
+        m = self.models.get(v.model)
+        if m is None:
+            return
+        if v.state == st.TERMINATING and not v.replicas:
+            v.state = st.TERMINATED
+        self._cleanup(m)
+        self.hub.changed("model", m.name)
+
+    def _cleanup(self, m: Model) -> None:
+        """Forget terminated versions (keeping the latest, for its status)."""
+        m.versions = [v for v in m.versions[:-1] if v.state != st.TERMINATED] + m.versions[-1:]
+        if m.deleted and all(v.state == st.TERMINATED for v in m.versions):
+            del self.models[m.name]
+            self.hub.forget("model", m.name)
+
+    # ---- state ---------------------------------------------------------------------------
+    def _refresh(self, m: Model, v: ModelVersion) -> None:
+        if v.state in (st.TERMINATING, st.TERMINATED):
+            return
+        want = v.spec.desired_replicas
+        placed = [i for i, r in v.replicas.items() if r.state not in st.LEAVING]
+        failed = [(i, r) for i, r in v.replicas.items() if r.state == st.LOAD_FAILED]
+        available = v.available_replicas()
+        if failed:
+            i, r = failed[0]
+            v.state, v.reason = st.FAILED, f"{v.server}/{i}: {r.reason}"
+        elif want == 0:
+            v.state = st.SCALED_DOWN
+        elif available and len(available) >= len(placed):
+            v.state = st.AVAILABLE
+        elif v.state != st.SCHEDULE_FAILED:
+            v.state = st.PROGRESSING
+        if v.state == st.AVAILABLE and v is m.latest:
+            for old in m.versions[:-1]:
+                self._terminate(old)
+
+    async def on_event(self, ev) -> bool:
+        """An agent's event; returns whether the resulting routes reached Envoy."""
+        key = f"{ev.server_name}/{ev.replica_idx}"
+        if key in self.replicas:
+            self.replicas[key].available_memory = ev.available_memory_bytes
+        m = self.models.get(ev.model.name)
+        v = next((x for x in m.versions if x.version == ev.model.version), None) if m else None
+        if v is None or ev.replica_idx not in v.replicas or v.server != ev.server_name:
+            return True
+        r = v.replicas[ev.replica_idx]
+        routes = False
+        if ev.event == Ev.LOADING:
+            r.state = st.LOADING
+        elif ev.event == Ev.LOADED:
+            if r.state in st.LEAVING:
+                return True
+            r.state, r.reason, r.evicted = st.LOADED, "", False
+            self.hub.changed("model", m.name)
+            applied = await self.hub.publish_routes()
+            if r.state == st.LOADED:
+                r.state = st.R_AVAILABLE
+                if not applied:
+                    r.reason = "Envoy has not acknowledged the route yet"
+        elif ev.event == Ev.LOAD_FAILED:
+            r.state, r.reason = st.LOAD_FAILED, ev.reason or "load failed"
+        elif ev.event == Ev.UNLOADING:
+            r.state = st.UNLOADING
+        elif ev.event in (Ev.UNLOADED, Ev.UNLOAD_FAILED):
+            del v.replicas[ev.replica_idx]
+            self._after_unload(v)
+            return True
+        elif ev.event == Ev.EVICTING:
+            r.evicted = True
+            routes = True
+        elif ev.event == Ev.RESIDENT:
+            r.evicted = False
+            routes = True
+        self._refresh(m, v)
+        self.hub.changed("model", m.name)
+        return await self.hub.publish_routes() if routes else True
+
+    # ---- agents --------------------------------------------------------------------------
+    def connect(self, replica: Replica, loaded: set[str], evicted: set[str]) -> asyncio.Queue:
+        replica.connected = True
+        self.replicas[replica.key] = replica
+        self.hub.persist_replica(replica)
+        q: asyncio.Queue = asyncio.Queue()
+        self.agents[replica.key] = q
+        known = set()
+        for m in list(self.models.values()):
+            for v in m.versions:
+                if v.server != replica.server or replica.idx not in v.replicas:
+                    continue
+                known.add(v.internal_name)
+                r = v.replicas[replica.idx]
+                held = v.internal_name in loaded or v.internal_name in evicted
+                if r.state in st.LEAVING:
+                    if held:
+                        self._send(v, replica.idx, Op.UNLOAD)
+                    else:
+                        del v.replicas[replica.idx]
+                        self._after_unload(v)
+                elif held and r.state != st.LOAD_FAILED:
+                    r.state, r.evicted = st.R_AVAILABLE, v.internal_name in evicted
+                elif r.state != st.LOAD_FAILED:
+                    r.state = st.LOAD_REQUESTED
+                    self._send(v, replica.idx, Op.LOAD)
+                self._refresh(m, v)
+                self.hub.changed("model", m.name)
+        for internal in (loaded | evicted) - known:
+            name, _, version = internal.rpartition("_")
+            q.put_nowait(Op(op=Op.UNLOAD, model=agent_pb2.ModelRef(
+                name=name, version=int(version) if version.isdigit() else 0,
+                internal_name=internal)))
+        self.retry_unscheduled()
+        self.hub.spawn(self.hub.publish_routes())
+        return q
+
+    def disconnect(self, replica: Replica, q: asyncio.Queue) -> None:
+        if self.agents.get(replica.key) is q:
+            del self.agents[replica.key]
+            replica.connected = False
+            self.hub.changed("server", replica.server)

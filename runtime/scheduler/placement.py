@@ -1,0 +1,66 @@
+"""Where a model version goes: filters, then sorters, as in Seldon Core 2.
+
+Filters (per server): the pinned `server`; every requirement among the server's capabilities;
+enough connected replicas; per replica, free memory after over-commit and other placements.
+Sorters: a server already holding the model first; then most free memory; then lowest index.
+A model with `minReplicas` may be placed on fewer replicas than asked (partial scheduling)."""
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from runtime.scheduler.state import Replica
+
+
+@dataclass
+class Placement:
+    server: str
+    replicas: list[int]
+    partial: bool = False
+
+
+class PlacementError(Exception):
+    """No server fits; the message says why (shown as the model's ScheduleFailed reason)."""
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.0f}MiB"
+
+
+def place(*, requirements: list[str], memory: int, want: int, minimum: int, pinned: str | None,
+          replicas: list[Replica], used: dict[str, int], holding: set[str]) -> Placement:
+    """`used`: bytes already placed per replica key; `holding`: servers with this model."""
+    servers: dict[str, list[Replica]] = defaultdict(list)
+    for r in replicas:
+        if r.connected:
+            servers[r.server].append(r)
+    if pinned and pinned not in servers:
+        raise PlacementError(f"server {pinned!r} has no connected replica")
+    reasons, fits = [], []
+    for name, reps in sorted(servers.items()):
+        if pinned and name != pinned:
+            continue
+        caps = set().union(*(r.capabilities for r in reps))
+        missing = [req for req in requirements if req not in caps]
+        if missing:
+            reasons.append(f"{name} lacks {', '.join(missing)}")
+            continue
+        free = [r for r in reps if r.capacity - used.get(r.key, 0) >= memory]
+        if len(free) < max(minimum, 1) and want > 0:
+            best = max(r.capacity - used.get(r.key, 0) for r in reps)
+            reasons.append(f"{name} has {len(free)} replica(s) with {_mb(memory)} free "
+                           f"(needs {max(minimum, 1)}; most free {_mb(best)})")
+            continue
+        free.sort(key=lambda r: (-(r.capacity - used.get(r.key, 0)), r.idx))
+        chosen = free[:want]
+        fits.append((name in holding, sum(r.capacity - used.get(r.key, 0) for r in chosen),
+                     name, chosen))
+    if not fits:
+        if not servers:
+            raise PlacementError("no server replica is connected")
+        if requirements and all("lacks" in r for r in reasons):
+            raise PlacementError(f"no server offers requirement(s) {', '.join(requirements)} "
+                                 f"({'; '.join(reasons)})")
+        raise PlacementError("; ".join(reasons))
+    fits.sort(key=lambda f: (not f[0], -f[1], f[2]))
+    _, _, name, chosen = fits[0]
+    return Placement(name, sorted(r.idx for r in chosen), partial=len(chosen) < want)

@@ -1,0 +1,104 @@
+"""Fixtures for end-to-end tests: whole local platforms (real scheduler, Envoy, MLServer,
+agents) on free ports in a temporary run dir, stopped after use."""
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from runtime.client import SchedulerClient
+from runtime.local.config import LocalConfig, LocalServer, Ports
+from runtime.local.platform import Platform
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+PROBE_INPUT = [6.0, 2.2, 5.0, 1.5]   # samples: iris answers 2, iris2 answers 1
+IRIS_CLASS, IRIS2_CLASS = 2, 1
+
+
+def free_ports() -> Ports:
+    return Ports(**{k: 0 for k in Ports.model_fields})
+
+
+@pytest.fixture(scope="session")
+def sample_models() -> Path:
+    models = SAMPLES / "models"
+    if not all((models / m / "model.joblib").is_file() for m in ("iris", "iris2")):
+        subprocess.run([sys.executable, str(SAMPLES / "train_iris.py")], check=True)
+    return models
+
+
+class Env:
+    """A started platform plus the clients a test needs."""
+
+    def __init__(self, platform: Platform):
+        self.platform = platform
+        self.url = platform.inference_url
+        self.scheduler = SchedulerClient(platform.scheduler_address)
+
+    def load_model(self, name: str, uri: Path | str, wait: bool = True, **spec):
+        spec = {"storageUri": str(uri), "requirements": ["sklearn"], **spec}
+        self.scheduler.apply("Model", name, json.dumps(spec))
+        if wait:
+            return self.scheduler.wait("Model", name, timeout=60)
+        return None
+
+    def infer(self, model: str, values=PROBE_INPUT, headers: dict | None = None,
+              body: bytes | None = None, path: str | None = None) -> tuple[int, dict, dict]:
+        """REST inference through Envoy: (status, JSON body, response headers)."""
+        payload = body if body is not None else json.dumps({"inputs": [{
+            "name": "predict", "shape": [1, len(values)], "datatype": "FP32",
+            "data": values}]}).encode()
+        req = urllib.request.Request(
+            self.url + (path or f"/v2/models/{model}/infer"), data=payload,
+            headers={"content-type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read()), dict(r.headers)
+        except urllib.error.HTTPError as e:
+            text = e.read()
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = {"raw": text.decode(errors="replace")}
+            return e.code, parsed, dict(e.headers)
+
+    def predict(self, model: str, **kwargs) -> int:
+        status, body, _ = self.infer(model, **kwargs)
+        assert status == 200, body
+        return body["outputs"][0]["data"][0]
+
+
+@pytest.fixture
+def make_env(tmp_path, sample_models):
+    """Factory: make_env(servers=[LocalServer(...)]) starts a platform and returns an Env."""
+    started: list[Platform] = []
+
+    def make(servers: list[LocalServer] | None = None, pipelines: bool = False) -> Env:
+        cfg = LocalConfig(ports=free_ports(), pipelines=pipelines,
+                          servers=servers or [LocalServer(name="mlserver")])
+        platform = Platform(tmp_path / f"run{len(started)}", cfg)
+        started.append(platform)
+        platform.start()
+        return Env(platform)
+
+    yield make
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture(scope="module")
+def iris_env(tmp_path_factory, sample_models):
+    """One platform with iris loaded, shared by a module's read-only tests."""
+    cfg = LocalConfig(ports=free_ports(), pipelines=False)
+    platform = Platform(tmp_path_factory.mktemp("iris"), cfg).start()
+    env = Env(platform)
+    try:
+        env.load_model("iris", sample_models / "iris")
+        yield env
+    finally:
+        platform.stop()
