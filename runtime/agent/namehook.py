@@ -9,7 +9,9 @@ symbol swaps made before MLServer is constructed, all in this process (no extra 
 - the gRPC servicer puts the same header from the call's metadata into the contextvar;
 - the DataPlane resolves the name through the contextvar (or, for infer, the request headers
   MLServer already copies into `payload.parameters.headers`), and writes the user's name back
-  into infer responses, metadata and error messages.
+  into infer responses, metadata and error messages;
+- requests with the header get 400 with the OIP body `{"error": ...}` for bad input where stock
+  MLServer answers 500 (model rejects the tensor) or FastAPI's 422 `{"detail": ...}`.
 
 It also remembers when each model last served an inference and answers `GET /core2/usage`
 with `{internal name: unix time}`: the agent's least-recently-used eviction reads it, because
@@ -26,6 +28,9 @@ from typing import Any
 import mlserver.grpc.server as grpc_server
 import mlserver.rest.server as rest_server
 import mlserver.server as mlserver_server
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from mlserver.errors import MLServerError
 from mlserver.grpc.servicers import InferenceServicer
 from mlserver.handlers import DataPlane
@@ -40,14 +45,14 @@ last_inference: dict[str, float] = {}  # model name inside MLServer -> unix time
 
 
 def _resolve(name: str, version: str | None, payload: InferenceRequest | None = None):
-    """(name to look up, version) for this request; the header pins one exact version."""
+    """(name to look up, version, hooked) for this request; the header pins one version."""
     internal = _internal.get()
     if internal is None and payload is not None and payload.parameters is not None:
         headers = getattr(payload.parameters, "headers", None) or {}
         internal = headers.get(HEADER)
     if not internal:
-        return name, version
-    return internal, None
+        return name, version, False
+    return internal, None, True
 
 
 def _rename_error(err: MLServerError, internal: str, name: str) -> MLServerError:
@@ -60,14 +65,14 @@ def _rename_error(err: MLServerError, internal: str, name: str) -> MLServerError
 
 class NamedDataPlane(DataPlane):
     async def model_ready(self, name: str, version: str | None = None) -> bool:
-        internal, version = _resolve(name, version)
+        internal, version, _ = _resolve(name, version)
         try:
             return await super().model_ready(internal, version)
         except MLServerError as err:
             raise _rename_error(err, internal, name) from None
 
     async def model_metadata(self, name: str, version: str | None = None):
-        internal, version = _resolve(name, version)
+        internal, version, _ = _resolve(name, version)
         try:
             metadata = await super().model_metadata(internal, version)
         except MLServerError as err:
@@ -77,18 +82,25 @@ class NamedDataPlane(DataPlane):
         return metadata
 
     async def infer(self, payload: InferenceRequest, name: str, version: str | None = None):
-        internal, version = _resolve(name, version, payload)
+        internal, version, hooked = _resolve(name, version, payload)
         last_inference[internal] = time.time()
         try:
             response = await super().infer(payload, internal, version)
         except MLServerError as err:
             raise _rename_error(err, internal, name) from None
+        except (ValueError, TypeError) as err:
+            if not hooked:
+                raise
+            # Stock MLServer answers a tensor the model cannot take (wrong shape, datatype,
+            # feature count) with a bare 500; through core2 it is the caller's 400.
+            raise MLServerError(f"invalid inference request for model {name}: {err}",
+                                status_code=400) from None
         if internal != name:
             response.model_name = name
         return response
 
     async def infer_stream(self, payloads, name: str, version: str | None = None):
-        internal, version = _resolve(name, version)
+        internal, version, _ = _resolve(name, version)
         last_inference[internal] = time.time()
         async for response in super().infer_stream(payloads, internal, version):
             if internal != name:
@@ -157,6 +169,21 @@ async def _send_usage(send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _validation_error(request, exc: RequestValidationError):
+    """A body that is not a valid OIP request: stock FastAPI 422 without the header, the OIP
+    error body `{"error": ...}` with 400 through core2."""
+    if HEADER not in request.headers:
+        return await request_validation_exception_handler(request, exc)
+    problems = []
+    for item in exc.errors():
+        if item.get("type") == "json_invalid":
+            problems.append(f"malformed JSON: {item.get('ctx', {}).get('error', item['msg'])}")
+            continue
+        where = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
+        problems.append(f"{where}: {item['msg']}")
+    return JSONResponse({"error": "; ".join(problems) or "invalid request"}, status_code=400)
+
+
 def install() -> None:
     """Swap the three symbols; call once, before constructing `mlserver.MLServer`."""
     if mlserver_server.DataPlane is NamedDataPlane:
@@ -166,6 +193,7 @@ def install() -> None:
     def create_app(*args, **kwargs):
         app = original_create_app(*args, **kwargs)
         app.add_middleware(InternalNameMiddleware)
+        app.add_exception_handler(RequestValidationError, _validation_error)
         return app
 
     rest_server.create_app = create_app

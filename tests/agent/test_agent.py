@@ -7,6 +7,7 @@ import httpx
 
 from runtime.pb import grpc_service_pb2 as pb
 from runtime.pb import grpc_service_pb2_grpc as pb_grpc
+
 from .conftest import PROBE_CLASS, AgentProcess, infer, iris_spec
 
 MB334 = 334 * 10**6
