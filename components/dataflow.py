@@ -1,0 +1,73 @@
+"""Pipeline dataflow: engine, model gateway and pipeline gateway, all Kafka clients."""
+
+from components.k8s import (
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD,
+    Resources,
+    metadata,
+    selector,
+    tcp_probe,
+    tmp_volume,
+)
+from components.scheduler import API_PORT
+from components.scheduler import NAME as SCHEDULER
+
+SERVICES = {
+    "engine": "runtime.dataflow.engine",
+    "modelgateway": "runtime.dataflow.modelgateway",
+    "pipelinegateway": "runtime.dataflow.pipelinegateway",
+}
+GATEWAY = "pipelinegateway"
+GATEWAY_HTTP, GATEWAY_GRPC = 9010, 9011
+DEFAULT_RESOURCES = Resources("200m", "256Mi", "1", "1Gi")
+
+
+def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int],
+           resources: dict[str, Resources], bootstrap: str, kafka_prefix: str,
+           kafka_env: list[dict], kafka_volumes: list[dict], kafka_mounts: list[dict],
+           service_account: str) -> list[dict]:
+    out = []
+    for name, module in SERVICES.items():
+        tmp, tmp_mount = tmp_volume()
+        container = {
+            "name": name,
+            "image": image,
+            "imagePullPolicy": pull_policy,
+            "command": ["python", "-m", module],
+            "args": ["--scheduler", f"{SCHEDULER}:{API_PORT}", "--kafka-bootstrap", bootstrap,
+                     "--kafka-prefix", kafka_prefix, "--kafka-namespace", namespace],
+            "env": kafka_env,
+            "resources": resources[name].render(),
+            "securityContext": RESTRICTED_CONTAINER,
+            "volumeMounts": [tmp_mount, *kafka_mounts],
+        }
+        if name == GATEWAY:
+            # the gateway listens on its default ports (http 9010, grpc 9011)
+            container["ports"] = [{"name": "http", "containerPort": GATEWAY_HTTP},
+                                  {"name": "grpc", "containerPort": GATEWAY_GRPC}]
+            container["readinessProbe"] = tcp_probe(GATEWAY_HTTP, period=5)
+            container["livenessProbe"] = tcp_probe(GATEWAY_HTTP, initial=15, failures=6)
+        out.append({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": metadata(name, namespace, name),
+            "spec": {
+                "replicas": replicas.get(name, 1),
+                "selector": {"matchLabels": selector(name)},
+                "template": {
+                    "metadata": {"labels": selector(name)},
+                    "spec": {"serviceAccountName": service_account,
+                             "automountServiceAccountToken": False,
+                             "securityContext": RESTRICTED_POD,
+                             "containers": [container], "volumes": [tmp, *kafka_volumes]},
+                },
+            },
+        })
+    out.append({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": metadata(GATEWAY, namespace, GATEWAY),
+        "spec": {"selector": selector(GATEWAY),
+                 "ports": [{"name": "http", "port": GATEWAY_HTTP, "targetPort": GATEWAY_HTTP},
+                           {"name": "grpc", "port": GATEWAY_GRPC, "targetPort": GATEWAY_GRPC,
+                            "appProtocol": "kubernetes.io/h2c"}]},
+    })
+    return out

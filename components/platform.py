@@ -1,0 +1,97 @@
+"""Platform: everything core2 runs on a cluster except the model Servers.
+
+Namespace, RBAC, Kafka (Strimzi or external), the scheduler, Envoy, the dataflow services and
+NetworkPolicies, all from one runtime image. Servers are separate `Server` components so a
+stack can add or resize them without touching the platform.
+"""
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import dataflow, envoy, network, rbac, scheduler
+from components.k8s import ENVIRONMENT_LABEL, Resources, labels
+from components.kafka import Kafka, KafkaArgs
+from components.objects import register
+
+
+@dataclass
+class PlatformArgs:
+    namespace: str
+    image: str  # the runtime image, pinned by tag or digest
+    image_pull_policy: str = "IfNotPresent"
+    create_namespace: bool = True
+    storage_class: str | None = None
+    scheduler_storage: str = "1Gi"
+    envoy_image: str = envoy.DEFAULT_IMAGE
+    envoy_replicas: int = 1
+    envoy_service_type: str = "ClusterIP"  # ClusterIP, NodePort or LoadBalancer
+    load_balancer_source_ranges: list[str] = field(default_factory=list)
+    envoy_service_annotations: dict = field(default_factory=dict)
+    dataflow_replicas: dict[str, int] = field(default_factory=dict)
+    kafka: KafkaArgs = field(default_factory=KafkaArgs)
+    kafka_prefix: str = "seldon"
+    # per-service overrides: {"scheduler"|"envoy"|"engine"|...: {cpuRequest, memoryLimit, ...}}
+    resources: dict[str, dict] = field(default_factory=dict)
+    monitoring_namespace: str | None = "monitoring"
+    deployer_subjects: list[dict] = field(default_factory=list)
+    environment: str = "development"  # "production" turns on the stricter policies
+
+
+class Platform(pulumi.ComponentResource):
+    namespace: str
+    scheduler_address: str
+    envoy_service: pulumi.Output
+
+    def __init__(self, name: str, args: PlatformArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("core2:index:Platform", name, None, opts)
+        ns = args.namespace
+        self.args = args
+        self.namespace = ns
+        self.objects: dict[str, pulumi.CustomResource] = {}
+        deps: list[pulumi.Resource] = []
+        if args.create_namespace:
+            deps.append(k8s.core.v1.Namespace(
+                f"{name}-namespace", metadata={"name": ns, "labels": {
+                    **labels("namespace"), ENVIRONMENT_LABEL: args.environment}},
+                opts=pulumi.ResourceOptions(parent=self)))
+        child = pulumi.ResourceOptions(parent=self, depends_on=deps)
+        self._add(name, rbac.render(ns, args.deployer_subjects), child)
+
+        self.kafka = Kafka(f"{name}-kafka", args.kafka, ns, child)
+        res = args.resources
+        self._add(name, scheduler.render(
+            ns, args.image, args.image_pull_policy,
+            Resources.from_config(res.get("scheduler"), scheduler.DEFAULT_RESOURCES),
+            args.scheduler_storage, args.storage_class, rbac.ACCOUNTS["scheduler"],
+            dataflow.GATEWAY), child)
+        self._add(name, envoy.render(
+            ns, args.envoy_image, args.envoy_replicas,
+            Resources.from_config(res.get("envoy"), envoy.DEFAULT_RESOURCES),
+            args.envoy_service_type, args.load_balancer_source_ranges,
+            args.envoy_service_annotations, rbac.ACCOUNTS["envoy"], args.environment), child)
+        volumes, mounts = args.kafka.client_volumes()
+        after_kafka = pulumi.ResourceOptions(parent=self, depends_on=deps + self.kafka.ready)
+        self._add(name, dataflow.render(
+            ns, args.image, args.image_pull_policy, args.dataflow_replicas,
+            {s: Resources.from_config(res.get(s), dataflow.DEFAULT_RESOURCES)
+             for s in dataflow.SERVICES},
+            self.kafka.bootstrap_servers, args.kafka_prefix, args.kafka.client_env(),
+            volumes, mounts, rbac.ACCOUNTS["dataflow"]), after_kafka)
+        self._add(name, network.render(ns, args.monitoring_namespace), child)
+
+        self.scheduler_address = f"{scheduler.NAME}.{ns}.svc:{scheduler.API_PORT}"
+        self.scheduler = self.objects[f"StatefulSet/{scheduler.NAME}"]
+        self.envoy_service = self.objects[f"Service/{envoy.NAME}"]
+        self.register_outputs({
+            "namespace": ns,
+            "schedulerAddress": self.scheduler_address,
+            "kafkaBootstrap": self.kafka.bootstrap_servers,
+            "envoyService": self.envoy_service.metadata.name,
+        })
+
+    def _add(self, prefix: str, manifests: list[dict], opts: pulumi.ResourceOptions) -> None:
+        for m in manifests:
+            self.objects[f"{m['kind']}/{m['metadata']['name']}"] = register(prefix, m, opts)

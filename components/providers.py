@@ -1,0 +1,121 @@
+"""Pulumi dynamic providers for core2 Models, Pipelines and Experiments.
+
+Every operation talks to the scheduler API (components.scheduler_api). Props:
+  name, spec (the manifest's `spec`), scheduler (Connection props), timeoutSeconds,
+  retryGraceSeconds; outputs add version, state, reason, ready.
+The classes hold no state, so the serialized provider stays the same between runs.
+"""
+
+import json
+
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    ResourceProvider,
+    UpdateResult,
+)
+
+from components import scheduler_api as api
+from runtime.specs.common import SpecError
+from runtime.specs.manifest import KINDS
+
+SCALING = {"replicas", "minReplicas", "maxReplicas"}
+# Inputs that change how the provider works, not what the scheduler runs.
+OPERATIONAL = {"scheduler", "timeoutSeconds", "retryGraceSeconds", "__provider"}
+
+
+def normalize(kind: str, spec: dict) -> dict:
+    """The spec as the scheduler sees it: validated, defaults filled, None dropped."""
+    return KINDS[kind].parse(spec or {}, f"{kind} spec").model_dump(exclude_none=True)
+
+
+def _paths(old, new, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _paths(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        out = []
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            out += _paths(a, b, f"{prefix}[{i}]")
+        return out
+    return [] if old == new else [prefix]
+
+
+def spec_changes(kind: str, old_spec: dict, new_spec: dict) -> tuple[list[str], bool]:
+    """(changed field paths, whether the change makes a new version). Models get a new
+    version for any change but scaling; every pipeline change is a new version;
+    experiments are not versioned."""
+    fields = _paths(normalize(kind, old_spec), normalize(kind, new_spec))
+    if kind == "Model":
+        new_version = any(f.split(".")[0].split("[")[0] not in SCALING for f in fields)
+    else:
+        new_version = kind == "Pipeline" and bool(fields)
+    return fields, new_version
+
+
+class SchedulerResourceProvider(ResourceProvider):
+    kind = "Model"
+
+    def check(self, _olds: dict, news: dict) -> CheckResult:
+        try:
+            normalize(self.kind, news.get("spec"))
+        except SpecError as e:
+            return CheckResult(news, [CheckFailure("spec", str(e))])
+        return CheckResult(news, [])
+
+    def _apply(self, props: dict) -> dict:
+        name, spec = props["name"], props["spec"]
+        with api.connect(api.Connection.from_props(props.get("scheduler"))) as stub:
+            applied = api.apply(stub, self.kind, name, spec)
+            st = api.wait_ready(stub, self.kind, name, applied.version,
+                                float(props.get("timeoutSeconds", 600)),
+                                float(props.get("retryGraceSeconds", 30)))
+        return {**props, **_status_outs(st)}
+
+    def create(self, props: dict) -> CreateResult:
+        return CreateResult(f"{self.kind.lower()}/{props['name']}", self._apply(props))
+
+    def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
+        return UpdateResult(self._apply(news))
+
+    def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
+        if olds.get("name") != news.get("name"):
+            return DiffResult(changes=True, replaces=["name"], delete_before_replace=True)
+        fields, _ = spec_changes(self.kind, olds.get("spec") or {}, news.get("spec") or {})
+        return DiffResult(changes=bool(fields), replaces=[], stables=["name"])
+
+    def read(self, id_: str, props: dict) -> ReadResult:
+        with api.connect(api.Connection.from_props(props.get("scheduler"))) as stub:
+            st = api.status(stub, self.kind, props["name"])
+        if st is None or st.state in api.GONE:
+            return ReadResult(None, {})
+        spec = json.loads(st.spec_json) if st.spec_json else props.get("spec")
+        return ReadResult(id_, {**props, "spec": spec, **_status_outs(st)})
+
+    def delete(self, _id: str, props: dict) -> None:
+        with api.connect(api.Connection.from_props(props.get("scheduler"))) as stub:
+            api.delete(stub, self.kind, props["name"])
+            api.wait_gone(stub, self.kind, props["name"],
+                          float(props.get("timeoutSeconds", 600)))
+
+
+def _status_outs(st) -> dict:
+    return {"version": int(st.version), "state": st.state, "reason": st.reason,
+            "ready": bool(st.ready)}
+
+
+class ModelProvider(SchedulerResourceProvider):
+    kind = "Model"
+
+
+class PipelineProvider(SchedulerResourceProvider):
+    kind = "Pipeline"
+
+
+class ExperimentProvider(SchedulerResourceProvider):
+    kind = "Experiment"

@@ -1,0 +1,90 @@
+"""The scheduler: one-replica StatefulSet with a PVC for its SQLite state, and its Services."""
+
+from components.k8s import (
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD,
+    Resources,
+    metadata,
+    scrape_annotations,
+    selector,
+    tcp_probe,
+    tmp_volume,
+)
+
+NAME = "scheduler"
+XDS_PORT, API_PORT, AGENT_PORT, METRICS_PORT = 9002, 9004, 9005, 9006
+DATA_DIR = "/var/lib/core2"
+DEFAULT_RESOURCES = Resources("200m", "256Mi", "1", "1Gi")
+
+
+def args(pipeline_gateway: str | None) -> list[str]:
+    out = ["--data-dir", DATA_DIR, "--api-port", str(API_PORT), "--agent-port", str(AGENT_PORT),
+           "--xds-port", str(XDS_PORT), "--metrics-port", str(METRICS_PORT), "--host", "0.0.0.0"]
+    if pipeline_gateway:
+        out += ["--pipeline-gateway-http", f"{pipeline_gateway}:9010",
+                "--pipeline-gateway-grpc", f"{pipeline_gateway}:9011"]
+    return out
+
+
+def render(namespace: str, image: str, pull_policy: str, resources: Resources,
+           storage_size: str, storage_class: str | None, service_account: str,
+           pipeline_gateway: str | None) -> list[dict]:
+    ports = [("xds", XDS_PORT), ("api", API_PORT), ("agent", AGENT_PORT),
+             ("metrics", METRICS_PORT)]
+    tmp, tmp_mount = tmp_volume()
+    container = {
+        "name": NAME,
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "command": ["python", "-m", "runtime.scheduler"],
+        "args": args(pipeline_gateway),
+        "ports": [{"name": n, "containerPort": p} for n, p in ports],
+        # TCP, not gRPC health: the scheduler's API port accepting connections is its readiness.
+        "readinessProbe": tcp_probe(API_PORT, period=5),
+        "livenessProbe": tcp_probe(API_PORT, period=10, initial=15, failures=6),
+        "resources": resources.render(),
+        "securityContext": RESTRICTED_CONTAINER,
+        "volumeMounts": [{"name": "state", "mountPath": DATA_DIR}, tmp_mount],
+    }
+    claim = {"metadata": {"name": "state"},
+             "spec": {"accessModes": ["ReadWriteOnce"],
+                      "resources": {"requests": {"storage": storage_size}}}}
+    if storage_class:
+        claim["spec"]["storageClassName"] = storage_class
+    statefulset = {
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": metadata(NAME, namespace, NAME),
+        "spec": {
+            "replicas": 1,  # the SQLite state has one writer
+            "serviceName": f"{NAME}-pods",
+            "selector": {"matchLabels": selector(NAME)},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain",
+                                                     "whenScaled": "Retain"},
+            "template": {
+                "metadata": {"labels": selector(NAME),
+                             "annotations": scrape_annotations(METRICS_PORT)},
+                "spec": {"serviceAccountName": service_account,
+                         "automountServiceAccountToken": False,
+                         "securityContext": RESTRICTED_POD,
+                         "terminationGracePeriodSeconds": 30,
+                         "containers": [container], "volumes": [tmp]},
+            },
+            "volumeClaimTemplates": [claim],
+        },
+    }
+    service = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": metadata(NAME, namespace, NAME),
+        "spec": {"selector": selector(NAME),
+                 "ports": [{"name": n, "port": p, "targetPort": p,
+                            "appProtocol": "kubernetes.io/h2c"}
+                           for n, p in ports if n != "metrics"]
+                 + [{"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT}]},
+    }
+    headless = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": metadata(f"{NAME}-pods", namespace, NAME),
+        "spec": {"clusterIP": "None", "selector": selector(NAME),
+                 "ports": [{"name": "api", "port": API_PORT, "targetPort": API_PORT}]},
+    }
+    return [service, headless, statefulset]

@@ -1,0 +1,213 @@
+"""Server: a StatefulSet of model-server replicas (MLServer or Triton), each with its agent.
+
+The agent registers the replica with the scheduler (capabilities, memory, over-commit), pulls
+artifacts into the cache and loads them through the server's V2 repository API; both
+containers share the model repository volume.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pulumi
+
+from components.k8s import (
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD,
+    Resources,
+    env_from_field,
+    http_probe,
+    metadata,
+    scrape_annotations,
+    selector,
+    tcp_probe,
+    tmp_volume,
+)
+from components.network import SERVER_PORTS, SERVER_ROLE
+from components.objects import register
+from components.rbac import ACCOUNTS
+from components.scheduler import AGENT_PORT
+from components.scheduler import NAME as SCHEDULER
+from runtime.specs.server import DEFAULT_CAPABILITIES
+
+REPOSITORY, CACHE = "/mnt/models", "/mnt/cache"
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"
+SERVER_RESOURCES = Resources("500m", "1Gi", "2", "4Gi")
+AGENT_RESOURCES = Resources("100m", "128Mi", "500m", "512Mi")
+
+
+@dataclass
+class ServerArgs:
+    name: str
+    namespace: str
+    image: str  # the runtime image (agent, and the MLServer container)
+    type: Literal["mlserver", "triton"] = "mlserver"
+    replicas: int = 1
+    capabilities: list[str] | None = None  # replaces the type's defaults
+    extra_capabilities: list[str] = field(default_factory=list)
+    memory: str = "1Gi"  # model memory one replica offers to the scheduler
+    over_commit: int = 10  # percent
+    gpu: int = 0  # nvidia.com/gpu per replica
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict] = field(default_factory=list)
+    cache_size: str | None = None  # PVC per replica for the artifact cache; None: emptyDir
+    storage_class: str | None = None
+    triton_image: str = TRITON_IMAGE
+    image_pull_policy: str = "IfNotPresent"
+    server_resources: dict | None = None
+    agent_resources: dict | None = None
+    hpa: dict | None = None  # {minReplicas, maxReplicas, cpuUtilization}
+
+    def all_capabilities(self) -> list[str]:
+        base = self.capabilities if self.capabilities is not None else DEFAULT_CAPABILITIES[
+            self.type]
+        return sorted(set(base) | set(self.extra_capabilities))
+
+
+def _server_container(a: ServerArgs) -> dict:
+    res = Resources.from_config(a.server_resources, SERVER_RESOURCES)
+    if a.gpu:
+        res.extra_limits = {"nvidia.com/gpu": str(a.gpu)}
+    ports = [{"name": "http", "containerPort": SERVER_PORTS["http"]},
+             {"name": "grpc", "containerPort": SERVER_PORTS["grpc"]},
+             {"name": "server-metrics", "containerPort": SERVER_PORTS["server-metrics"]}]
+    common = {"ports": ports, "resources": res.render(),
+              "readinessProbe": http_probe(SERVER_PORTS["http"], "/v2/health/ready", period=5),
+              "livenessProbe": http_probe(SERVER_PORTS["http"], "/v2/health/live", initial=30,
+                                          failures=6),
+              "volumeMounts": [{"name": "models", "mountPath": REPOSITORY}]}
+    if a.type == "triton":
+        return {"name": "triton", "image": a.triton_image, "command": ["tritonserver"],
+                "args": [f"--model-repository={REPOSITORY}", "--model-control-mode=explicit",
+                         f"--http-port={SERVER_PORTS['http']}",
+                         f"--grpc-port={SERVER_PORTS['grpc']}",
+                         f"--metrics-port={SERVER_PORTS['server-metrics']}"],
+                "securityContext": {"allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]}},
+                **common}
+    _, tmp_mount = tmp_volume()
+    common["volumeMounts"].append(tmp_mount)
+    return {"name": "mlserver", "image": a.image, "imagePullPolicy": a.image_pull_policy,
+            "command": ["python", "-m", "runtime.agent.modelserver"],
+            "args": ["--repository", REPOSITORY, "--http-port", str(SERVER_PORTS["http"]),
+                     "--grpc-port", str(SERVER_PORTS["grpc"]),
+                     "--metrics-port", str(SERVER_PORTS["server-metrics"])],
+            "securityContext": RESTRICTED_CONTAINER, **common}
+
+
+def _agent_container(a: ServerArgs) -> dict:
+    _, tmp_mount = tmp_volume()
+    return {
+        "name": "agent", "image": a.image, "imagePullPolicy": a.image_pull_policy,
+        "command": ["python", "-m", "runtime.agent"],
+        "args": ["--scheduler", f"{SCHEDULER}:{AGENT_PORT}", "--server-name", a.name,
+                 "--replica-idx", "$(REPLICA_IDX)",
+                 "--capabilities", ",".join(a.all_capabilities()),
+                 "--memory", a.memory, "--over-commit", str(a.over_commit),
+                 "--host", "$(POD_IP)",
+                 "--server-http-port", str(SERVER_PORTS["http"]),
+                 "--server-grpc-port", str(SERVER_PORTS["grpc"]),
+                 "--http-port", str(SERVER_PORTS["agent-http"]),
+                 "--grpc-port", str(SERVER_PORTS["agent-grpc"]),
+                 "--metrics-port", str(SERVER_PORTS["agent-metrics"]),
+                 "--repository", REPOSITORY, "--cache-dir", CACHE],
+        "env": [
+            env_from_field("POD_IP", "status.podIP"),
+            # the StatefulSet ordinal, from the pod-index label Kubernetes sets (1.28+)
+            env_from_field("REPLICA_IDX", "metadata.labels['apps.kubernetes.io/pod-index']"),
+        ],
+        "ports": [{"name": "agent-http", "containerPort": SERVER_PORTS["agent-http"]},
+                  {"name": "agent-grpc", "containerPort": SERVER_PORTS["agent-grpc"]},
+                  {"name": "agent-metrics", "containerPort": SERVER_PORTS["agent-metrics"]}],
+        "readinessProbe": tcp_probe(SERVER_PORTS["agent-http"], period=5),
+        "resources": Resources.from_config(a.agent_resources, AGENT_RESOURCES).render(),
+        "securityContext": RESTRICTED_CONTAINER,
+        "volumeMounts": [{"name": "models", "mountPath": REPOSITORY},
+                         {"name": "cache", "mountPath": CACHE}, tmp_mount],
+    }
+
+
+def render(a: ServerArgs) -> list[dict]:
+    if a.type not in DEFAULT_CAPABILITIES:
+        raise ValueError(f"servers[{a.name}].type: {a.type!r} is not one of "
+                         f"{', '.join(DEFAULT_CAPABILITIES)}")
+    tmp, _ = tmp_volume()
+    volumes = [{"name": "models", "emptyDir": {}}, tmp]
+    claims = []
+    if a.cache_size:
+        claim = {"metadata": {"name": "cache"},
+                 "spec": {"accessModes": ["ReadWriteOnce"],
+                          "resources": {"requests": {"storage": a.cache_size}}}}
+        if a.storage_class:
+            claim["spec"]["storageClassName"] = a.storage_class
+        claims.append(claim)
+    else:
+        volumes.append({"name": "cache", "emptyDir": {}})
+    pod_labels = {**selector("server", a.name), **SERVER_ROLE}
+    pod_spec = {
+        "serviceAccountName": ACCOUNTS["server"],
+        "automountServiceAccountToken": False,
+        "securityContext": RESTRICTED_POD,
+        "terminationGracePeriodSeconds": 60,  # let the agent drain its models
+        "containers": [_server_container(a), _agent_container(a)],
+        "volumes": volumes,
+    }
+    if a.node_selector:
+        pod_spec["nodeSelector"] = dict(a.node_selector)
+    tolerations = list(a.tolerations)
+    if a.gpu and not any(t.get("key") == "nvidia.com/gpu" for t in tolerations):
+        tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists",
+                            "effect": "NoSchedule"})
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    statefulset = {
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": metadata(a.name, a.namespace, "server", a.name),
+        "spec": {
+            "serviceName": a.name,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": selector("server", a.name)},
+            "template": {"metadata": {"labels": pod_labels,
+                                      "annotations": scrape_annotations(
+                                          SERVER_PORTS["agent-metrics"])},
+                         "spec": pod_spec},
+            "volumeClaimTemplates": claims,
+        },
+    }
+    headless = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": metadata(a.name, a.namespace, "server", a.name),
+        "spec": {"clusterIP": "None", "selector": selector("server", a.name),
+                 "ports": [{"name": n, "port": p, "targetPort": p}
+                           for n, p in SERVER_PORTS.items()]},
+    }
+    if not a.hpa:  # with an HPA, the autoscaler owns the replica count
+        statefulset["spec"]["replicas"] = a.replicas
+    out = [headless, statefulset]
+    if a.hpa:
+        out.append({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": metadata(a.name, a.namespace, "server", a.name),
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                   "name": a.name},
+                "minReplicas": int(a.hpa.get("minReplicas", a.replicas)),
+                "maxReplicas": int(a.hpa["maxReplicas"]),
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                    "type": "Utilization",
+                    "averageUtilization": int(a.hpa.get("cpuUtilization", 70))}}}],
+            },
+        })
+    return out
+
+
+class Server(pulumi.ComponentResource):
+    def __init__(self, name: str, args: ServerArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("core2:index:Server", name, None, opts)
+        self.args = args
+        child = pulumi.ResourceOptions(parent=self)
+        self.objects = {f"{m['kind']}/{m['metadata']['name']}": register(name, m, child)
+                        for m in render(args)}
+        self.statefulset = self.objects[f"StatefulSet/{args.name}"]
+        self.register_outputs({"name": args.name, "replicas": args.replicas,
+                               "capabilities": args.all_capabilities()})

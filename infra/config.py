@@ -1,0 +1,173 @@
+"""Stack configuration: read `core2:*` keys, validate them, and say which field is wrong.
+
+Scalar keys are declared (with descriptions and defaults) in Pulumi.yaml; the structured
+keys (servers, models, pipelines, experiments, resources, ...) cannot be typed there, so they
+are validated here. Defaults below must match Pulumi.yaml (a test checks that).
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from runtime.specs.common import SpecError, describe
+from runtime.specs.manifest import KINDS, Resource, load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = "core2"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ServerEntry(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=52)
+    type: Literal["mlserver", "triton"] = "mlserver"
+    replicas: int = Field(default=1, ge=0)
+    capabilities: list[str] | None = None
+    extraCapabilities: list[str] = []
+    memory: str = "1Gi"
+    overCommit: int = Field(default=10, ge=0, le=1000)
+    gpu: int = Field(default=0, ge=0)
+    nodeSelector: dict[str, str] = {}
+    tolerations: list[dict[str, Any]] = []
+    cacheSize: str | None = None
+    tritonImage: str | None = None
+    resources: dict[str, dict[str, str]] = {}  # {"server": {...}, "agent": {...}}
+    hpa: dict[str, int] | None = None
+
+
+class ResourceEntry(_Strict):
+    """A Model, Pipeline or Experiment: inline (`name` + `spec`) or from a Seldon YAML file."""
+
+    name: str | None = None
+    spec: dict[str, Any] | None = None
+    manifest: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.manifest is None and (self.name is None or self.spec is None):
+            raise ValueError("give either `manifest` (a Seldon YAML file) or `name` and `spec`")
+        if self.manifest is not None and self.spec is not None:
+            raise ValueError("give either `manifest` or `spec`, not both")
+        return self
+
+
+class StackConfig(_Strict):
+    target: Literal["local", "kubernetes"] = "kubernetes"
+    environment: str = "development"
+    kubernetesVersion: str = "1.31"
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str = "core2"
+    createNamespace: bool = True
+    image: str = "ghcr.io/core2/core2:0.1.0"
+    imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    storageClass: str | None = None
+    schedulerStorage: str = "1Gi"
+    envoyImage: str = "envoyproxy/envoy:v1.40.0"
+    envoyReplicas: int = Field(default=1, ge=1)
+    envoyServiceType: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    loadBalancerSourceRanges: list[str] = []
+    envoyServiceAnnotations: dict[str, str] = {}
+    kafkaMode: Literal["strimzi", "external"] = "strimzi"
+    kafkaBootstrap: str | None = None
+    kafkaSecurityProtocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = \
+        "PLAINTEXT"
+    kafkaSaslMechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafkaSaslSecret: str | None = None
+    kafkaCaSecret: str | None = None
+    kafkaPrefix: str = "seldon"
+    kafkaReplicas: int = Field(default=3, ge=1)
+    kafkaStorageSize: str = "20Gi"
+    strimziChartVersion: str = "0.48.0"
+    strimziApiVersion: str = "kafka.strimzi.io/v1beta2"
+    monitoringNamespace: str | None = "monitoring"
+    schedulerAddress: str = "127.0.0.1:9004"
+    dataflowReplicas: dict[str, int] = {}
+    resources: dict[str, dict[str, str]] = {}
+    deployerSubjects: list[dict[str, str]] = []
+    servers: list[ServerEntry] = []
+    models: list[ResourceEntry] = []
+    pipelines: list[ResourceEntry] = []
+    experiments: list[ResourceEntry] = []
+
+    @model_validator(mode="after")
+    def _target(self):
+        if self.target == "kubernetes" and not self.kubeconfig:
+            # never fall back to whatever cluster the ambient ~/.kube/config points at
+            raise ValueError("kubeconfig: required when target is 'kubernetes'")
+        names = [s.name for s in self.servers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"servers: duplicate name(s) {', '.join(dupes)}")
+        return self
+
+    def kubeconfig_ref(self) -> str | None:
+        """A path (expanded; read at deploy time) or the kubeconfig YAML itself."""
+        if self.kubeconfig and "\n" not in self.kubeconfig:
+            return os.path.expanduser(self.kubeconfig)
+        return self.kubeconfig
+
+    def resources_of(self, kind: str) -> list[Resource]:
+        entries = {"Model": self.models, "Pipeline": self.pipelines,
+                   "Experiment": self.experiments}[kind]
+        out: list[Resource] = []
+        for i, entry in enumerate(entries):
+            where = f"{kind.lower()}s[{i}]"
+            if entry.manifest is not None:
+                path = Path(entry.manifest)
+                docs = [r for r in load_file(path if path.is_absolute() else ROOT / path)
+                        if r.kind == kind]
+                if entry.name is not None:
+                    docs = [r for r in docs if r.name == entry.name]
+                if not docs:
+                    raise SpecError(f"{where}.manifest: {entry.manifest} has no {kind}"
+                                    + (f" named {entry.name}" if entry.name else ""))
+                out += docs
+            else:
+                spec = KINDS[kind].parse(entry.spec, f"{where}.spec")
+                out.append(Resource(kind, entry.name, spec))
+        names = [r.name for r in out]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise SpecError(f"{kind.lower()}s: duplicate name(s) {', '.join(dupes)}")
+        return out
+
+
+def parse(values: dict[str, Any]) -> StackConfig:
+    """Validate a {key: value} mapping (keys without the `core2:` prefix)."""
+    try:
+        return StackConfig.model_validate(values)
+    except ValidationError as e:
+        raise SpecError(describe(e, "config")) from None
+
+
+def read(config) -> StackConfig:
+    """From a `pulumi.Config("core2")`; structured values arrive as JSON strings."""
+    values = {}
+    for key, field in StackConfig.model_fields.items():
+        raw = config.get(key)
+        if raw is None:
+            continue
+        if field.annotation is str or field.annotation == str | None:
+            values[key] = raw
+        else:
+            try:
+                values[key] = json.loads(raw)
+            except json.JSONDecodeError:
+                values[key] = raw  # let validation name the field and the expected type
+    return parse(values)
+
+
+def stack_values(stack_file: str | Path) -> dict[str, Any]:
+    """The `core2:*` values of a stacks/Pulumi.<stack>.yaml file, prefix removed."""
+    import yaml
+
+    data = yaml.safe_load(Path(stack_file).read_text()) or {}
+    prefix = f"{PROJECT}:"
+    return {k[len(prefix):]: v for k, v in (data.get("config") or {}).items()
+            if k.startswith(prefix)}

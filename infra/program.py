@@ -1,0 +1,94 @@
+"""The core2 Pulumi program: stack config in, Platform + Servers + Models/Pipelines/Experiments
+out. A `local` target deploys only the resources, to the scheduler `core2 up` started."""
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import (
+    Connection,
+    Experiment,
+    KafkaArgs,
+    Model,
+    Pipeline,
+    Platform,
+    PlatformArgs,
+    Server,
+    ServerArgs,
+)
+from components.server import TRITON_IMAGE
+from infra import config as stack_config
+from infra.config import StackConfig
+
+RESOURCE_CLASSES = {"Model": Model, "Pipeline": Pipeline, "Experiment": Experiment}
+
+
+def platform_args(cfg: StackConfig) -> PlatformArgs:
+    kafka = KafkaArgs(
+        mode=cfg.kafkaMode, bootstrap_servers=cfg.kafkaBootstrap,
+        security_protocol=cfg.kafkaSecurityProtocol, sasl_mechanism=cfg.kafkaSaslMechanism,
+        sasl_secret=cfg.kafkaSaslSecret, ca_secret=cfg.kafkaCaSecret,
+        strimzi_chart_version=cfg.strimziChartVersion,
+        strimzi_api_version=cfg.strimziApiVersion, replicas=cfg.kafkaReplicas,
+        storage_size=cfg.kafkaStorageSize, storage_class=cfg.storageClass)
+    return PlatformArgs(
+        namespace=cfg.namespace, image=cfg.image, image_pull_policy=cfg.imagePullPolicy,
+        create_namespace=cfg.createNamespace, storage_class=cfg.storageClass,
+        scheduler_storage=cfg.schedulerStorage, envoy_image=cfg.envoyImage,
+        envoy_replicas=cfg.envoyReplicas, envoy_service_type=cfg.envoyServiceType,
+        load_balancer_source_ranges=cfg.loadBalancerSourceRanges,
+        envoy_service_annotations=cfg.envoyServiceAnnotations,
+        dataflow_replicas=cfg.dataflowReplicas, kafka=kafka, kafka_prefix=cfg.kafkaPrefix,
+        resources=cfg.resources, monitoring_namespace=cfg.monitoringNamespace,
+        deployer_subjects=cfg.deployerSubjects, environment=cfg.environment)
+
+
+def server_args(cfg: StackConfig) -> list[ServerArgs]:
+    return [ServerArgs(
+        name=s.name, namespace=cfg.namespace, image=cfg.image, type=s.type,
+        replicas=s.replicas, capabilities=s.capabilities,
+        extra_capabilities=s.extraCapabilities, memory=s.memory, over_commit=s.overCommit,
+        gpu=s.gpu, node_selector=s.nodeSelector, tolerations=s.tolerations,
+        cache_size=s.cacheSize, storage_class=cfg.storageClass,
+        triton_image=s.tritonImage or TRITON_IMAGE, image_pull_policy=cfg.imagePullPolicy,
+        server_resources=s.resources.get("server"), agent_resources=s.resources.get("agent"),
+        hpa=s.hpa) for s in cfg.servers]
+
+
+def build(cfg: StackConfig) -> dict:
+    """Declare every resource of the stack; returns the stack outputs."""
+    outputs: dict = {"target": cfg.target}
+    deps: list[pulumi.Resource] = []
+    if cfg.target == "kubernetes":
+        provider = k8s.Provider(
+            "k8s", kubeconfig=pulumi.Output.secret(cfg.kubeconfig_ref()), context=cfg.context,
+            namespace=cfg.namespace, enable_server_side_apply=True)
+        on_cluster = pulumi.ResourceOptions(provider=provider)
+        platform = Platform("core2", platform_args(cfg), on_cluster)
+        servers = [Server(f"server-{a.name}", a, pulumi.ResourceOptions(
+            provider=provider, depends_on=[platform])) for a in server_args(cfg)]
+        conn = Connection(kubeconfig=cfg.kubeconfig_ref(), context=cfg.context,
+                          namespace=cfg.namespace)
+        deps = [platform, *servers]
+        outputs.update(namespace=cfg.namespace, schedulerAddress=platform.scheduler_address,
+                       kafkaBootstrap=platform.kafka.bootstrap_servers,
+                       servers=[a.name for a in server_args(cfg)])
+    else:
+        conn = Connection(address=cfg.schedulerAddress)
+        outputs["schedulerAddress"] = cfg.schedulerAddress
+
+    # Models first, then pipelines over them, then experiments over either.
+    for kind in ("Model", "Pipeline", "Experiment"):
+        made = [RESOURCE_CLASSES[kind](f"{kind.lower()}-{r.name}", r.spec, conn, name=r.name,
+                                       opts=pulumi.ResourceOptions(depends_on=list(deps)))
+                for r in cfg.resources_of(kind)]
+        outputs[f"{kind.lower()}s"] = {r.name: m.version
+                                        for r, m in zip(cfg.resources_of(kind), made,
+                                                        strict=True)}
+        deps = deps + made
+    return outputs
+
+
+def main() -> None:
+    cfg = stack_config.read(pulumi.Config(stack_config.PROJECT))
+    for key, value in build(cfg).items():
+        pulumi.export(key, value)

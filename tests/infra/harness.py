@@ -1,0 +1,111 @@
+"""Render a stack's Pulumi program under mocks and capture every resource it registers."""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings
+
+from infra import config as stack_config
+from infra.program import build
+
+STACKS = Path(__file__).resolve().parents[2] / "stacks"
+STACK_NAMES = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in STACKS.glob("Pulumi.*.yaml"))
+
+
+@dataclass
+class Captured:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    inputs: dict
+
+    @property
+    def manifest(self) -> dict:
+        """A Kubernetes object as the API server would receive it."""
+        return self.inputs
+
+
+@dataclass
+class Render:
+    stack: str
+    config: stack_config.StackConfig
+    resources: list[Captured] = field(default_factory=list)
+    urns: list[str] = field(default_factory=list)  # every registration, duplicates kept
+    outputs: dict = field(default_factory=dict)
+
+    def of_type(self, prefix: str) -> list[Captured]:
+        return [r for r in self.resources if r.type.startswith(prefix)]
+
+    def kubernetes_objects(self) -> list[Captured]:
+        """Objects with apiVersion/kind that go to the API server (not providers/charts)."""
+        return [r for r in self.resources if r.type.startswith("kubernetes:")
+                and "apiVersion" in r.inputs and "kind" in r.inputs]
+
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's marker for a secret value
+
+
+def _ints(value):
+    """Plain values: secrets unwrapped, whole floats (protobuf numbers) back to ints."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict) and SECRET_SIG in value:
+        return _ints(value["value"])
+    if isinstance(value, dict):
+        return {k: _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return value
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        return f"{args.name}-id", dict(args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+
+class _Monitor(pulumi_mocks.MockMonitor):
+    def __init__(self, render: Render):
+        super().__init__(_Mocks())
+        self.render = render
+
+    def RegisterResource(self, request):
+        resp = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            urn = self.make_urn(request.parent, request.type, request.name)
+            self.render.urns.append(urn)
+            inputs = _ints(self.resources[urn].state)
+            self.render.resources.append(Captured(urn, request.type, request.name,
+                                                  request.parent, inputs))
+        return resp
+
+
+def render_values(stack: str, values: dict) -> Render:
+    """Run the program for config `values` (keys without the `core2:` prefix)."""
+    cfg = stack_config.parse(values)
+    result = Render(stack, cfg)
+    pulumi.runtime.set_all_config({
+        f"{stack_config.PROJECT}:{k}": v if isinstance(v, str) else json.dumps(v)
+        for k, v in values.items()})
+    settings.ROOT.set(None)  # a fresh root Stack per render
+    pulumi.runtime.set_mocks(_Mocks(), project=stack_config.PROJECT, stack=stack,
+                             preview=False, monitor=_Monitor(result))
+
+    @pulumi.runtime.test
+    def run():
+        outputs = build(stack_config.read(pulumi.Config(stack_config.PROJECT)))
+        return pulumi.Output.from_input(outputs).apply(result.outputs.update)
+
+    run()
+    return result
+
+
+def render_stack(stack: str, stack_file: Path | None = None) -> Render:
+    path = stack_file or STACKS / f"Pulumi.{stack}.yaml"
+    return render_values(stack, stack_config.stack_values(path))

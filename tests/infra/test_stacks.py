@@ -1,0 +1,299 @@
+"""Every shipped stack renders under Pulumi mocks into objects a real cluster would accept."""
+
+import collections
+import json
+
+import kubernetes_validate
+import pytest
+import yaml
+from harness import STACK_NAMES, STACKS, render_stack, render_values
+
+from components.envoy_bootstrap import XDS_CLUSTER
+from infra.config import ROOT, StackConfig
+from runtime.specs.common import SpecError
+from runtime.specs.manifest import KINDS
+
+RENDERS: dict = {}
+
+
+def rendered(stack: str):
+    if stack not in RENDERS:
+        RENDERS[stack] = render_stack(stack)
+    return RENDERS[stack]
+
+
+def by_kind(render, kind: str, name: str | None = None) -> list[dict]:
+    return [o.manifest for o in render.kubernetes_objects() if o.manifest["kind"] == kind
+            and (name is None or o.manifest["metadata"]["name"] == name)]
+
+
+def test_all_five_environments_ship():
+    assert STACK_NAMES == ["local", "onprem", "prod-aws", "prod-gcp", "staging"]
+
+
+@pytest.mark.parametrize("stack", STACK_NAMES)
+def test_no_urn_collides(stack):
+    urns = rendered(stack).urns
+    dupes = [u for u, n in collections.Counter(urns).items() if n > 1]
+    assert not dupes and urns
+
+
+@pytest.mark.parametrize("stack", STACK_NAMES)
+def test_kubernetes_objects_validate_against_the_configured_version(stack):
+    render = rendered(stack)
+    version = render.config.kubernetesVersion
+    checked = 0
+    for obj in render.kubernetes_objects():
+        m = obj.manifest
+        if m["apiVersion"].startswith("kafka.strimzi.io/"):
+            continue  # custom resources: checked by test_strimzi_resources_have_what_they_need
+        try:
+            kubernetes_validate.validate(m, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            pytest.fail(f"{m['kind']}/{m['metadata']['name']}: {path}: {e.message}")
+        checked += 1
+    if render.config.target == "kubernetes":
+        assert checked >= 20
+        assert all(o.manifest["metadata"].get("namespace") == render.config.namespace
+                   for o in render.kubernetes_objects() if o.manifest["kind"] != "Namespace")
+
+
+def test_the_validator_rejects_a_broken_object():
+    """Guards the test above: strict schemas refuse unknown and mistyped fields."""
+    deployment = by_kind(rendered("staging"), "Deployment", "envoy")[0]
+    broken = json.loads(json.dumps(deployment))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, "1.31", strict=True)
+
+
+@pytest.mark.parametrize("stack", STACK_NAMES)
+def test_core2_resources_carry_valid_specs(stack):
+    render = rendered(stack)
+    dynamic = render.of_type("pulumi-python:dynamic/core2:")
+    kinds = collections.Counter(r.type.rsplit(":", 1)[1] for r in dynamic)
+    expected = {k: len(render.config.resources_of(k)) for k in KINDS if k != "Server"}
+    assert {k: kinds.get(k, 0) for k in expected} == expected
+    for r in dynamic:
+        kind = r.type.rsplit(":", 1)[1]
+        KINDS[kind].parse(r.inputs["spec"])  # raises naming the field if not
+        conn = r.inputs["scheduler"]
+        if render.config.target == "local":
+            assert conn == {"address": render.config.schedulerAddress, "pod": "scheduler-0",
+                            "port": 9004}
+        else:
+            assert conn["namespace"] == render.config.namespace and conn["kubeconfig"]
+
+
+@pytest.mark.parametrize("stack", ["staging", "onprem"])
+def test_strimzi_resources_have_what_they_need(stack):
+    render = rendered(stack)
+    (kafka,) = by_kind(render, "Kafka")
+    (pool,) = by_kind(render, "KafkaNodePool")
+    assert kafka["apiVersion"] == pool["apiVersion"] == render.config.strimziApiVersion
+    ann = kafka["metadata"]["annotations"]
+    assert ann["strimzi.io/kraft"] == "enabled" and ann["strimzi.io/node-pools"] == "enabled"
+    assert ann["pulumi.com/waitFor"] == "condition=Ready"
+    listeners = kafka["spec"]["kafka"]["listeners"]
+    assert listeners and all({"name", "port", "type", "tls"} <= set(li) for li in listeners)
+    assert "zookeeper" not in kafka["spec"]
+    assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+    assert set(pool["spec"]["roles"]) == {"controller", "broker"}
+    assert pool["spec"]["replicas"] == render.config.kafkaReplicas
+    (volume,) = pool["spec"]["storage"]["volumes"]
+    assert volume["type"] == "persistent-claim" and volume["kraftMetadata"] == "shared"
+    assert volume["size"] == render.config.kafkaStorageSize
+    assert volume["class"] == render.config.storageClass
+    (chart,) = render.of_type("kubernetes:helm.sh/v4:Chart")
+    assert chart.inputs["version"] == render.config.strimziChartVersion
+    assert chart.inputs["namespace"] == render.config.namespace
+    # the dataflow services talk to the cluster's bootstrap service
+    engine = by_kind(render, "Deployment", "engine")[0]
+    args = engine["spec"]["template"]["spec"]["containers"][0]["args"]
+    bootstrap = args[args.index("--kafka-bootstrap") + 1]
+    assert bootstrap == f"core2-kafka-bootstrap.{render.config.namespace}.svc:9092"
+
+
+@pytest.mark.parametrize("stack", ["prod-aws", "prod-gcp"])
+def test_external_kafka_takes_credentials_from_secrets(stack):
+    render = rendered(stack)
+    assert not by_kind(render, "Kafka") and not render.of_type("kubernetes:helm.sh")
+    for name in ("engine", "modelgateway", "pipelinegateway"):
+        (dep,) = by_kind(render, "Deployment", name)
+        container = dep["spec"]["template"]["spec"]["containers"][0]
+        args = container["args"]
+        assert args[args.index("--kafka-bootstrap") + 1] == render.config.kafkaBootstrap
+        assert args[args.index("--kafka-namespace") + 1] == render.config.namespace
+        env = {e["name"]: e for e in container["env"]}
+        assert env["KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+        assert env["KAFKA_SASL_MECHANISM"]["value"] == render.config.kafkaSaslMechanism
+        for var in ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
+            ref = env[var]["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == render.config.kafkaSaslSecret and "value" not in env[var]
+        assert dep["spec"]["replicas"] == render.config.dataflowReplicas[name]
+
+
+def test_envoy_bootstrap_points_at_the_scheduler_and_pods_roll_on_change():
+    render = rendered("staging")
+    (cm,) = by_kind(render, "ConfigMap", "envoy-bootstrap")
+    boot = json.loads(cm["data"]["envoy.json"])
+    (cluster,) = boot["static_resources"]["clusters"]
+    assert cluster["name"] == XDS_CLUSTER
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {
+        "address": "scheduler.core2-staging.svc", "port_value": 9002}
+    assert boot["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+    assert boot["dynamic_resources"]["cds_config"]["ads"] == {}
+    (listener,) = boot["static_resources"]["listeners"]
+    assert listener["address"]["socket_address"]["port_value"] == 9000
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["rds"]["config_source"]["ads"] == {}
+    (dep,) = by_kind(render, "Deployment", "envoy")
+    pod = dep["spec"]["template"]
+    probe = pod["spec"]["containers"][0]["readinessProbe"]["httpGet"]
+    assert probe == {"port": 9901, "path": "/ready"}
+    assert pod["spec"]["containers"][0]["image"] == "envoyproxy/envoy:v1.40.0"
+    # another namespace means another bootstrap, hence another pod template
+    other = render_values("staging", {**_values("staging"), "namespace": "elsewhere"})
+    (dep2,) = by_kind(other, "Deployment", "envoy")
+    key = "core2.io/bootstrap-checksum"
+    assert pod["metadata"]["annotations"][key] != \
+        dep2["spec"]["template"]["metadata"]["annotations"][key]
+
+
+def test_scheduler_is_one_stateful_replica_with_storage_and_probes():
+    render = rendered("prod-aws")
+    (sts,) = by_kind(render, "StatefulSet", "scheduler")
+    assert sts["spec"]["replicas"] == 1
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["storageClassName"] == "gp3"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["python", "-m", "runtime.scheduler"]
+    assert c["args"][c["args"].index("--data-dir") + 1] == "/var/lib/core2"
+    assert {"/var/lib/core2"} <= {m["mountPath"] for m in c["volumeMounts"]}
+    assert c["readinessProbe"]["tcpSocket"]["port"] == 9004
+    assert c["args"][c["args"].index("--pipeline-gateway-http") + 1] == "pipelinegateway:9010"
+    annotations = sts["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "9006"
+
+
+def test_network_policies_admit_only_what_each_service_needs():
+    render = rendered("prod-aws")
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(render, "NetworkPolicy")}
+    assert policies["core2-default-deny"]["ingress"] == []
+    sched = policies["core2-scheduler"]["ingress"]
+    admitted = {r["ports"][0]["port"]: r["from"][0] for r in sched}
+    assert admitted[9002]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "envoy"
+    assert admitted[9005]["podSelector"]["matchLabels"] == {"core2.io/role": "server"}
+    assert set(admitted[9004]["podSelector"]["matchExpressions"][0]["values"]) == {
+        "engine", "modelgateway", "pipelinegateway"}
+    assert admitted[9006]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"}
+    # every server pod carries the label the policies select on
+    for sts in by_kind(render, "StatefulSet"):
+        if sts["metadata"]["name"] != "scheduler":
+            assert sts["spec"]["template"]["metadata"]["labels"]["core2.io/role"] == "server"
+
+
+def test_servers_get_gpus_node_selectors_and_their_agent_flags():
+    render = rendered("prod-aws")
+    (gpu,) = by_kind(render, "StatefulSet", "triton-gpu")
+    pod = gpu["spec"]["template"]["spec"]
+    triton, agent = pod["containers"]
+    assert triton["name"] == "triton" and triton["image"].startswith("nvcr.io/nvidia/tritonserver:")
+    assert "--model-control-mode=explicit" in triton["args"]
+    assert triton["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"node.kubernetes.io/instance-type": "g5.xlarge"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in \
+        pod["tolerations"]
+    args = agent["args"]
+    flag = dict(zip(args[::2], args[1::2], strict=True))
+    assert flag["--server-name"] == "triton-gpu" and flag["--memory"] == "16Gi"
+    assert flag["--replica-idx"] == "$(REPLICA_IDX)" and flag["--host"] == "$(POD_IP)"
+    assert "onnx" in flag["--capabilities"].split(",")
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in agent["env"]}
+    assert env["REPLICA_IDX"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    assert gpu["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"] == {
+        "storage": "50Gi"}
+    # the autoscaled server leaves its replica count to the HPA
+    (mls,) = by_kind(render, "StatefulSet", "mlserver")
+    assert "replicas" not in mls["spec"]
+    (hpa,) = by_kind(render, "HorizontalPodAutoscaler", "mlserver")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 10)
+
+
+def test_envoy_service_type_follows_the_environment():
+    types = {s: by_kind(rendered(s), "Service", "envoy")[0]["spec"]
+             for s in ("staging", "prod-aws", "prod-gcp", "onprem")}
+    assert types["staging"]["type"] == "ClusterIP"
+    assert types["onprem"]["type"] == "NodePort"
+    assert types["prod-aws"]["loadBalancerSourceRanges"] == ["10.0.0.0/8", "203.0.113.0/24"]
+    assert types["prod-gcp"]["type"] == "LoadBalancer"
+
+
+def test_local_target_deploys_only_resources():
+    render = rendered("local")
+    assert not render.of_type("kubernetes:")
+    assert len(render.of_type("pulumi-python:dynamic/core2:")) == 4
+    assert render.outputs["schedulerAddress"] == "127.0.0.1:9004"
+
+
+def test_kubernetes_target_needs_its_own_kubeconfig():
+    values = {k: v for k, v in _values("staging").items() if k != "kubeconfig"}
+    with pytest.raises(SpecError, match="kubeconfig: required"):
+        render_values("staging", values)
+
+
+def test_bad_config_names_the_field():
+    values = _values("staging")
+    values["servers"] = [{"name": "mlserver", "replicas": 1, "memroy": "1Gi"}]
+    with pytest.raises(SpecError, match=r"config\.servers\.0\.memroy: unknown field"):
+        render_values("staging", values)
+    values = _values("staging")
+    values["models"] = [{"name": "iris", "spec": {"storageUri": "s3://x", "replicas": -1}}]
+    with pytest.raises(SpecError, match=r"models\[0\]\.spec\.replicas"):
+        render_values("staging", values)
+
+
+def test_model_version_key_changes_with_the_model_but_not_with_scaling():
+    def key(spec_change: dict) -> str:
+        values = _values("staging")
+        values["models"][0]["spec"].update(spec_change)
+        (iris,) = [r for r in render_values("staging", values).resources
+                   if r.type.endswith(":Model") and r.inputs["name"] == "iris"]
+        return iris.inputs["versionKey"]
+
+    base = key({})
+    assert key({"replicas": 4}) == base
+    assert key({"storageUri": "gs://core2-models/iris-sklearn/v3"}) != base
+
+
+def test_project_file_declares_typed_config_with_defaults_matching_the_program():
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert project["runtime"]["name"] == "python"
+    assert project["main"] == "infra/" and project["stackConfigDir"] == "stacks"
+    declared = project["config"]
+    for key, decl in declared.items():
+        assert key in StackConfig.model_fields, key
+        assert decl["type"] in {"string", "integer", "boolean", "array"}, key
+        assert decl.get("description"), key
+        if decl["type"] == "array":
+            assert decl["items"]["type"] in {"string", "integer", "boolean"}
+        if "default" in decl:
+            assert decl["default"] == StackConfig.model_fields[key].default, key
+    # every stack sets only known keys, with the declared type
+    py_types = {"string": str, "integer": int, "boolean": bool, "array": list}
+    for stack in STACK_NAMES:
+        for key, value in _values(stack).items():
+            assert key in StackConfig.model_fields, f"{stack}: {key}"
+            if key in declared:
+                assert isinstance(value, py_types[declared[key]["type"]]), f"{stack}: {key}"
+
+
+def _values(stack: str) -> dict:
+    from infra.config import stack_values
+
+    return json.loads(json.dumps(stack_values(STACKS / f"Pulumi.{stack}.yaml")))
