@@ -1,0 +1,197 @@
+"""core2 review policies as plain functions over (resource type, props), so tests can run
+them on the resources the mocks capture. `__main__.py` wires them into a Pulumi policy pack.
+
+Each rule returns a list of violation messages (empty: compliant).
+"""
+
+import re
+from collections.abc import Iterable
+
+from runtime.specs.common import SpecError, parse_quantity
+from runtime.specs.experiment import ExperimentSpec
+from runtime.specs.model import ModelSpec
+
+DYNAMIC = "pulumi-python:dynamic/core2:"
+WORKLOADS = {"kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet",
+             "kubernetes:apps/v1:DaemonSet", "kubernetes:batch/v1:Job",
+             "kubernetes:batch/v1:CronJob", "kubernetes:core/v1:Pod"}
+ENVIRONMENT_LABEL = "core2.io/environment"
+_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def _pod_spec(resource_type: str, props: dict) -> dict | None:
+    if resource_type not in WORKLOADS:
+        return None
+    spec = props.get("spec") or {}
+    if resource_type == "kubernetes:core/v1:Pod":
+        return spec
+    if resource_type == "kubernetes:batch/v1:CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    return (spec.get("template") or {}).get("spec") or {}
+
+
+def _containers(resource_type: str, props: dict) -> list[dict]:
+    pod = _pod_spec(resource_type, props)
+    if pod is None:
+        return []
+    return [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
+
+
+def _where(props: dict) -> str:
+    meta = props.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '?')}".lstrip("/")
+
+
+def image_pinned(image: str) -> bool:
+    """A digest, or an explicit tag other than `latest` (a registry port is not a tag)."""
+    if _DIGEST.search(image):
+        return True
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return False
+    return last.rsplit(":", 1)[1] not in ("", "latest")
+
+
+def images_pinned(resource_type: str, props: dict) -> list[str]:
+    return [f"{_where(props)}: container {c.get('name')} image {c.get('image')!r} is not "
+            "pinned to a tag or digest"
+            for c in _containers(resource_type, props) if not image_pinned(c.get("image", ""))]
+
+
+def resource_limits(resource_type: str, props: dict) -> list[str]:
+    out = []
+    for c in _containers(resource_type, props):
+        limits = (c.get("resources") or {}).get("limits") or {}
+        missing = [r for r in ("cpu", "memory") if r not in limits]
+        if missing:
+            out.append(f"{_where(props)}: container {c.get('name')} has no "
+                       f"{' or '.join(missing)} limit")
+    return out
+
+
+def no_open_load_balancer_in_production(resource_type: str, props: dict) -> list[str]:
+    if resource_type != "kubernetes:core/v1:Service":
+        return []
+    spec = props.get("spec") or {}
+    labels = (props.get("metadata") or {}).get("labels") or {}
+    if (spec.get("type") == "LoadBalancer" and labels.get(ENVIRONMENT_LABEL) == "production"
+            and not spec.get("loadBalancerSourceRanges")):
+        return [f"{_where(props)}: a production LoadBalancer needs loadBalancerSourceRanges"]
+    return []
+
+
+def experiment_weights(resource_type: str, props: dict) -> list[str]:
+    if resource_type != f"{DYNAMIC}Experiment":
+        return []
+    name = props.get("name", "?")
+    try:
+        spec = ExperimentSpec.parse(props.get("spec") or {}, f"experiment {name}")
+    except SpecError as e:
+        return [str(e)]
+    if spec.candidates and sum(c.weight for c in spec.candidates) <= 0:
+        return [f"experiment {name}: candidate weights must add up to more than 0"]
+    return []
+
+
+RESOURCE_RULES = {
+    "core2-images-pinned": ("Every container image is pinned to a tag (not latest) or a digest.",
+                            images_pinned),
+    "core2-resource-limits": ("Every container sets CPU and memory limits.", resource_limits),
+    "core2-no-open-load-balancer-in-production": (
+        "A production LoadBalancer Service must restrict loadBalancerSourceRanges.",
+        no_open_load_balancer_in_production),
+    "core2-experiment-weights": (
+        "Experiments have candidates with positive weights and a default among them.",
+        experiment_weights),
+}
+
+
+def _servers(resources: Iterable[tuple[str, dict]]) -> dict[str, dict]:
+    """Server StatefulSets -> {name: {capabilities, memory, overCommit}} from agent flags."""
+    out = {}
+    for rtype, props in resources:
+        if rtype != "kubernetes:apps/v1:StatefulSet":
+            continue
+        for c in _containers(rtype, props):
+            args = c.get("args") or []
+            if c.get("name") == "agent" and "--server-name" in args:
+                flag = dict(zip(args[::2], args[1::2], strict=False))
+                out[flag["--server-name"]] = {
+                    "capabilities": set(flag.get("--capabilities", "").split(",")),
+                    "memory": parse_quantity(flag.get("--memory", "0")),
+                    "overCommit": int(flag.get("--over-commit", "0")),
+                }
+    return out
+
+
+def model_requirements_satisfiable(resources: list[tuple[str, dict]]) -> list[str]:
+    """Every Model fits some Server of the stack (capabilities, pinned server, memory).
+    Stacks without Servers (target local) are left to the scheduler."""
+    servers = _servers(resources)
+    if not servers:
+        return []
+    out = []
+    for rtype, props in resources:
+        if rtype != f"{DYNAMIC}Model":
+            continue
+        name = props.get("name", "?")
+        try:
+            spec = ModelSpec.parse(props.get("spec") or {}, f"model {name}")
+        except SpecError as e:
+            out.append(str(e))
+            continue
+        candidates = {spec.server: servers[spec.server]} if spec.server in servers else (
+            {} if spec.server else servers)
+        if spec.server and not candidates:
+            out.append(f"model {name}: server {spec.server!r} is not in this stack")
+            continue
+        fits = [s for s, info in candidates.items()
+                if set(spec.requirements) <= info["capabilities"]
+                and spec.memory_bytes <= info["memory"] * (100 + info["overCommit"]) // 100]
+        if not fits:
+            out.append(f"model {name}: no server offers requirements "
+                       f"{sorted(spec.requirements)} with {spec.memory or 0} memory "
+                       f"(servers: {', '.join(sorted(candidates))})")
+    return out
+
+
+def experiment_targets_exist(resources: list[tuple[str, dict]]) -> list[str]:
+    """Experiment candidates and mirrors name Models/Pipelines this stack manages."""
+    names = {"model": set(), "pipeline": set()}
+    for rtype, props in resources:
+        if rtype == f"{DYNAMIC}Model":
+            names["model"].add(props.get("name"))
+        elif rtype == f"{DYNAMIC}Pipeline":
+            names["pipeline"].add(props.get("name"))
+    out = []
+    for rtype, props in resources:
+        if rtype != f"{DYNAMIC}Experiment":
+            continue
+        spec = props.get("spec") or {}
+        kind = spec.get("resourceType", "model")
+        targets = [c.get("name") for c in spec.get("candidates") or []]
+        if spec.get("mirror"):
+            targets.append(spec["mirror"].get("name"))
+        missing = [t for t in targets if t not in names.get(kind, set())]
+        if missing:
+            out.append(f"experiment {props.get('name')}: {kind}(s) {', '.join(missing)} "
+                       "are not in this stack")
+    return out
+
+
+STACK_RULES = {
+    "core2-model-requirements-satisfiable": (
+        "Every Model's requirements and memory fit a Server of the stack.",
+        model_requirements_satisfiable),
+    "core2-experiment-targets-exist": (
+        "Experiment candidates are Models or Pipelines of the stack.",
+        experiment_targets_exist),
+}
+
+
+def check_all(resources: list[tuple[str, dict]]) -> dict[str, list[str]]:
+    """Every rule over a stack's resources: {policy name: violations}."""
+    out = {name: [v for rtype, props in resources for v in rule(rtype, props)]
+           for name, (_, rule) in RESOURCE_RULES.items()}
+    out.update({name: rule(resources) for name, (_, rule) in STACK_RULES.items()})
+    return out
