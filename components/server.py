@@ -19,7 +19,6 @@ from components.k8s import (
     metadata,
     scrape_annotations,
     selector,
-    tcp_probe,
     tmp_volume,
 )
 from components.network import SERVER_PORTS, SERVER_ROLE
@@ -118,7 +117,8 @@ def _agent_container(a: ServerArgs) -> dict:
         "ports": [{"name": "agent-http", "containerPort": SERVER_PORTS["agent-http"]},
                   {"name": "agent-grpc", "containerPort": SERVER_PORTS["agent-grpc"]},
                   {"name": "agent-metrics", "containerPort": SERVER_PORTS["agent-metrics"]}],
-        "readinessProbe": tcp_probe(SERVER_PORTS["agent-http"], period=5),
+        # the agent answers /ready on its metrics port once registered with the scheduler
+        "readinessProbe": http_probe(SERVER_PORTS["agent-metrics"], "/ready", period=5),
         "resources": Resources.from_config(a.agent_resources, AGENT_RESOURCES).render(),
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [{"name": "models", "mountPath": REPOSITORY},

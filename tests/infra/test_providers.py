@@ -1,0 +1,116 @@
+"""The dynamic providers' create / read / diff / update / delete against a real local
+platform (scheduler, Envoy, MLServer + agent), called directly as the Pulumi engine would."""
+
+import pytest
+
+from components.providers import ExperimentProvider, ModelProvider, PipelineProvider
+from components.scheduler_api import SchedulerError
+from runtime.local.config import LocalConfig, LocalServer, Ports
+from runtime.local.platform import Platform
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, sample_models):
+    cfg = LocalConfig(ports=Ports(**{k: 0 for k in Ports.model_fields}), pipelines=False,
+                      servers=[LocalServer(name="mlserver")])
+    p = Platform(tmp_path_factory.mktemp("pulumi-providers"), cfg).start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def props(platform, name: str, spec: dict, **extra) -> dict:
+    return {"name": name, "spec": spec, "scheduler": {"address": platform.scheduler_address},
+            "timeoutSeconds": 60, "retryGraceSeconds": 2, **extra}
+
+
+def iris_spec(sample_models, model: str = "iris", **extra) -> dict:
+    return {"storageUri": str(sample_models / model), "requirements": ["sklearn"],
+            "memory": "100Ki", **extra}
+
+
+def test_check_refuses_a_bad_spec_naming_the_field():
+    result = ModelProvider().check({}, {"name": "m", "spec": {"storageUri": "x", "replicas": -1}})
+    (failure,) = result.failures
+    assert failure.property == "spec" and "replicas" in failure.reason
+
+
+def test_model_lifecycle(platform, sample_models):
+    provider = ModelProvider()
+    created = provider.create(props(platform, "iris", iris_spec(sample_models)))
+    assert created.id == "model/iris"
+    outs = created.outs
+    assert outs["ready"] and outs["state"] == "ModelAvailable" and outs["version"] >= 1
+
+    read = provider.read(created.id, outs)
+    assert read.id == created.id and read.outs["ready"]
+    assert read.outs["spec"]["storageUri"] == str(sample_models / "iris")
+
+    # scaling is an update in place without a new version; a new artifact is a new version
+    scaled = props(platform, "iris", iris_spec(sample_models, replicas=1))
+    diff = provider.diff(created.id, outs, scaled)
+    assert diff.changes and diff.replaces == []
+    from components.providers import spec_changes
+
+    assert spec_changes("Model", outs["spec"], scaled["spec"]) == (["replicas"], False)
+    new_artifact = props(platform, "iris", iris_spec(sample_models, "iris2"))
+    assert spec_changes("Model", outs["spec"], new_artifact["spec"]) == (["storageUri"], True)
+    assert provider.diff(created.id, outs, dict(outs)).changes is False
+
+    updated = provider.update(created.id, outs, new_artifact).outs
+    assert updated["ready"] and updated["version"] > outs["version"]
+
+    provider.delete(created.id, updated)
+    assert provider.read(created.id, updated).id is None
+
+
+def test_failing_model_reports_the_scheduler_reason(platform, tmp_path):
+    with pytest.raises(SchedulerError) as err:
+        ModelProvider().create(props(platform, "broken", {
+            "storageUri": str(tmp_path / "no-such-model"), "requirements": ["sklearn"]}))
+    message = str(err.value)
+    assert message.startswith("Model broken: ModelFailed:") and "no-such-model" in message
+    ModelProvider().delete("model/broken", props(platform, "broken", {"storageUri": "x"}))
+
+
+def test_unschedulable_model_fails_after_the_grace_period(platform, sample_models):
+    with pytest.raises(SchedulerError, match=r"Model gpu-only: ScheduleFailed: .*tensorflow"):
+        ModelProvider().create(props(platform, "gpu-only", iris_spec(
+            sample_models, requirements=["tensorflow"])))
+    ModelProvider().delete("model/gpu-only", props(platform, "gpu-only", {"storageUri": "x"}))
+
+
+def test_invalid_spec_is_refused_with_field_and_reason(platform):
+    with pytest.raises(SchedulerError, match=r"INVALID_ARGUMENT"):
+        ExperimentProvider().create(props(platform, "bad-exp", {
+            "default": "a", "candidates": [{"name": "b", "weight": 1}]}))
+
+
+def test_experiment_lifecycle(platform, sample_models):
+    models = ModelProvider()
+    for name in ("iris", "iris2"):
+        models.create(props(platform, name, iris_spec(sample_models, name)))
+    provider = ExperimentProvider()
+    spec = {"default": "iris", "candidates": [{"name": "iris", "weight": 50},
+                                              {"name": "iris2", "weight": 50}]}
+    outs = provider.create(props(platform, "iris-ab", spec)).outs
+    assert outs["ready"]
+    shifted = {**spec, "candidates": [{"name": "iris", "weight": 10},
+                                      {"name": "iris2", "weight": 90}]}
+    diff = provider.diff("experiment/iris-ab", outs, props(platform, "iris-ab", shifted))
+    assert diff.changes and diff.replaces == []
+    updated = provider.update("experiment/iris-ab", outs, props(platform, "iris-ab", shifted))
+    assert updated.outs["ready"]
+    read = provider.read("experiment/iris-ab", updated.outs)
+    assert [c["weight"] for c in read.outs["spec"]["candidates"]] == [10, 90]
+    provider.delete("experiment/iris-ab", updated.outs)
+    assert provider.read("experiment/iris-ab", updated.outs).id is None
+    for name in ("iris", "iris2"):
+        models.delete(f"model/{name}", props(platform, name, {}))
+
+
+def test_pipeline_provider_is_wired_to_pipelines():
+    assert PipelineProvider.kind == "Pipeline"
+    result = PipelineProvider().check({}, {"name": "p", "spec": {"steps": []}})
+    assert result.failures and "steps" in result.failures[0].reason
