@@ -23,7 +23,11 @@ def bootstrap(listen_port: int, admin_port: int, xds_host: str, xds_port: int,
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC", "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
+                # Reconnect quickly when the scheduler restarts (Envoy serves meanwhile).
+                "grpc_services": [{"envoy_grpc": {
+                    "cluster_name": "xds_cluster",
+                    "retry_policy": {"retry_back_off": {"base_interval": "0.1s",
+                                                        "max_interval": "1s"}}}}],
                 "set_node_on_first_message_only": True,
             },
             "cds_config": ads,

@@ -165,6 +165,14 @@ def _path_matches(route: Route):
     return out
 
 
+def _not_found(name: str, match: rc.RouteMatch) -> rc.Route:
+    return rc.Route(
+        name=name, match=match,
+        direct_response=rc.DirectResponseAction(
+            status=404, body=base_pb2.DataSource(inline_string=NOT_FOUND_BODY)),
+        response_headers_to_add=[_header_option("content-type", "application/json")])
+
+
 def route_configuration(snapshot: Snapshot) -> route_pb2.RouteConfiguration:
     header_routes, path_routes = [], []
     for route in snapshot.routes:
@@ -179,11 +187,10 @@ def route_configuration(snapshot: Snapshot) -> route_pb2.RouteConfiguration:
             path_routes.append(rc.Route(
                 name=route.name, match=match,
                 route=_action(snapshot, (Target(t.backend),) if t else live, False, route)))
-    not_found = rc.Route(
-        name="not_found", match=rc.RouteMatch(prefix="/"),
-        direct_response=rc.DirectResponseAction(
-            status=404, body=base_pb2.DataSource(inline_string=NOT_FOUND_BODY)),
-        response_headers_to_add=[_header_option("content-type", "application/json")])
-    vhost = rc.VirtualHost(name="core2", domains=["*"],
-                           routes=[*header_routes, *path_routes, not_found])
+    # seldon-model overrides the path: a name no route knows is a 404 even on a known path.
+    unknown_header = _not_found("unknown_seldon_model", rc.RouteMatch(
+        prefix="/", headers=[rc.HeaderMatcher(name=MODEL_HEADER, present_match=True)]))
+    vhost = rc.VirtualHost(name="core2", domains=["*"], routes=[
+        *header_routes, unknown_header, *path_routes,
+        _not_found("not_found", rc.RouteMatch(prefix="/"))])
     return route_pb2.RouteConfiguration(name=ROUTE_CONFIG, virtual_hosts=[vhost])

@@ -64,11 +64,13 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         return len(self._streams)
 
     async def wait_applied(self, generation: int, timeout: float = ACK_TIMEOUT_S) -> bool:
-        """True once every connected Envoy acknowledged `generation` (or a newer one)."""
+        """True once at least one Envoy is connected and every connected Envoy acknowledged
+        `generation` (or a newer one); False after `timeout`."""
         async with self._applied:
             try:
                 await asyncio.wait_for(self._applied.wait_for(
-                    lambda: all(s.applied >= generation for s in self._streams)), timeout)
+                    lambda: self._streams and all(s.applied >= generation
+                                                  for s in self._streams)), timeout)
                 return True
             except TimeoutError:
                 return False
