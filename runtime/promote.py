@@ -1,0 +1,306 @@
+"""`core2 promote EXPERIMENT --from STACK --to STACK[,STACK]`: make an experiment's winner the
+default model in other stacks' config, as a reviewable diff.
+
+What changes in each target stack (stacks/Pulumi.<stack>.yaml):
+- the model the experiment's `default` names takes the winner's spec (artifact, requirements,
+  memory, parameters, ...) but keeps its own scaling (replicas, minReplicas, maxReplicas),
+  since environments size models differently; it is added if the stack lacks it;
+- the experiment is removed (it has ended there);
+- the experiment's other models (the winner's own entry included) are removed when nothing
+  else in the stack still uses them.
+The winner is `--winner`, or else the experiment's only candidate besides the default.
+
+The files are rewritten block by block: only the `core2:models` and `core2:experiments` blocks
+are re-emitted, and within them only the entries that change (PyYAML has no round-trip mode;
+comments and formatting elsewhere are kept byte for byte).
+"""
+
+import difflib
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+from runtime.specs.common import SpecError
+from runtime.specs.experiment import ExperimentSpec
+from runtime.specs.manifest import load_file
+from runtime.specs.model import ModelSpec
+
+PREFIX = "core2:"
+SCALING = ("replicas", "minReplicas", "maxReplicas")
+
+
+class PromoteError(Exception):
+    """A promotion that cannot be done; the message says which stack and why."""
+
+
+# ---- reading stack config ----------------------------------------------------------------
+def stack_path(stacks_dir: Path, stack: str) -> Path:
+    path = Path(stacks_dir) / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        raise PromoteError(f"stack {stack!r}: {path} not found")
+    return path
+
+
+def _config(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text()) or {}
+    return data.get("config") or {}
+
+
+def _entries(path: Path, kind: str) -> list[tuple[str, dict, dict]]:
+    """(name, spec, entry) for every Model/Experiment of a stack, manifests expanded."""
+    key = f"{PREFIX}{kind.lower()}s"
+    out = []
+    for entry in _config(path).get(key) or []:
+        if "manifest" in entry:
+            manifest = Path(entry["manifest"])
+            if not manifest.is_absolute():  # stack paths are relative to the project root
+                manifest = path.parent.parent / manifest
+            for r in load_file(manifest):
+                if r.kind == kind and entry.get("name") in (None, r.name):
+                    out.append((r.name, r.spec.model_dump(exclude_none=True), entry))
+        else:
+            out.append((entry["name"], entry["spec"], entry))
+    return out
+
+
+def _find(path: Path, kind: str, name: str, stack: str) -> tuple[dict, dict]:
+    for n, spec, entry in _entries(path, kind):
+        if n == name:
+            return spec, entry
+    raise PromoteError(f"stack {stack!r}: no {kind} named {name!r}")
+
+
+# ---- the change ----------------------------------------------------------------------------
+def choose_winner(exp: ExperimentSpec, name: str, winner: str | None) -> str:
+    candidates = [c.name for c in exp.candidates]
+    if winner is not None:
+        if winner not in candidates:
+            raise PromoteError(f"--winner: {winner!r} is not a candidate of {name} "
+                               f"({', '.join(candidates)})")
+        return winner
+    challengers = [c for c in candidates if c != exp.default]
+    if len(challengers) != 1:
+        raise PromoteError(f"experiment {name}: {len(challengers)} challengers "
+                           f"({', '.join(challengers)}); pass --winner")
+    return challengers[0]
+
+
+def promoted_spec(target: dict | None, winner: dict) -> dict:
+    """The winner's spec with the target's scaling; key order of the target kept."""
+    new = {k: v for k, v in winner.items() if k not in SCALING}
+    for k in SCALING:
+        if target and k in target:
+            new[k] = target[k]
+    if target is None:
+        return new
+    ordered = {k: new[k] for k in target if k in new}
+    ordered.update({k: v for k, v in new.items() if k not in ordered})
+    return ordered
+
+
+def _uses(config: dict, model: str) -> bool:
+    for exp in config.get(f"{PREFIX}experiments") or []:
+        spec = exp.get("spec") or {}
+        names = [c.get("name") for c in spec.get("candidates") or []]
+        if spec.get("mirror"):
+            names.append(spec["mirror"].get("name"))
+        if model in names or spec.get("default") == model:
+            return True
+    for pipe in config.get(f"{PREFIX}pipelines") or []:
+        for step in (pipe.get("spec") or {}).get("steps") or []:
+            if step.get("name") == model:
+                return True
+    return any("manifest" in e for e in (config.get(f"{PREFIX}pipelines") or [])
+               + (config.get(f"{PREFIX}experiments") or []))  # unknown contents: keep it
+
+
+def rewrite(path: Path, stack: str, experiment: str, exp: ExperimentSpec, winner: str,
+            winner_spec: dict) -> str:
+    """The new text of a target stack file."""
+    text = path.read_text()
+    config = _config(path)
+    models = list(config.get(f"{PREFIX}models") or [])
+    for entry in models:
+        if "manifest" in entry:
+            raise PromoteError(f"stack {stack!r}: models come from {entry['manifest']}; "
+                               "promote rewrites inline `name`/`spec` entries only")
+    for entry in config.get(f"{PREFIX}experiments") or []:
+        if "manifest" in entry:
+            raise PromoteError(f"stack {stack!r}: experiments come from {entry['manifest']}; "
+                               "promote rewrites inline entries only")
+    default = exp.default
+    current = next((m for m in models if m["name"] == default), None)
+    spec = promoted_spec(current["spec"] if current else None, winner_spec)
+    ModelSpec.parse(spec, f"stack {stack}: model {default}")
+    if current is None:
+        models.append({"name": default, "spec": spec})
+    else:
+        models[models.index(current)] = {**current, "spec": spec}
+    experiments = [e for e in config.get(f"{PREFIX}experiments") or []
+                   if e["name"] != experiment]
+    remaining = {**config, f"{PREFIX}experiments": experiments}
+    # the experiment's other models (the winner included) go when nothing else uses them
+    ended = {c.name for c in exp.candidates} | ({exp.mirror.name} if exp.mirror else set())
+    models = [m for m in models if m["name"] == default or m["name"] not in ended
+              or _uses(remaining, m["name"])]
+    text = replace_block(text, f"{PREFIX}models", models)
+    return replace_block(text, f"{PREFIX}experiments", experiments or None)
+
+
+# ---- block-wise YAML rewriting -------------------------------------------------------------
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _list(dumper, data):
+    short = len(data) <= 6 and all(isinstance(x, str | int | float | bool) for x in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=short)
+
+
+_Dumper.add_representer(list, _list)
+
+
+def _indent(n: int) -> str:
+    return " " * n
+
+
+def _dump_item(item, indent: int) -> list[str]:
+    text = yaml.dump([item], Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                     width=100)
+    return [_indent(indent) + line + "\n" for line in text.splitlines()]
+
+
+def replace_block(text: str, key: str, items: list | None) -> str:
+    """Replace the list under `key` in a stack file; entries equal to the old ones keep their
+    original text. `items=None` removes the key."""
+    lines = text.splitlines(keepends=True)
+    head = re.compile(rf"^(\s*){re.escape(key)}:\s*(#.*)?$")
+    start = next((i for i, line in enumerate(lines) if head.match(line)), None)
+    if start is None:
+        if items is None:
+            return text
+        indent = _config_indent(lines)
+        block = [f"{_indent(indent)}{key}:\n"] + [
+            line for item in items for line in _dump_item(item, indent)]
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        return "".join(lines + block)
+    indent = len(head.match(lines[start]).group(1))
+    end = start + 1
+    while end < len(lines):
+        line = lines[end]
+        stripped = line.lstrip()
+        depth = len(line) - len(stripped)
+        if stripped.strip() and not (depth > indent or stripped.startswith("- ")
+                                     and depth == indent):
+            break
+        end += 1
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1  # trailing blank lines belong to what follows
+    old_items = _split_items(lines[start + 1:end])
+    if items is None:
+        return "".join(lines[:start] + lines[end:])
+    item_indent = _item_indent(lines[start + 1:end], indent)
+    originals = {}
+    for chunk in old_items:
+        parsed = yaml.safe_load("".join(_dedent(chunk, item_indent)))
+        if isinstance(parsed, list) and len(parsed) == 1:
+            originals.setdefault(yaml.safe_dump(parsed[0], sort_keys=True), chunk)
+    body = []
+    for item in items:
+        body += originals.get(yaml.safe_dump(item, sort_keys=True)) or _dump_item(item,
+                                                                                  item_indent)
+    return "".join(lines[:start + 1] + body + lines[end:])
+
+
+def _config_indent(lines: list[str]) -> int:
+    for line in lines:
+        m = re.match(rf"^(\s+){re.escape(PREFIX)}", line)
+        if m:
+            return len(m.group(1))
+    return 2
+
+
+def _item_indent(block: list[str], key_indent: int) -> int:
+    for line in block:
+        if line.lstrip().startswith("- "):
+            return len(line) - len(line.lstrip())
+    return key_indent
+
+
+def _split_items(block: list[str]) -> list[list[str]]:
+    item_indent = _item_indent(block, 0)
+    items: list[list[str]] = []
+    for line in block:
+        if line.lstrip().startswith("- ") and len(line) - len(line.lstrip()) == item_indent:
+            items.append([line])
+        elif items:
+            items[-1].append(line)
+    return items
+
+
+def _dedent(chunk: list[str], n: int) -> list[str]:
+    return [line[n:] if line[:n].strip() == "" else line for line in chunk]
+
+
+# ---- command -------------------------------------------------------------------------------
+def promote(experiment: str, source: str, targets: list[str], stacks_dir: Path,
+            winner: str | None = None, dry_run: bool = False, out=None) -> dict[str, str]:
+    """Rewrite each target stack; returns {stack: unified diff}. Nothing is written when any
+    target fails, or with `dry_run`."""
+    src = stack_path(stacks_dir, source)
+    exp_spec, _ = _find(src, "Experiment", experiment, source)
+    try:
+        exp = ExperimentSpec.parse(exp_spec, f"experiment {experiment}")
+    except SpecError as e:
+        raise PromoteError(str(e)) from None
+    if exp.resourceType != "model":
+        raise PromoteError(f"experiment {experiment}: only model experiments can be promoted")
+    if exp.default is None:
+        raise PromoteError(f"experiment {experiment}: has no default model to replace")
+    chosen = choose_winner(exp, experiment, winner)
+    winner_spec, _ = _find(src, "Model", chosen, source)
+    new_texts, diffs = {}, {}
+    for stack in targets:
+        if stack == source:
+            raise PromoteError(f"--to: {stack!r} is the source stack")
+        path = stack_path(stacks_dir, stack)
+        new_texts[path] = rewrite(path, stack, experiment, exp, chosen, winner_spec)
+        diffs[stack] = "".join(difflib.unified_diff(
+            path.read_text().splitlines(keepends=True),
+            new_texts[path].splitlines(keepends=True),
+            fromfile=f"a/{path.name}", tofile=f"b/{path.name}"))
+    for stack, diff in diffs.items():
+        print(diff or f"# {stack}: already up to date\n", end="", file=out or sys.stdout)
+    if not dry_run:
+        for path, text in new_texts.items():
+            path.write_text(text)
+    return diffs
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "promote", help="make an experiment's winner the default model in other stacks",
+        description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    p.add_argument("experiment")
+    p.add_argument("--from", dest="source", required=True, metavar="STACK",
+                   help="stack where the experiment ran")
+    p.add_argument("--to", dest="targets", required=True, metavar="STACK[,STACK]",
+                   help="stacks to rewrite")
+    p.add_argument("--winner", help="candidate to promote (default: the only challenger)")
+    p.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
+    p.add_argument("--stacks-dir", default="stacks", help="directory of Pulumi.<stack>.yaml")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> None:
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    try:
+        promote(args.experiment, args.source, targets, Path(args.stacks_dir), args.winner,
+                args.dry_run)
+    except (PromoteError, SpecError) as e:
+        from runtime.cli import CliError
+
+        raise CliError(str(e), code=2) from None

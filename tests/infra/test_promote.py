@@ -1,0 +1,112 @@
+"""`core2 promote` on copies of the shipped stacks: the expected config change, a readable
+diff, and rewritten stacks that still render, validate and pass the policies."""
+
+import shutil
+
+import kubernetes_validate
+import pytest
+import yaml
+from harness import STACKS, render_stack
+
+from infra.policy.rules import check_all
+from runtime import cli
+from runtime.promote import PromoteError, promote
+
+
+@pytest.fixture
+def stacks(tmp_path):
+    out = tmp_path / "stacks"
+    shutil.copytree(STACKS, out)
+    return out
+
+
+def config(path) -> dict:
+    return yaml.safe_load(path.read_text())["config"]
+
+
+def models(path) -> dict:
+    return {m["name"]: m["spec"] for m in config(path)["core2:models"]}
+
+
+def test_promote_makes_the_winner_the_default_and_ends_the_experiment(stacks, capsys):
+    before = {s: (stacks / f"Pulumi.{s}.yaml").read_text() for s in ("prod-aws", "prod-gcp")}
+    assert cli.main(["promote", "iris-ab", "--from", "staging", "--to", "prod-aws,prod-gcp",
+                     "--stacks-dir", str(stacks)]) == 0
+    diff = capsys.readouterr().out
+    winner_uri = "gs://core2-models/iris-sklearn/v2"
+    assert f"+      storageUri: {winner_uri}" in diff
+    assert "-  core2:experiments:" in diff
+    for stack in ("prod-aws", "prod-gcp"):
+        path = stacks / f"Pulumi.{stack}.yaml"
+        iris = models(path)["iris"]
+        assert iris["storageUri"] == winner_uri
+        assert iris["replicas"] == 3  # the environment keeps its own scaling
+        assert "core2:experiments" not in config(path)
+        # only the models/experiments blocks changed: header comments and the rest survive
+        old, new = before[stack].splitlines(), path.read_text().splitlines()
+        assert new[0] == old[0] and new[0].startswith("#")
+        assert new[:new.index("  core2:models:")] == old[:old.index("  core2:models:")]
+    # prod-gcp ran the canary: its separate iris2 entry went with the experiment
+    assert set(models(stacks / "Pulumi.prod-gcp.yaml")) == {"iris"}
+    assert set(models(stacks / "Pulumi.prod-aws.yaml")) == {"iris"}
+    # the source stack is untouched
+    assert (stacks / "Pulumi.staging.yaml").read_text() == (STACKS /
+                                                             "Pulumi.staging.yaml").read_text()
+
+
+def test_promoted_stacks_still_render_validate_and_pass_policies(stacks):
+    promote("iris-ab", "staging", ["prod-aws", "prod-gcp", "onprem"], stacks)
+    for stack in ("prod-aws", "prod-gcp", "onprem"):
+        render = render_stack(stack, stacks / f"Pulumi.{stack}.yaml")
+        for obj in render.kubernetes_objects():
+            if not obj.manifest["apiVersion"].startswith("kafka.strimzi.io/"):
+                kubernetes_validate.validate(obj.manifest, render.config.kubernetesVersion,
+                                             strict=True)
+        violations = check_all([(r.type, r.inputs) for r in render.resources])
+        assert not any(violations.values()), violations
+        (iris,) = [r for r in render.resources if r.type.endswith(":Model")]
+        assert iris.inputs["spec"]["storageUri"] == "gs://core2-models/iris-sklearn/v2"
+
+
+def test_dry_run_prints_and_writes_nothing(stacks, capsys):
+    before = (stacks / "Pulumi.prod-gcp.yaml").read_text()
+    assert cli.main(["promote", "iris-ab", "--from", "staging", "--to", "prod-gcp",
+                     "--dry-run", "--stacks-dir", str(stacks)]) == 0
+    assert "+++ b/Pulumi.prod-gcp.yaml" in capsys.readouterr().out
+    assert (stacks / "Pulumi.prod-gcp.yaml").read_text() == before
+
+
+def test_promoting_the_default_only_ends_the_experiment(stacks):
+    diffs = promote("iris-ab", "staging", ["prod-gcp"], stacks, winner="iris")
+    assert "+      storageUri" not in diffs["prod-gcp"]  # iris keeps its artifact
+    assert "core2:experiments" not in config(stacks / "Pulumi.prod-gcp.yaml")
+    # iris2 is no longer used by anything there
+    assert set(models(stacks / "Pulumi.prod-gcp.yaml")) == {"iris"}
+
+
+def test_promotion_adds_the_default_model_where_a_stack_lacks_it(stacks):
+    path = stacks / "Pulumi.onprem.yaml"
+    text = path.read_text().replace("  - name: iris\n", "  - name: fraud\n")
+    path.write_text(text)
+    promote("iris-ab", "staging", ["onprem"], stacks)
+    assert set(models(path)) == {"fraud", "iris"}
+    assert models(path)["iris"]["storageUri"] == "gs://core2-models/iris-sklearn/v2"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["nope", "--from", "staging", "--to", "prod-aws"], "no Experiment named 'nope'"),
+    (["iris-ab", "--from", "staging", "--to", "prod-aws", "--winner", "iris9"],
+     "--winner: 'iris9' is not a candidate"),
+    (["iris-ab", "--from", "staging", "--to", "mars"], "stack 'mars'"),
+    (["iris-ab", "--from", "staging", "--to", "staging"], "is the source stack"),
+])
+def test_bad_promotions_are_refused_clearly(stacks, capsys, argv, message):
+    before = {p.name: p.read_text() for p in stacks.glob("*.yaml")}
+    assert cli.main(["promote", *argv, "--stacks-dir", str(stacks)]) == 2
+    assert message in capsys.readouterr().err
+    assert before == {p.name: p.read_text() for p in stacks.glob("*.yaml")}
+
+
+def test_manifest_sourced_targets_are_refused(stacks):
+    with pytest.raises(PromoteError, match="promote rewrites inline"):
+        promote("iris-ab", "staging", ["local"], stacks)
