@@ -114,3 +114,40 @@ def test_pipeline_provider_is_wired_to_pipelines():
     assert PipelineProvider.kind == "Pipeline"
     result = PipelineProvider().check({}, {"name": "p", "spec": {"steps": []}})
     assert result.failures and "steps" in result.failures[0].reason
+
+
+def test_port_forward_carries_the_scheduler_api(platform, sample_models, monkeypatch):
+    """The cluster path: the provider opens a local port whose connections go through a
+    Kubernetes port-forward stream to pod scheduler-0. The API server's websocket is stood in
+    for by a plain socket to the real scheduler; the proxying and gRPC over it are real."""
+    import socket
+
+    import kubernetes.stream
+
+    from components import portforward
+
+    port = int(platform.scheduler_address.rsplit(":", 1)[1])
+    opened = []
+
+    class Stream:
+        def __init__(self, pod, namespace, ports):
+            opened.append((pod, namespace, ports))
+            self.sock = socket.create_connection(("127.0.0.1", port))
+
+        def socket(self, _port):
+            return self.sock
+
+        def close(self):
+            self.sock.close()
+
+    monkeypatch.setattr(portforward, "api_client", lambda kubeconfig, context: None)
+    monkeypatch.setattr(kubernetes.stream, "portforward",
+                        lambda _fn, pod, namespace, ports: Stream(pod, namespace, ports))
+    conn = {"kubeconfig": "/home/ci/.kube/config", "context": "staging",
+            "namespace": "core2-staging", "pod": "scheduler-0", "port": 9004}
+    provider = ModelProvider()
+    spec = iris_spec(sample_models)
+    outs = provider.create({**props(platform, "iris-pf", spec), "scheduler": conn}).outs
+    assert outs["ready"]
+    provider.delete("model/iris-pf", outs)
+    assert opened and set(opened) == {("scheduler-0", "core2-staging", "9004")}
