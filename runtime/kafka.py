@@ -1,0 +1,157 @@
+"""Kafka client settings shared by every dataflow service: security (SASL/TLS) from flags or
+env, Seldon-style topic names, and idempotent topic creation."""
+
+import argparse
+import os
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+DEFAULT_PREFIX = "seldon"
+DEFAULT_NAMESPACE = "default"
+
+# Header names carried on every dataflow record (key = request id).
+H_PIPELINE = "pipeline"
+H_STEP = "step"
+H_MODEL = "model"
+H_ERROR = "error"
+H_VERSION = "pipeline-version"
+
+
+@dataclass
+class KafkaConfig:
+    bootstrap: str
+    prefix: str = DEFAULT_PREFIX
+    namespace: str = DEFAULT_NAMESPACE
+    partitions: int = 1
+    replication: int = 1
+    security_protocol: str = ""
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_ca_location: str = ""
+    fetch_wait_ms: int = int(os.environ.get("KAFKA_FETCH_WAIT_MS", "2"))
+    extra: dict = field(default_factory=dict)
+
+    # -- client configs -------------------------------------------------------------------
+    def common(self) -> dict:
+        conf = {"bootstrap.servers": self.bootstrap, **self.extra}
+        if self.security_protocol:
+            conf["security.protocol"] = self.security_protocol
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+            conf["sasl.password"] = self.sasl_password
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = self.ssl_ca_location
+        return conf
+
+    def producer(self) -> dict:
+        # Latency over batching: every hop of a pipeline waits on this.
+        return {**self.common(), "linger.ms": 0, "acks": 1,
+                "enable.idempotence": False, "compression.type": "none"}
+
+    def consumer(self, group: str | None, offset_reset: str = "earliest") -> dict:
+        conf = {**self.common(),
+                # Tansu admits a member to a group after ~session timeout / 2.
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 1000,
+                # Tansu answers a fetch only when this wait ends (no wake-up on produce),
+                # so it bounds every hop's latency; an idle consumer polls at this rate.
+                "fetch.wait.max.ms": self.fetch_wait_ms,
+                "fetch.error.backoff.ms": 5,
+                "auto.offset.reset": offset_reset,
+                "enable.partition.eof": False,
+                "topic.metadata.refresh.interval.ms": 5000}
+        if group:
+            conf["group.id"] = group
+            conf["enable.auto.commit"] = True
+            conf["auto.commit.interval.ms"] = 200
+        else:
+            # Assign-only consumers never join a group but librdkafka still wants an id.
+            conf["group.id"] = "core2-unused"
+            conf["enable.auto.commit"] = False
+        return conf
+
+    # -- topic names ----------------------------------------------------------------------
+    def _topic(self, *parts: str) -> str:
+        return ".".join([self.prefix, self.namespace, *parts])
+
+    def model_inputs(self, model: str) -> str:
+        return self._topic("model", model, "inputs")
+
+    def model_outputs(self, model: str) -> str:
+        return self._topic("model", model, "outputs")
+
+    def pipeline_inputs(self, pipeline: str) -> str:
+        return self._topic("pipeline", pipeline, "inputs")
+
+    def pipeline_outputs(self, pipeline: str) -> str:
+        return self._topic("pipeline", pipeline, "outputs")
+
+    def errors(self) -> str:
+        return self._topic("errors", "errors")
+
+    def parse_topic(self, topic: str) -> tuple[str, str, str] | None:
+        """('model'|'pipeline', name, 'inputs'|'outputs') or ('errors', '', '')."""
+        head = f"{self.prefix}.{self.namespace}."
+        if not topic.startswith(head):
+            return None
+        rest = topic[len(head):]
+        if rest == "errors.errors":
+            return ("errors", "", "")
+        kind, _, tail = rest.partition(".")
+        name, _, direction = tail.rpartition(".")
+        if kind in ("model", "pipeline") and name and direction in ("inputs", "outputs"):
+            return (kind, name, direction)
+        return None
+
+
+def ensure_topics(cfg: KafkaConfig, topics: list[str], timeout: float = 15) -> None:
+    """Create the topics that do not exist yet (with cfg.partitions); existing ones are kept."""
+    admin = AdminClient(cfg.common())
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = sorted(set(topics) - existing)
+    if not missing:
+        return
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=cfg.partitions, replication_factor=cfg.replication)
+         for t in missing], operation_timeout=timeout, request_timeout=timeout)
+    for topic, fut in futures.items():
+        try:
+            fut.result(timeout)
+        except KafkaException as e:
+            if e.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise RuntimeError(f"creating Kafka topic {topic}: {e}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument("--kafka-bootstrap", default=env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+                        help="Kafka bootstrap servers host:port[,host:port]")
+    parser.add_argument("--kafka-prefix", default=env("KAFKA_PREFIX", DEFAULT_PREFIX))
+    parser.add_argument("--kafka-namespace", default=env("KAFKA_NAMESPACE", DEFAULT_NAMESPACE))
+    parser.add_argument("--kafka-partitions", type=int,
+                        default=int(env("KAFKA_PARTITIONS", "1")),
+                        help="partitions of the topics this service creates")
+    parser.add_argument("--kafka-replication", type=int,
+                        default=int(env("KAFKA_REPLICATION", "1")))
+    parser.add_argument("--kafka-security-protocol", default=env("KAFKA_SECURITY_PROTOCOL", ""),
+                        help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    parser.add_argument("--kafka-sasl-mechanism", default=env("KAFKA_SASL_MECHANISM", ""),
+                        help="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    parser.add_argument("--kafka-sasl-username", default=env("KAFKA_SASL_USERNAME", ""))
+    parser.add_argument("--kafka-sasl-password", default=env("KAFKA_SASL_PASSWORD", ""))
+    parser.add_argument("--kafka-ssl-ca-location", default=env("KAFKA_SSL_CA_LOCATION", ""))
+
+
+def from_args(args: argparse.Namespace) -> KafkaConfig:
+    return KafkaConfig(
+        bootstrap=args.kafka_bootstrap, prefix=args.kafka_prefix,
+        namespace=args.kafka_namespace, partitions=args.kafka_partitions,
+        replication=args.kafka_replication,
+        security_protocol=args.kafka_security_protocol,
+        sasl_mechanism=args.kafka_sasl_mechanism, sasl_username=args.kafka_sasl_username,
+        sasl_password=args.kafka_sasl_password, ssl_ca_location=args.kafka_ssl_ca_location)
