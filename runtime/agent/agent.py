@@ -8,6 +8,7 @@ import logging
 import time
 from collections import defaultdict
 
+import aiohttp
 import grpc
 
 from runtime.agent import modelsettings
@@ -72,6 +73,25 @@ class Agent:
                     model.state = State.LOADED if internal in held else State.EVICTED
             self.placements.note_usage(await self.server.usage())
 
+    async def watch_server(self, interval: float = 2.0) -> None:
+        """Keep recency fresh, and notice models the server lost (it restarted): those are
+        treated as evicted, so their route moves to the agent and the next request reloads."""
+        while True:
+            await asyncio.sleep(interval)
+            self.placements.note_usage(await self.server.usage())
+            async with self.memory_lock:  # no load or unload runs while we compare
+                try:
+                    held = await self.server.loaded()
+                except (OSError, aiohttp.ClientError, TimeoutError):
+                    continue  # server down or restarting: look again later
+                for model in self.placements.in_state(State.LOADED):
+                    if model.internal_name in held:
+                        continue
+                    model.state = State.EVICTING
+                    ack = await self.send_event(model, Ev.EVICTING, "model server lost it")
+                    model.state = State.EVICTED if ack and ack.routes_applied else State.LOADED
+                    log.warning("model server no longer holds %s", model.internal_name)
+
     # --- scheduler connection -------------------------------------------------------------
 
     def subscribe_message(self) -> agent_pb2.AgentSubscribe:
@@ -106,7 +126,7 @@ class Agent:
             except grpc.aio.AioRpcError as e:
                 log.warning("scheduler unreachable (%s); retrying in %.1fs", e.code().name,
                             backoff)
-            except (ServerError, OSError) as e:  # model server briefly unreachable
+            except (ServerError, OSError, aiohttp.ClientError) as e:  # server unreachable
                 log.warning("cannot read the model server's state (%s)", e)
             self.subscribed.clear()
             await asyncio.sleep(backoff)

@@ -56,9 +56,11 @@ async def run(config: AgentConfig) -> None:
     agent.ready = True
     log.info("agent for %s/%d ready: proxy http %d grpc %d, metrics %d", config.server_name,
              config.replica_idx, config.http_port, config.grpc_port, config.metrics_port)
+    watcher = asyncio.create_task(agent.watch_server())
     try:
         await agent.follow_scheduler()
     finally:
+        watcher.cancel()
         await grpc_server.stop(1)
         for runner in runners:
             await runner.cleanup()

@@ -55,6 +55,11 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from mlserver.utils import install_uvloop_event_loop
+
+    # As `mlserver start` does: uvloop, installed before the loop exists, is also what
+    # parallel workers (forked) expect to inherit.
+    install_uvloop_event_loop()
     asyncio.run(serve(parse_args(argv)))
 
 

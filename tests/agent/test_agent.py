@@ -39,6 +39,38 @@ def test_load_serves_the_model_and_unload_removes_it(agent, scheduler, model_ser
     assert not (model_server.repository / internal).exists()
 
 
+ECHO_RUNTIME = """
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec
+from mlserver.types import InferenceResponse
+
+
+class Echo(MLModel):
+    async def predict(self, payload):
+        scale = float(self.settings.parameters.extra["scale"])
+        data = NumpyCodec.decode_input(payload.inputs[0]) * scale
+        return InferenceResponse(model_name=self.name,
+                                 outputs=[NumpyCodec.encode_output("echo", data)])
+"""
+
+
+def test_custom_runtime_from_the_artifacts_model_settings(agent, scheduler, model_server,
+                                                          tmp_path):
+    scheduler.wait_subscriptions(1)
+    artifact = tmp_path / "echo"
+    artifact.mkdir()
+    (artifact / "echo_runtime.py").write_text(ECHO_RUNTIME)
+    (artifact / "model-settings.json").write_text('{"implementation": "echo_runtime.Echo"}')
+    internal = scheduler.load("echo", 3, {"storageUri": f"file://{artifact}",
+                                          "requirements": ["python"],
+                                          "parameters": [{"name": "scale", "value": "10"}]})
+    scheduler.wait_event(internal, "LOADED")
+    r = infer(model_server.url, "echo", internal)
+    assert r.status_code == 200, r.text
+    assert r.json()["model_name"] == "echo"
+    assert r.json()["outputs"][0]["data"] == [60.0, 22.0, 50.0, 15.0]
+
+
 def test_bad_uri_fails_with_the_reason(agent, scheduler, model_server, tmp_path):
     scheduler.wait_subscriptions(1)
     missing = scheduler.load("ghost", 1, iris_spec(str(tmp_path / "nowhere")))
@@ -175,3 +207,18 @@ def _grpc_probe(model: str) -> pb.ModelInferRequest:
         name="x", datatype="FP32", shape=[1, 4],
         contents=pb.InferTensorContents(fp32_contents=[6.0, 2.2, 5.0, 1.5]))
     return pb.ModelInferRequest(model_name=model, inputs=[tensor])
+
+
+def test_model_server_restart_moves_models_to_reload_on_demand(agent, scheduler, model_server,
+                                                               iris_artifact):
+    scheduler.wait_subscriptions(1)
+    internal = scheduler.load("iris", 1, iris_spec(str(iris_artifact), "100M"))
+    scheduler.wait_event(internal, "LOADED")
+    model_server.service.kill()
+    model_server.start()  # same ports and repository, nothing loaded
+    evicting = scheduler.wait_event(internal, "EVICTING", timeout=30)
+    assert evicting.available_memory_bytes == 10**9 - 100 * 10**6  # counted until acked
+    r = infer(agent.url, "iris", internal)
+    assert r.status_code == 200 and r.json()["model_name"] == "iris"
+    scheduler.wait_event(internal, "RESIDENT")
+    assert model_server.held() == {internal}
