@@ -86,24 +86,29 @@ class _Monitor(pulumi_mocks.MockMonitor):
         return resp
 
 
-def render_values(stack: str, values: dict) -> Render:
-    """Run the program for config `values` (keys without the `core2:` prefix)."""
-    cfg = stack_config.parse(values)
+def run_program(stack: str, program, cfg=None, config: dict | None = None) -> Render:
+    """Run `program()` (returning a dict of outputs) under mocks, capturing resources."""
     result = Render(stack, cfg)
-    pulumi.runtime.set_all_config({
-        f"{stack_config.PROJECT}:{k}": v if isinstance(v, str) else json.dumps(v)
-        for k, v in values.items()})
+    pulumi.runtime.set_all_config(config or {})
     settings.ROOT.set(None)  # a fresh root Stack per render
     pulumi.runtime.set_mocks(_Mocks(), project=stack_config.PROJECT, stack=stack,
                              preview=False, monitor=_Monitor(result))
 
     @pulumi.runtime.test
     def run():
-        outputs = build(stack_config.read(pulumi.Config(stack_config.PROJECT)))
-        return pulumi.Output.from_input(outputs).apply(result.outputs.update)
+        return pulumi.Output.from_input(program()).apply(result.outputs.update)
 
     run()
     return result
+
+
+def render_values(stack: str, values: dict) -> Render:
+    """Run the program for config `values` (keys without the `core2:` prefix)."""
+    config = {f"{stack_config.PROJECT}:{k}": v if isinstance(v, str) else json.dumps(v)
+              for k, v in values.items()}
+    return run_program(
+        stack, lambda: build(stack_config.read(pulumi.Config(stack_config.PROJECT))),
+        stack_config.parse(values), config)
 
 
 def render_stack(stack: str, stack_file: Path | None = None) -> Render:
