@@ -1,0 +1,99 @@
+"""Thin adapter from the scheduler's API to a dataflow service: watch pipeline statuses, call
+`set_pipeline` / `remove_pipeline`, and report readiness back. Reconnects with backoff; while
+the scheduler is away the service keeps running the pipelines it has."""
+
+import json
+import logging
+import threading
+from typing import Protocol
+
+import grpc
+
+from runtime.pb import scheduler_pb2 as pb
+from runtime.pb import scheduler_pb2_grpc
+from runtime.specs.common import SpecError
+from runtime.specs.pipeline import PipelineSpec
+
+log = logging.getLogger(__name__)
+GONE = ("PipelineTerminating", "PipelineTerminated")
+
+
+class PipelineHost(Protocol):
+    def set_pipeline(self, name: str, version: int, spec: PipelineSpec) -> None: ...
+    def remove_pipeline(self, name: str) -> None: ...
+
+
+class SchedulerLink:
+    def __init__(self, address: str, host: PipelineHost, component: str):
+        self.address, self.host, self.component = address, host, component
+        self._channel = grpc.insecure_channel(address)
+        self._stub = scheduler_pb2_grpc.SchedulerStub(self._channel)
+        self._known: dict[str, int] = {}
+        self._reported: dict[tuple[str, int], tuple[bool, str]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+
+    def start(self) -> "SchedulerLink":
+        threading.Thread(target=self._run, name=f"scheduler-{self.component}",
+                         daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._channel.close()
+
+    def report(self, name: str, version: int, ready: bool, reason: str = "") -> None:
+        """Tell the scheduler whether this component runs the pipeline version. Only changes are
+        sent: every report makes the scheduler publish the pipeline's status again."""
+        with self._lock:
+            if self._reported.get((name, version)) == (ready, reason):
+                return
+            self._reported[(name, version)] = (ready, reason)
+        try:
+            self._stub.ReportPipeline(pb.PipelineReport(
+                name=name, version=version, component=self.component, ready=ready,
+                reason=reason), timeout=5)
+        except grpc.RpcError as e:
+            log.warning("report %s v%d to scheduler failed: %s", name, version, e.code())
+            with self._lock:
+                self._reported.pop((name, version), None)
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                stream = self._stub.WatchStatus(pb.StatusRequest(kind=pb.PIPELINE))
+                for status in stream:
+                    if not self.connected.is_set():
+                        log.info("watching pipelines on scheduler %s", self.address)
+                        self.connected.set()
+                        with self._lock:  # a restarted scheduler wants every report again
+                            self._reported.clear()
+                            self._known.clear()
+                    backoff = 0.2
+                    self._apply(status)
+            except grpc.RpcError as e:
+                if self._stop.is_set():
+                    return
+                log.warning("scheduler %s: %s; retrying in %.1fs", self.address, e.code(),
+                            backoff)
+            self.connected.clear()
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _apply(self, status: pb.ResourceStatus) -> None:
+        name = status.name
+        if status.state in GONE or not status.spec_json:
+            if self._known.pop(name, None) is not None:
+                self.host.remove_pipeline(name)
+            return
+        if self._known.get(name) == status.version:
+            return
+        try:
+            spec = PipelineSpec.parse(json.loads(status.spec_json), f"Pipeline {name}: spec")
+        except (SpecError, ValueError) as e:
+            self.report(name, status.version, False, f"invalid spec: {e}")
+            return
+        self._known[name] = status.version
+        self.host.set_pipeline(name, status.version, spec)

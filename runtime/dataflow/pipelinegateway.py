@@ -1,0 +1,320 @@
+"""Pipeline gateway: synchronous REST and gRPC Open Inference Protocol in front of the pipeline
+topics. A call produces to the pipeline's input topic (key = request id) and waits for that key
+on the pipeline's output topic or the errors topic.
+
+    python -m runtime.dataflow.pipelinegateway --scheduler H:P --kafka-bootstrap H:P \
+        --http-port P --grpc-port P
+"""
+
+import argparse
+import asyncio
+import logging
+import threading
+import time
+import uuid
+
+import grpc
+from aiohttp import web
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from runtime import kafka
+from runtime.dataflow.control import SchedulerLink
+from runtime.dataflow.oipgrpc import TensorError, request_to_json, response_from_json
+from runtime.dataflow.records import decode, encode, headers_of, key_of, setup_service
+from runtime.kafka import H_PIPELINE, H_VERSION, KafkaConfig
+from runtime.pb import grpc_service_pb2 as oip
+from runtime.pb import grpc_service_pb2_grpc as oip_grpc
+from runtime.specs.pipeline import PipelineSpec
+
+log = logging.getLogger("pipelinegateway")
+INFER_TOTAL = Counter("seldon_pipeline_infer", "pipeline inference requests",
+                      ["pipeline", "method_type", "code"])
+INFER_SECONDS = Histogram("seldon_pipeline_infer_seconds", "pipeline inference latency",
+                          ["pipeline", "method_type"],
+                          buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+TIMEOUT_HEADER = "seldon-timeout-ms"
+
+
+class InferError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class PipelineGateway:
+    def __init__(self, cfg: KafkaConfig, timeout_s: float = 30):
+        self.cfg, self.timeout_s = cfg, timeout_s
+        self.report = lambda name, version, ready, reason="": None
+        self.versions: dict[str, int] = {}
+        self.ready: set[str] = set()
+        self._lock = threading.Lock()
+        self._todo: set[str] = set()
+        self._waiters: dict[str, tuple[asyncio.Future, str]] = {}
+        self._stop = threading.Event()
+
+    # -- control --------------------------------------------------------------------------
+    def set_pipeline(self, name: str, version: int, spec: PipelineSpec) -> None:
+        with self._lock:
+            self.versions[name] = version
+            self._todo.add(name)
+
+    def remove_pipeline(self, name: str) -> None:
+        with self._lock:
+            self.versions.pop(name, None)
+            self.ready.discard(name)
+
+    # -- consuming responses (own thread) -------------------------------------------------
+    def _assign_at_end(self, consumer: Consumer, topic: str) -> None:
+        """Read a topic from its current end: only answers to calls made from now on matter.
+        Explicit offsets (not OFFSET_END) so no answer slips in before the position is set."""
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        parts = []
+        for p in meta.partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            parts.append(TopicPartition(topic, p, high))
+        consumer.incremental_assign(parts)
+
+    def _consume(self, loop: asyncio.AbstractEventLoop) -> None:
+        consumer = Consumer(self.cfg.consumer(None, offset_reset="latest"))
+        assigned: set[str] = set()
+        errors = self.cfg.errors()
+        kafka.ensure_topics(self.cfg, [errors])
+        self._assign_at_end(consumer, errors)
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    todo, self._todo = self._todo, set()
+                for name in todo:
+                    topic = self.cfg.pipeline_outputs(name)
+                    try:
+                        if topic not in assigned:
+                            kafka.ensure_topics(self.cfg, [self.cfg.pipeline_inputs(name), topic])
+                            self._assign_at_end(consumer, topic)
+                            assigned.add(topic)
+                    except Exception as e:  # noqa: BLE001 - retried on the next pass
+                        log.warning("pipeline %s: cannot read %s yet: %s", name, topic, e)
+                        with self._lock:
+                            self._todo.add(name)
+                        continue
+                    with self._lock:
+                        version = self.versions.get(name)
+                        if version is not None:
+                            self.ready.add(name)
+                    if version is not None:
+                        self.report(name, version, True, "")
+                batch = []
+                for m in consumer.consume(1000, timeout=0.02):
+                    if m.error():
+                        if m.error().code() != KafkaError._PARTITION_EOF:
+                            log.warning("consume: %s", m.error())
+                        continue
+                    batch.append((m.topic() == errors, key_of(m), headers_of(m), m.value()))
+                if batch:
+                    loop.call_soon_threadsafe(self._resolve, batch)
+        finally:
+            consumer.close()
+
+    def _resolve(self, batch) -> None:
+        for is_error, key, headers, value in batch:
+            waiter = self._waiters.get(key)
+            if waiter is None or waiter[0].done():
+                continue
+            fut, pipeline = waiter
+            if headers.get(H_PIPELINE, pipeline) != pipeline:
+                continue  # a chained pipeline's record under the same request id
+            if is_error:
+                doc = decode(value) or {}
+                status = int(doc.get("status") or 500)
+                fut.set_exception(InferError(status if 400 <= status < 600 else 500,
+                                             doc.get("error") or "pipeline step failed"))
+            else:
+                fut.set_result(value)
+
+    # -- inference ------------------------------------------------------------------------
+    async def infer(self, pipeline: str, doc: dict, request_id: str,
+                    timeout_s: float | None = None) -> tuple[bytes, int]:
+        version = self.versions.get(pipeline)
+        if version is None:
+            raise InferError(404, f"pipeline {pipeline!r} not found")
+        if pipeline not in self.ready:
+            raise InferError(503, f"pipeline {pipeline!r} is not ready yet")
+        if request_id in self._waiters:
+            raise InferError(409, f"request id {request_id!r} is already in flight")
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters[request_id] = (fut, pipeline)
+        timeout = timeout_s or self.timeout_s
+        try:
+            self.producer.produce(self.cfg.pipeline_inputs(pipeline), key=request_id,
+                                  value=encode({**doc, "id": request_id}),
+                                  headers=[(H_PIPELINE, pipeline), (H_VERSION, str(version))])
+            self.producer.poll(0)
+            try:
+                value = await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                raise InferError(504, f"pipeline {pipeline!r}: no response within {timeout:g}s "
+                                 f"(request id {request_id})") from None
+        except BufferError:
+            raise InferError(503, "too many requests in flight to Kafka") from None
+        finally:
+            self._waiters.pop(request_id, None)
+        return value, version
+
+    # -- REST -----------------------------------------------------------------------------
+    async def _rest_infer(self, request: web.Request) -> web.Response:
+        pipeline = request.match_info.get("pipeline")
+        header = request.headers.get("seldon-model", "")
+        if header.endswith(".pipeline"):
+            pipeline = header.removesuffix(".pipeline")
+        elif pipeline is None:
+            return _json_error(404, "no pipeline named: use /v2/pipelines/{name}/infer or "
+                               "header seldon-model: <name>.pipeline")
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        start = time.perf_counter()
+        try:
+            doc = decode(await request.read())
+            if doc is None or not isinstance(doc.get("inputs"), list):
+                raise InferError(400, "body: expected a JSON object with an 'inputs' list "
+                                 "(Open Inference Protocol InferenceRequest)")
+            timeout = _timeout_of(request.headers.get(TIMEOUT_HEADER))
+            value, version = await self.infer(pipeline, doc, rid, timeout)
+        except InferError as e:
+            INFER_TOTAL.labels(pipeline, "rest", str(e.status)).inc()
+            resp = _json_error(e.status, str(e))
+            resp.headers["x-request-id"] = rid
+            return resp
+        INFER_TOTAL.labels(pipeline, "rest", "200").inc()
+        INFER_SECONDS.labels(pipeline, "rest").observe(time.perf_counter() - start)
+        return web.Response(body=value, content_type="application/json",
+                            headers={"x-request-id": rid, "x-pipeline-version": str(version)})
+
+    async def _rest_ready(self, request: web.Request) -> web.Response:
+        name = request.match_info["pipeline"]
+        if name not in self.versions:
+            return _json_error(404, f"pipeline {name!r} not found")
+        if name not in self.ready:
+            return _json_error(503, f"pipeline {name!r} is not ready yet")
+        return web.json_response({"name": name, "ready": True,
+                                  "version": self.versions[name]})
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        resp = web.Response(body=generate_latest())
+        resp.headers["content-type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 2**20)
+        ok = web.json_response
+        app.add_routes([
+            web.post("/v2/pipelines/{pipeline}/infer", self._rest_infer),
+            web.post("/v2/models/{model}/infer", self._rest_infer),
+            web.get("/v2/pipelines/{pipeline}/ready", self._rest_ready),
+            web.get("/v2/health/live", lambda _r: _async(ok({"live": True}))),
+            web.get("/v2/health/ready", lambda _r: _async(ok({"ready": True}))),
+            web.get("/metrics", self._metrics),
+        ])
+        return app
+
+    async def run(self, stop: threading.Event, host: str, http_port: int,
+                  grpc_port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.producer = Producer(self.cfg.producer())
+        consumer = threading.Thread(target=self._consume, args=(loop,), daemon=True)
+        consumer.start()
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, http_port).start()
+        server = grpc.aio.server()
+        oip_grpc.add_GRPCInferenceServiceServicer_to_server(GrpcService(self), server)
+        server.add_insecure_port(f"{host}:{grpc_port}")
+        await server.start()
+        log.info("pipeline gateway on http %s:%d grpc %s:%d", host, http_port, host, grpc_port)
+        try:
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+                self.producer.poll(0)
+        finally:
+            self._stop.set()
+            await server.stop(1)
+            await runner.cleanup()
+            await asyncio.to_thread(consumer.join, 10)
+            self.producer.flush(5)
+
+
+_GRPC_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
+               409: grpc.StatusCode.ALREADY_EXISTS, 503: grpc.StatusCode.UNAVAILABLE,
+               504: grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class GrpcService(oip_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, gw: PipelineGateway):
+        self.gw = gw
+
+    async def ServerLive(self, request, context):
+        return oip.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return oip.ServerReadyResponse(ready=True)
+
+    async def ModelReady(self, request, context):
+        return oip.ModelReadyResponse(ready=request.name.removesuffix(".pipeline")
+                                      in self.gw.ready)
+
+    async def ModelInfer(self, request, context):
+        meta = {k: v for k, v in context.invocation_metadata() or ()}
+        pipeline = (meta.get("seldon-model") or request.model_name).removesuffix(".pipeline")
+        rid = meta.get("x-request-id") or uuid.uuid4().hex
+        start = time.perf_counter()
+        try:
+            doc = request_to_json(request)
+            value, version = await self.gw.infer(pipeline, doc, rid,
+                                                 _timeout_of(meta.get(TIMEOUT_HEADER)))
+        except (InferError, TensorError) as e:
+            status = e.status if isinstance(e, InferError) else 400
+            INFER_TOTAL.labels(pipeline, "grpc", str(status)).inc()
+            code = _GRPC_CODES.get(status, grpc.StatusCode.INVALID_ARGUMENT if status < 500
+                                   else grpc.StatusCode.INTERNAL)
+            await context.send_initial_metadata((("x-request-id", rid),))
+            await context.abort(code, str(e))
+        await context.send_initial_metadata((("x-request-id", rid),
+                                             ("x-pipeline-version", str(version))))
+        INFER_TOTAL.labels(pipeline, "grpc", "200").inc()
+        INFER_SECONDS.labels(pipeline, "grpc").observe(time.perf_counter() - start)
+        return response_from_json(decode(value) or {})
+
+
+def _timeout_of(value: str | None) -> float | None:
+    try:
+        return max(float(value) / 1000, 0.001) if value else None
+    except ValueError:
+        raise InferError(400, f"header {TIMEOUT_HEADER}: {value!r} is not milliseconds") from None
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def _async(value):
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m runtime.dataflow.pipelinegateway")
+    p.add_argument("--scheduler", required=True, help="HOST:PORT of the scheduler API")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--http-port", type=int, default=9010)
+    p.add_argument("--grpc-port", type=int, default=9011)
+    p.add_argument("--timeout", type=float, default=30, help="seconds a call waits for its answer")
+    kafka.add_arguments(p)
+    args = p.parse_args(argv)
+    stop = setup_service("pipelinegateway")
+    gw = PipelineGateway(kafka.from_args(args), args.timeout)
+    link = SchedulerLink(args.scheduler, gw, "gateway")
+    gw.report = link.report
+    link.start()
+    asyncio.run(gw.run(stop, args.host, args.http_port, args.grpc_port))
+    link.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Record helpers shared by the dataflow services: headers, OIP JSON values, logging setup."""
+
+import json
+import logging
+import signal
+import threading
+
+from confluent_kafka import Message
+
+
+def headers_of(msg: Message) -> dict[str, str]:
+    return {k: (v.decode() if isinstance(v, bytes) else (v or ""))
+            for k, v in (msg.headers() or [])}
+
+
+def key_of(msg: Message) -> str:
+    k = msg.key()
+    return k.decode() if isinstance(k, bytes) else (k or "")
+
+
+def encode(doc: dict) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def decode(value: bytes | None) -> dict | None:
+    try:
+        doc = json.loads(value or b"")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def setup_service(name: str) -> threading.Event:
+    """Logging plus a stop event set by SIGTERM/SIGINT, so consumers leave their group cleanly."""
+    logging.basicConfig(level=logging.INFO,
+                        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop

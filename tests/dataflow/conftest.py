@@ -1,0 +1,129 @@
+"""Fixtures for the dataflow tests: a real Tansu broker, a real MLServer with the sample models,
+an in-test scheduler, and the three dataflow services as real processes."""
+
+import glob
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runtime.broker import start_broker
+from runtime.kafka import KafkaConfig
+from runtime.procs import Service, free_port, http_ok, python_module, wait_until
+from runtime.specs.manifest import load_file
+from tests.dataflow.fake_scheduler import FakeScheduler
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_MODELS = ["add10", "mul10", "sum2", "choose", "echo", "checkpos"]
+
+
+def sample_pipelines() -> dict[str, dict]:
+    out = {}
+    for path in sorted(glob.glob(str(ROOT / "samples/pipelines/*.yaml"))):
+        for r in load_file(path):
+            if r.kind == "Pipeline":
+                out[r.name] = json.loads(r.spec_json())
+    return out
+
+
+@pytest.fixture(scope="session")
+def logs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("dataflow-logs")
+
+
+@pytest.fixture(scope="session")
+def broker(logs):
+    svc, bootstrap = start_broker(logs)
+    yield bootstrap
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def mlserver(logs, tmp_path_factory):
+    """MLServer serving the sample models under their own names; returns its base URL."""
+    repo = tmp_path_factory.mktemp("models")
+    for name in SAMPLE_MODELS:
+        shutil.copytree(ROOT / "samples/models" / name, repo / name)
+    http, grpc_port, metrics = free_port(), free_port(), free_port()
+    svc = Service("mlserver", [str(ROOT / ".venv/bin/mlserver"), "start", str(repo)], logs,
+                  env={"MLSERVER_HTTP_PORT": str(http), "MLSERVER_GRPC_PORT": str(grpc_port),
+                       "MLSERVER_METRICS_PORT": str(metrics), "MLSERVER_PARALLEL_WORKERS": "0"})
+    svc.start()
+    url = f"http://127.0.0.1:{http}"
+    try:
+        wait_until(lambda: all(http_ok(f"{url}/v2/models/{m}/ready") for m in SAMPLE_MODELS),
+                   90, "MLServer sample models ready", proc=svc, interval=0.3)
+        yield url
+    finally:
+        svc.stop()
+
+
+@pytest.fixture(scope="session")
+def scheduler():
+    port = free_port()
+    fake = FakeScheduler().start(port)
+    fake.address = f"127.0.0.1:{port}"
+    yield fake
+    fake.stop()
+
+
+class Dataflow:
+    """The three services as processes, restartable one by one."""
+
+    def __init__(self, logs: Path, scheduler: FakeScheduler, bootstrap: str, envoy: str):
+        self.scheduler, self.bootstrap = scheduler, bootstrap
+        self.kafka = KafkaConfig(bootstrap=bootstrap)
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        common = ["--scheduler", scheduler.address, "--kafka-bootstrap", bootstrap]
+        self.services = {
+            "engine": Service("engine", python_module("runtime.dataflow.engine", *common),
+                              logs, cwd=str(ROOT)),
+            "modelgateway": Service("modelgateway", python_module(
+                "runtime.dataflow.modelgateway", *common, "--envoy", envoy), logs,
+                cwd=str(ROOT)),
+            "gateway": Service("gateway", python_module(
+                "runtime.dataflow.pipelinegateway", *common, "--host", "127.0.0.1",
+                "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)),
+                logs, cwd=str(ROOT)),
+        }
+
+    def start(self, name: str) -> None:
+        svc = self.services[name].start()
+        if name == "gateway":
+            wait_until(lambda: http_ok(f"{self.url}/v2/health/ready"), 30,
+                       "pipeline gateway HTTP", proc=svc)
+
+    def stop(self, name: str) -> None:
+        self.services[name].stop()
+
+    def infer(self, pipeline: str, inputs: list[dict], timeout: float = 30, **headers):
+        return httpx.post(f"{self.url}/v2/pipelines/{pipeline}/infer",
+                          json={"inputs": inputs}, headers=headers, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def dataflow(logs, scheduler, broker, mlserver):
+    pipelines = sample_pipelines()
+    for name, spec in pipelines.items():
+        scheduler.set_pipeline(name, spec)
+    df = Dataflow(logs, scheduler, broker, mlserver)
+    try:
+        for name in df.services:
+            df.start(name)
+        scheduler.wait_ready(list(pipelines), timeout=90)
+        yield df
+    finally:
+        for svc in df.services.values():
+            svc.stop()
+
+
+def tensor(name: str, data: list, datatype: str = "FP32") -> dict:
+    return {"name": name, "datatype": datatype, "shape": [len(data)], "data": data}
+
+
+def outputs_of(response) -> dict[str, list]:
+    assert response.status_code == 200, response.text
+    return {o["name"]: o["data"] for o in response.json()["outputs"]}
