@@ -6,6 +6,7 @@ Every operation talks to the scheduler API (components.scheduler_api). Props:
 The classes hold no state, so the serialized provider stays the same between runs.
 """
 
+import contextlib
 import json
 
 from pulumi.dynamic import (
@@ -68,17 +69,26 @@ class SchedulerResourceProvider(ResourceProvider):
             return CheckResult(news, [CheckFailure("spec", str(e))])
         return CheckResult(news, [])
 
-    def _apply(self, props: dict) -> dict:
+    def _apply(self, props: dict, undo_on_failure: bool = False) -> dict:
         name, spec = props["name"], props["spec"]
         with api.connect(api.Connection.from_props(props.get("scheduler"))) as stub:
             applied = api.apply(stub, self.kind, name, spec)
-            st = api.wait_ready(stub, self.kind, name, applied.version,
-                                float(props.get("timeoutSeconds", 600)),
-                                float(props.get("retryGraceSeconds", 30)))
+            try:
+                st = api.wait_ready(stub, self.kind, name, applied.version,
+                                    float(props.get("timeoutSeconds", 600)),
+                                    float(props.get("retryGraceSeconds", 30)))
+            except api.SchedulerError:
+                # a failed create leaves nothing in the state, so leave nothing behind either
+                if undo_on_failure:
+                    api.delete(stub, self.kind, name)
+                    with contextlib.suppress(api.SchedulerError):  # keep the first error
+                        api.wait_gone(stub, self.kind, name, timeout=30)
+                raise
         return {**props, **_status_outs(st)}
 
     def create(self, props: dict) -> CreateResult:
-        return CreateResult(f"{self.kind.lower()}/{props['name']}", self._apply(props))
+        return CreateResult(f"{self.kind.lower()}/{props['name']}",
+                            self._apply(props, undo_on_failure=True))
 
     def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
         return UpdateResult(self._apply(news))

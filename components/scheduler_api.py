@@ -15,8 +15,9 @@ from runtime.pb import scheduler_pb2_grpc as pb_grpc
 KINDS = {"Model": pb.MODEL, "Pipeline": pb.PIPELINE, "Experiment": pb.EXPERIMENT,
          "Server": pb.SERVER}
 FAILED = {"Model": {"ModelFailed"}, "Pipeline": {"PipelineFailed"}, "Experiment": set()}
-# A model may be unschedulable only until its server's replicas have connected.
-RETRIED = {"Model": {"ScheduleFailed"}, "Pipeline": set(), "Experiment": set()}
+# Not final, but failing if it lasts: a model may be unschedulable only until its server's
+# replicas connect; an experiment waits for members that the program creates before it.
+RETRIED = {"Model": {"ScheduleFailed"}, "Pipeline": set(), "Experiment": {"ExperimentWaiting"}}
 GONE = {"ModelTerminated", "PipelineTerminated"}
 
 

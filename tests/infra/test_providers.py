@@ -71,14 +71,22 @@ def test_failing_model_reports_the_scheduler_reason(platform, tmp_path):
             "storageUri": str(tmp_path / "no-such-model"), "requirements": ["sklearn"]}))
     message = str(err.value)
     assert message.startswith("Model broken: ModelFailed:") and "no-such-model" in message
-    ModelProvider().delete("model/broken", props(platform, "broken", {"storageUri": "x"}))
+    # the failed create is not left behind in the scheduler
+    assert ModelProvider().read("model/broken", props(platform, "broken", {})).id is None
 
 
 def test_unschedulable_model_fails_after_the_grace_period(platform, sample_models):
     with pytest.raises(SchedulerError, match=r"Model gpu-only: ScheduleFailed: .*tensorflow"):
         ModelProvider().create(props(platform, "gpu-only", iris_spec(
             sample_models, requirements=["tensorflow"])))
-    ModelProvider().delete("model/gpu-only", props(platform, "gpu-only", {"storageUri": "x"}))
+    assert ModelProvider().read("model/gpu-only", props(platform, "gpu-only", {})).id is None
+
+
+def test_experiment_over_a_missing_model_fails_with_the_reason(platform):
+    spec = {"default": "iris", "candidates": [{"name": "iris", "weight": 1},
+                                              {"name": "ghost", "weight": 1}]}
+    with pytest.raises(SchedulerError, match=r"Experiment ab: ExperimentWaiting: .*ghost"):
+        ExperimentProvider().create(props(platform, "ab", spec))
 
 
 def test_invalid_spec_is_refused_with_field_and_reason(platform):
