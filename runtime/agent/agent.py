@@ -50,12 +50,14 @@ class Agent:
 
     # --- start-up -------------------------------------------------------------------------
 
-    async def wait_for_server(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_for_server(self) -> None:
+        """Block until the model server answers ready (the supervisor may start both at once)."""
+        started = last_note = time.monotonic()
         while not await self.server.ready():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"model server on port {self.config.server_http_port} "
-                                   f"not ready after {timeout:.0f}s")
+            if time.monotonic() - last_note > 10:
+                last_note = time.monotonic()
+                log.info("still waiting for the model server on port %d (%.0fs)",
+                         self.config.server_http_port, last_note - started)
             await asyncio.sleep(0.1)
 
     async def sync_with_server(self) -> None:
