@@ -4,9 +4,9 @@ from components.k8s import (
     RESTRICTED_CONTAINER,
     RESTRICTED_POD,
     Resources,
+    http_probe,
     metadata,
     selector,
-    tcp_probe,
     tmp_volume,
 )
 from components.scheduler import API_PORT
@@ -19,13 +19,23 @@ SERVICES = {
 }
 GATEWAY = "pipelinegateway"
 GATEWAY_HTTP, GATEWAY_GRPC = 9010, 9011
+METRICS_PORT = 9006
+# Per service: the model gateway calls models through Envoy's Service.
+EXTRA_ARGS = {
+    "engine": lambda ns: ["--metrics-port", str(METRICS_PORT)],
+    "modelgateway": lambda ns: ["--envoy", f"http://envoy.{ns}.svc:9000",
+                                "--metrics-port", str(METRICS_PORT)],
+    "pipelinegateway": lambda ns: ["--http-port", str(GATEWAY_HTTP),
+                                   "--grpc-port", str(GATEWAY_GRPC)],
+}
 DEFAULT_RESOURCES = Resources("200m", "256Mi", "1", "1Gi")
 
 
 def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int],
            resources: dict[str, Resources], bootstrap: str, kafka_prefix: str,
            kafka_env: list[dict], kafka_volumes: list[dict], kafka_mounts: list[dict],
-           service_account: str) -> list[dict]:
+           service_account: str, topic_replication: int = 1,
+           topic_partitions: int = 1) -> list[dict]:
     out = []
     for name, module in SERVICES.items():
         tmp, tmp_mount = tmp_volume()
@@ -35,18 +45,21 @@ def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int
             "imagePullPolicy": pull_policy,
             "command": ["python", "-m", module],
             "args": ["--scheduler", f"{SCHEDULER}:{API_PORT}", "--kafka-bootstrap", bootstrap,
-                     "--kafka-prefix", kafka_prefix, "--kafka-namespace", namespace],
+                     "--kafka-prefix", kafka_prefix, "--kafka-namespace", namespace,
+                     "--kafka-replication", str(topic_replication),
+                     "--kafka-partitions", str(topic_partitions), *EXTRA_ARGS[name](namespace)],
             "env": kafka_env,
             "resources": resources[name].render(),
             "securityContext": RESTRICTED_CONTAINER,
             "volumeMounts": [tmp_mount, *kafka_mounts],
         }
         if name == GATEWAY:
-            # the gateway listens on its default ports (http 9010, grpc 9011)
             container["ports"] = [{"name": "http", "containerPort": GATEWAY_HTTP},
                                   {"name": "grpc", "containerPort": GATEWAY_GRPC}]
-            container["readinessProbe"] = tcp_probe(GATEWAY_HTTP, period=5)
-            container["livenessProbe"] = tcp_probe(GATEWAY_HTTP, initial=15, failures=6)
+            container["readinessProbe"] = http_probe(GATEWAY_HTTP, "/v2/health/ready",
+                                                     period=5)
+            container["livenessProbe"] = http_probe(GATEWAY_HTTP, "/v2/health/live",
+                                                    initial=15, failures=6)
         out.append({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": metadata(name, namespace, name),

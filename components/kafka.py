@@ -31,6 +31,7 @@ class KafkaArgs:
     storage_size: str = "20Gi"
     storage_class: str | None = None
     kafka_version: str | None = None  # None: the operator's default
+    topic_replicas: int = 0  # replication of the topics core2 creates; 0: 3, or fewer nodes
     resources: dict = field(default_factory=lambda: {
         "requests": {"cpu": "500m", "memory": "2Gi"},
         "limits": {"cpu": "2", "memory": "4Gi"},
@@ -49,6 +50,11 @@ class KafkaArgs:
                                                               and self.sasl_mechanism):
             raise ValueError("kafka.saslSecret and kafka.saslMechanism: required when "
                              f"kafka.securityProtocol is {self.security_protocol}")
+
+    def topic_replication(self) -> int:
+        if self.topic_replicas:
+            return self.topic_replicas
+        return min(3, self.replicas) if self.mode == "strimzi" else 3
 
     def bootstrap(self, namespace: str) -> str:
         if self.mode == "external":

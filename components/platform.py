@@ -32,6 +32,7 @@ class PlatformArgs:
     dataflow_replicas: dict[str, int] = field(default_factory=dict)
     kafka: KafkaArgs = field(default_factory=KafkaArgs)
     kafka_prefix: str = "seldon"
+    kafka_topic_partitions: int = 1
     # per-service overrides: {"scheduler"|"envoy"|"engine"|...: {cpuRequest, memoryLimit, ...}}
     resources: dict[str, dict] = field(default_factory=dict)
     monitoring_namespace: str | None = "monitoring"
@@ -62,16 +63,6 @@ class Platform(pulumi.ComponentResource):
 
         self.kafka = Kafka(f"{name}-kafka", args.kafka, ns, child)
         res = args.resources
-        self._add(name, scheduler.render(
-            ns, args.image, args.image_pull_policy,
-            Resources.from_config(res.get("scheduler"), scheduler.DEFAULT_RESOURCES),
-            args.scheduler_storage, args.storage_class, rbac.ACCOUNTS["scheduler"],
-            dataflow.GATEWAY), child)
-        self._add(name, envoy.render(
-            ns, args.envoy_image, args.envoy_replicas,
-            Resources.from_config(res.get("envoy"), envoy.DEFAULT_RESOURCES),
-            args.envoy_service_type, args.load_balancer_source_ranges,
-            args.envoy_service_annotations, rbac.ACCOUNTS["envoy"], args.environment), child)
         volumes, mounts = args.kafka.client_volumes()
         after_kafka = pulumi.ResourceOptions(parent=self, depends_on=deps + self.kafka.ready)
         self._add(name, dataflow.render(
@@ -79,7 +70,21 @@ class Platform(pulumi.ComponentResource):
             {s: Resources.from_config(res.get(s), dataflow.DEFAULT_RESOURCES)
              for s in dataflow.SERVICES},
             self.kafka.bootstrap_servers, args.kafka_prefix, args.kafka.client_env(),
-            volumes, mounts, rbac.ACCOUNTS["dataflow"]), after_kafka)
+            volumes, mounts, rbac.ACCOUNTS["dataflow"], args.kafka.topic_replication(),
+            args.kafka_topic_partitions), after_kafka)
+        # the scheduler hands the gateway to Envoy as an endpoint: it needs the Service's IP
+        gateway_ip = self.objects[f"Service/{dataflow.GATEWAY}"].spec.apply(
+            lambda spec: spec.cluster_ip)
+        self._add(name, scheduler.render(
+            ns, args.image, args.image_pull_policy,
+            Resources.from_config(res.get("scheduler"), scheduler.DEFAULT_RESOURCES),
+            args.scheduler_storage, args.storage_class, rbac.ACCOUNTS["scheduler"],
+            gateway_ip), child)
+        self._add(name, envoy.render(
+            ns, args.envoy_image, args.envoy_replicas,
+            Resources.from_config(res.get("envoy"), envoy.DEFAULT_RESOURCES),
+            args.envoy_service_type, args.load_balancer_source_ranges,
+            args.envoy_service_annotations, rbac.ACCOUNTS["envoy"], args.environment), child)
         self._add(name, network.render(ns, args.monitoring_namespace), child)
 
         self.scheduler_address = f"{scheduler.NAME}.{ns}.svc:{scheduler.API_PORT}"

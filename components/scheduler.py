@@ -1,5 +1,7 @@
 """The scheduler: one-replica StatefulSet with a PVC for its SQLite state, and its Services."""
 
+import pulumi
+
 from components.k8s import (
     RESTRICTED_CONTAINER,
     RESTRICTED_POD,
@@ -17,18 +19,20 @@ DATA_DIR = "/var/lib/core2"
 DEFAULT_RESOURCES = Resources("200m", "256Mi", "1", "1Gi")
 
 
-def args(pipeline_gateway: str | None) -> list[str]:
+def args(pipeline_gateway_ip=None) -> list:
+    """The scheduler's flags. `pipeline_gateway_ip` (a str or a Pulumi Output) must be an IP:
+    Envoy receives the gateway as EDS endpoints, and EDS does not resolve host names."""
     out = ["--data-dir", DATA_DIR, "--api-port", str(API_PORT), "--agent-port", str(AGENT_PORT),
            "--xds-port", str(XDS_PORT), "--metrics-port", str(METRICS_PORT), "--host", "0.0.0.0"]
-    if pipeline_gateway:
-        out += ["--pipeline-gateway-http", f"{pipeline_gateway}:9010",
-                "--pipeline-gateway-grpc", f"{pipeline_gateway}:9011"]
+    if pipeline_gateway_ip is not None:
+        out += ["--pipeline-gateway-http", pulumi.Output.concat(pipeline_gateway_ip, ":9010"),
+                "--pipeline-gateway-grpc", pulumi.Output.concat(pipeline_gateway_ip, ":9011")]
     return out
 
 
 def render(namespace: str, image: str, pull_policy: str, resources: Resources,
            storage_size: str, storage_class: str | None, service_account: str,
-           pipeline_gateway: str | None) -> list[dict]:
+           pipeline_gateway_ip=None) -> list[dict]:
     ports = [("xds", XDS_PORT), ("api", API_PORT), ("agent", AGENT_PORT),
              ("metrics", METRICS_PORT)]
     tmp, tmp_mount = tmp_volume()
@@ -37,7 +41,7 @@ def render(namespace: str, image: str, pull_policy: str, resources: Resources,
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": ["python", "-m", "runtime.scheduler"],
-        "args": args(pipeline_gateway),
+        "args": args(pipeline_gateway_ip),
         "ports": [{"name": n, "containerPort": p} for n, p in ports],
         # TCP, not gRPC health: the scheduler's API port accepting connections is its readiness.
         "readinessProbe": tcp_probe(API_PORT, period=5),

@@ -82,6 +82,8 @@ class StackConfig(_Strict):
     kafkaCaSecret: str | None = None
     kafkaPrefix: str = "seldon"
     kafkaReplicas: int = Field(default=3, ge=1)
+    kafkaTopicReplication: int = Field(default=0, ge=0)
+    kafkaTopicPartitions: int = Field(default=1, ge=1)
     kafkaStorageSize: str = "20Gi"
     strimziChartVersion: str = "0.48.0"
     strimziApiVersion: str = "kafka.strimzi.io/v1beta2"

@@ -29,7 +29,8 @@ def platform_args(cfg: StackConfig) -> PlatformArgs:
         sasl_secret=cfg.kafkaSaslSecret, ca_secret=cfg.kafkaCaSecret,
         strimzi_chart_version=cfg.strimziChartVersion,
         strimzi_api_version=cfg.strimziApiVersion, replicas=cfg.kafkaReplicas,
-        storage_size=cfg.kafkaStorageSize, storage_class=cfg.storageClass)
+        storage_size=cfg.kafkaStorageSize, storage_class=cfg.storageClass,
+        topic_replicas=cfg.kafkaTopicReplication)
     return PlatformArgs(
         namespace=cfg.namespace, image=cfg.image, image_pull_policy=cfg.imagePullPolicy,
         create_namespace=cfg.createNamespace, storage_class=cfg.storageClass,
@@ -38,6 +39,7 @@ def platform_args(cfg: StackConfig) -> PlatformArgs:
         load_balancer_source_ranges=cfg.loadBalancerSourceRanges,
         envoy_service_annotations=cfg.envoyServiceAnnotations,
         dataflow_replicas=cfg.dataflowReplicas, kafka=kafka, kafka_prefix=cfg.kafkaPrefix,
+        kafka_topic_partitions=cfg.kafkaTopicPartitions,
         resources=cfg.resources, monitoring_namespace=cfg.monitoringNamespace,
         deployer_subjects=cfg.deployerSubjects, environment=cfg.environment)
 

@@ -63,8 +63,18 @@ def _ints(value):
 
 
 class _Mocks(pulumi.runtime.Mocks):
+    """Outputs are the inputs, plus what the API server would fill in that the program uses."""
+
+    def __init__(self):
+        super().__init__()
+        self.ips = 0
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        return f"{args.name}-id", dict(args.inputs)
+        state = dict(args.inputs)
+        if args.typ == "kubernetes:core/v1:Service" and "clusterIP" not in state["spec"]:
+            self.ips += 1
+            state = {**state, "spec": {**state["spec"], "clusterIP": f"10.96.0.{self.ips}"}}
+        return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         return {}
@@ -91,8 +101,9 @@ def run_program(stack: str, program, cfg=None, config: dict | None = None) -> Re
     result = Render(stack, cfg)
     pulumi.runtime.set_all_config(config or {})
     settings.ROOT.set(None)  # a fresh root Stack per render
-    pulumi.runtime.set_mocks(_Mocks(), project=stack_config.PROJECT, stack=stack,
-                             preview=False, monitor=_Monitor(result))
+    monitor = _Monitor(result)
+    pulumi.runtime.set_mocks(monitor.mocks, project=stack_config.PROJECT, stack=stack,
+                             preview=False, monitor=monitor)
 
     @pulumi.runtime.test
     def run():

@@ -113,6 +113,9 @@ def test_strimzi_resources_have_what_they_need(stack):
     args = engine["spec"]["template"]["spec"]["containers"][0]["args"]
     bootstrap = args[args.index("--kafka-bootstrap") + 1]
     assert bootstrap == f"core2-kafka-bootstrap.{render.config.namespace}.svc:9092"
+    # topics are replicated as widely as the cluster allows (at most 3)
+    replication = args[args.index("--kafka-replication") + 1]
+    assert replication == str(min(3, render.config.kafkaReplicas))
 
 
 @pytest.mark.parametrize("stack", ["prod-aws", "prod-gcp"])
@@ -132,6 +135,10 @@ def test_external_kafka_takes_credentials_from_secrets(stack):
             ref = env[var]["valueFrom"]["secretKeyRef"]
             assert ref["name"] == render.config.kafkaSaslSecret and "value" not in env[var]
         assert dep["spec"]["replicas"] == render.config.dataflowReplicas[name]
+        assert args[args.index("--kafka-replication") + 1] == "3"
+    modelgateway = by_kind(render, "Deployment", "modelgateway")[0]
+    args = modelgateway["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--envoy") + 1] == "http://envoy.core2.svc:9000"
 
 
 def test_envoy_bootstrap_points_at_the_scheduler_and_pods_roll_on_change():
@@ -174,7 +181,11 @@ def test_scheduler_is_one_stateful_replica_with_storage_and_probes():
     assert c["args"][c["args"].index("--data-dir") + 1] == "/var/lib/core2"
     assert {"/var/lib/core2"} <= {m["mountPath"] for m in c["volumeMounts"]}
     assert c["readinessProbe"]["tcpSocket"]["port"] == 9004
-    assert c["args"][c["args"].index("--pipeline-gateway-http") + 1] == "pipelinegateway:9010"
+    # Envoy gets the gateway as an EDS endpoint, so the scheduler is given its Service's IP
+    (gateway,) = by_kind(render, "Service", "pipelinegateway")
+    ip = gateway["spec"]["clusterIP"]
+    assert c["args"][c["args"].index("--pipeline-gateway-http") + 1] == f"{ip}:9010"
+    assert c["args"][c["args"].index("--pipeline-gateway-grpc") + 1] == f"{ip}:9011"
     annotations = sts["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == "9006"
