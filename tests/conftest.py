@@ -1,6 +1,7 @@
 """Fixtures for end-to-end tests: whole local platforms (real scheduler, Envoy, MLServer,
 agents) on free ports in a temporary run dir, stopped after use."""
 
+import http.client
 import json
 import subprocess
 import sys
@@ -66,6 +67,25 @@ class Env:
             except ValueError:
                 parsed = {"raw": text.decode(errors="replace")}
             return e.code, parsed, dict(e.headers)
+
+    def predict_many(self, model: str, n: int, headers: dict | None = None) -> list[int]:
+        """n sequential REST inferences on one keep-alive connection; the classes answered."""
+        body = json.dumps({"inputs": [{"name": "predict", "shape": [1, 4], "datatype": "FP32",
+                                       "data": PROBE_INPUT}]})
+        conn = http.client.HTTPConnection("127.0.0.1", int(self.url.rsplit(":", 1)[1]),
+                                          timeout=60)
+        answers = []
+        try:
+            for _ in range(n):
+                conn.request("POST", f"/v2/models/{model}/infer", body,
+                             {"content-type": "application/json", **(headers or {})})
+                resp = conn.getresponse()
+                data = json.loads(resp.read())
+                assert resp.status == 200, data
+                answers.append(data["outputs"][0]["data"][0])
+        finally:
+            conn.close()
+        return answers
 
     def predict(self, model: str, **kwargs) -> int:
         status, body, _ = self.infer(model, **kwargs)

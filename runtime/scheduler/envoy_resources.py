@@ -7,6 +7,7 @@ server; the response names the chosen version in `x-seldon-route`, which a clien
 to stay on it."""
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -127,9 +128,15 @@ def _action(snapshot: Snapshot, targets, grpc: bool, route: Route) -> rc.RouteAc
             num_retries=wrappers_pb2.UInt32Value(value=3)),
     )
     if route.mirror and route.mirror.backend in snapshot.backends and route.mirror_percent > 0:
-        http, grpc_name = cluster_names(route.mirror.backend)
+        mirror = snapshot.backends[route.mirror.backend]
+        http, grpc_name = cluster_names(mirror.name)
+        # The copy must name the mirror's own version, not the one the route chose.
+        mutations = [mutation_rules_pb2.HeaderMutation(
+            append=_header_option(INTERNAL_HEADER, mirror.internal_name))] \
+            if mirror.internal_name else []
         action.request_mirror_policies.append(rc.RouteAction.RequestMirrorPolicy(
             cluster=grpc_name if grpc else http,
+            request_headers_mutations=mutations,
             runtime_fraction=base_pb2.RuntimeFractionalPercent(
                 default_value=percent_pb2.FractionalPercent(
                     numerator=route.mirror_percent,
