@@ -19,3 +19,128 @@ def test_chain_equals_calling_the_models_in_sequence(dataflow, mlserver):
     assert outputs_of(r) == {"OUTPUT": by_hand[0]["data"]} == {"OUTPUT": [115.0, 80.0, 130.0]}
     assert r.headers["x-pipeline-version"] == "1"
     assert r.headers["x-request-id"]
+
+
+def test_inner_join_gets_both_sides(dataflow):
+    r = dataflow.infer("join", [tensor("x", [1.0, 2.0])])
+    # sum2 only accepts A and B: both sides joined and renamed by tensorMap
+    assert outputs_of(r) == {"SUM": [(1 + 10) + 1 * 10, (2 + 10) + 2 * 10]}
+
+
+def test_outer_join_runs_with_the_side_that_arrived(dataflow):
+    r = dataflow.infer("outer-join", [tensor("x", [4.0])])
+    assert outputs_of(r) == {"from_add10": [14.0]}
+    r = dataflow.infer("outer-join", [tensor("x", [-4.0])])
+    assert outputs_of(r) == {"from_mul10": [-40.0]}
+
+
+def test_any_join_takes_the_first_side(dataflow):
+    r = dataflow.infer("any-join", [tensor("x", [3.0])])
+    got = outputs_of(r)
+    assert len(got) == 1, got
+    assert got in ({"from_add10": [13.0]}, {"from_mul10": [30.0]})
+
+
+def test_trigger_gates_the_step_and_its_data_is_not_passed_on(dataflow):
+    inputs = [tensor("FLAG", [1.0]), tensor("X", [7.0, 8.0])]
+    assert outputs_of(dataflow.infer("trigger", inputs)) == {"X": [7.0, 8.0]}
+    closed = [tensor("FLAG", [-1.0]), tensor("X", [7.0, 8.0])]
+    r = dataflow.infer("trigger", closed, **{"seldon-timeout-ms": "1500"})
+    assert r.status_code == 504
+    assert "no response within 1.5s" in r.json()["error"]
+
+
+def test_conditional_routing_runs_only_one_branch(dataflow):
+    from runtime.dataflow.inspect import read_records
+
+    pos = dataflow.infer("conditional", [tensor("x", [5.0])])
+    neg = dataflow.infer("conditional", [tensor("x", [-5.0])])
+    assert outputs_of(pos) == {"OUTPUT": [15.0]}
+    assert outputs_of(neg) == {"OUTPUT": [-50.0]}
+    cfg = dataflow.kafka
+    for rid, ran, skipped in ((pos.headers["x-request-id"], "add10", "mul10"),
+                              (neg.headers["x-request-id"], "mul10", "add10")):
+        assert read_records(cfg, [cfg.model_inputs(ran)], "conditional", rid)
+        assert not read_records(cfg, [cfg.model_inputs(skipped)], "conditional", rid)
+
+
+def test_pipeline_to_pipeline_chaining(dataflow):
+    from runtime.dataflow.inspect import read_records
+    from runtime.procs import wait_until
+
+    r = dataflow.infer("chain", [tensor("x", [1.0])])
+    assert outputs_of(r) == {"OUTPUT": [110.0]}
+    rid = r.headers["x-request-id"]
+    cfg = dataflow.kafka
+    found = []
+    wait_until(lambda: found.extend(read_records(
+        cfg, [cfg.pipeline_outputs("chain-plus")], "chain-plus", rid)) or found, 15,
+        "chain-plus output for the chain request")
+    assert {t["name"]: t["data"] for t in found[0].tensors()} == {"OUTPUT": [120.0]}
+
+
+def test_tensor_map_renames_inputs_and_outputs(dataflow):
+    r = dataflow.infer("rename", [tensor("x", [1.0, 2.0]), tensor("y", [10.0, 20.0])])
+    assert outputs_of(r) == {"total": [11.0, 22.0]}
+
+
+def test_failing_step_names_the_step_and_next_request_succeeds(dataflow):
+    r = dataflow.infer("fragile", [tensor("x", [-1.0])])
+    assert r.status_code == 400
+    assert r.json()["error"] == ("step checkpos (model checkpos): HTTP 400: "
+                                 "negative values are not accepted")
+    assert outputs_of(dataflow.infer("fragile", [tensor("x", [2.0])])) == {"OUTPUT": [20.0]}
+
+
+def test_envoy_style_route_and_clear_errors(dataflow):
+    r = httpx.post(f"{dataflow.url}/v2/models/anything/infer",
+                   json={"inputs": [tensor("x", [0.0])]},
+                   headers={"seldon-model": "chain.pipeline", "x-request-id": "my-id-1"})
+    assert outputs_of(r) == {"OUTPUT": [100.0]}
+    assert r.headers["x-request-id"] == "my-id-1"
+    r = dataflow.infer("nope", [tensor("x", [0.0])])
+    assert r.status_code == 404 and "pipeline 'nope' not found" in r.json()["error"]
+    r = httpx.post(f"{dataflow.url}/v2/pipelines/chain/infer", content=b"[1,2]")
+    assert r.status_code == 400 and "'inputs' list" in r.json()["error"]
+    assert httpx.get(f"{dataflow.url}/v2/pipelines/chain/ready").status_code == 200
+    assert httpx.get(f"{dataflow.url}/v2/pipelines/nope/ready").status_code == 404
+    metrics = httpx.get(f"{dataflow.url}/metrics").text
+    assert 'seldon_pipeline_infer_total{code="200",method_type="rest",pipeline="chain"}' in metrics
+
+
+def test_grpc_model_infer_with_seldon_model_metadata(dataflow):
+    import grpc
+
+    from runtime.pb import grpc_service_pb2 as oip
+    from runtime.pb import grpc_service_pb2_grpc as oip_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{dataflow.grpc_port}") as ch:
+        stub = oip_grpc.GRPCInferenceServiceStub(ch)
+        req = oip.ModelInferRequest(model_name="chain")
+        t = req.inputs.add(name="x", datatype="FP32", shape=[2])
+        t.contents.fp32_contents.extend([1.0, 2.0])
+        resp, call = stub.ModelInfer.with_call(
+            req, metadata=[("seldon-model", "chain.pipeline")], timeout=30)
+        meta = dict(call.initial_metadata())
+    assert [(o.name, list(o.contents.fp32_contents)) for o in resp.outputs] == [
+        ("OUTPUT", [110.0, 120.0])]
+    assert meta["x-pipeline-version"] == "1" and meta["x-request-id"]
+
+
+def test_thousand_concurrent_requests_each_get_their_own_answer(dataflow):
+    import asyncio
+
+    async def run():
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+        async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+            async def one(i: int):
+                r = await client.post(f"{dataflow.url}/v2/pipelines/chain/infer",
+                                      json={"inputs": [tensor("x", [float(i)])]})
+                return i, r
+            return await asyncio.gather(*(one(i) for i in range(1000)))
+
+    results = asyncio.run(run())
+    wrong = [(i, r.status_code, r.text[:200]) for i, r in results
+             if r.status_code != 200 or outputs_of(r) != {"OUTPUT": [(i + 10.0) * 10]}]
+    assert not wrong, wrong[:5]
+    assert len({r.headers["x-request-id"] for _, r in results}) == 1000

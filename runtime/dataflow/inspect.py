@@ -1,0 +1,104 @@
+"""`core2 pipeline inspect`: read the latest records a pipeline left on each of its topics."""
+
+import json
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, TopicPartition
+
+from runtime.dataflow.records import decode, headers_of, key_of
+from runtime.kafka import H_PIPELINE, KafkaConfig
+from runtime.specs.pipeline import PipelineSpec
+
+
+@dataclass
+class Record:
+    topic: str
+    key: str
+    headers: dict[str, str]
+    value: dict | None
+
+    def tensors(self) -> list[dict]:
+        v = self.value or {}
+        return v.get("inputs") or v.get("outputs") or []
+
+
+class InspectError(ValueError):
+    pass
+
+
+def topics_for(cfg: KafkaConfig, pipeline: str, spec: PipelineSpec,
+               target: str) -> tuple[list[str], str | None]:
+    """Topics for NAME[.step[.inputs|outputs[.tensor]]] and the tensor to keep (or None)."""
+    parts = target.split(".")
+    if parts[0] != pipeline:
+        raise InspectError(f"{target!r}: must start with the pipeline name {pipeline!r}")
+    steps = [s.name for s in spec.steps]
+    if len(parts) == 1:
+        topics = [cfg.pipeline_inputs(pipeline)]
+        for s in steps:
+            topics += [cfg.model_inputs(s), cfg.model_outputs(s)]
+        return topics + [cfg.pipeline_outputs(pipeline)], None
+    step = parts[1]
+    if step in ("inputs", "outputs") and len(parts) <= 3:
+        topic = (cfg.pipeline_inputs if step == "inputs" else cfg.pipeline_outputs)(pipeline)
+        return [topic], (parts[2] if len(parts) == 3 else None)
+    if step not in steps:
+        raise InspectError(f"{target!r}: {step!r} is not a step of {pipeline} "
+                           f"(steps: {', '.join(steps)})")
+    if len(parts) == 2:
+        return [cfg.model_inputs(step), cfg.model_outputs(step)], None
+    if parts[2] not in ("inputs", "outputs"):
+        raise InspectError(f"{target!r}: expected {pipeline}.{step}.inputs or .outputs")
+    topic = (cfg.model_inputs if parts[2] == "inputs" else cfg.model_outputs)(step)
+    return [topic], (".".join(parts[3:]) or None)
+
+
+def read_records(cfg: KafkaConfig, topics: list[str], pipeline: str | None = None,
+                 request_id: str | None = None, last: int = 1,
+                 scan: int = 10_000, timeout: float = 10) -> list[Record]:
+    """The latest `last` records per topic (of `pipeline`, with key `request_id` if given),
+    searching at most the last `scan` records of each partition."""
+    consumer = Consumer(cfg.consumer(None))
+    out: list[Record] = []
+    try:
+        for topic in topics:
+            meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+            if meta is None or meta.error is not None:
+                continue
+            found: list[Record] = []
+            for p in meta.partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                           timeout=timeout)
+                if high <= low:
+                    continue
+                consumer.assign([TopicPartition(topic, p, max(low, high - scan))])
+                pos = max(low, high - scan)
+                while pos < high:
+                    msg = consumer.poll(timeout)
+                    if msg is None:
+                        break
+                    if msg.error():
+                        continue
+                    pos = msg.offset() + 1
+                    rec = Record(topic, key_of(msg), headers_of(msg), decode(msg.value()))
+                    if pipeline and rec.headers.get(H_PIPELINE, pipeline) != pipeline:
+                        continue
+                    if request_id and rec.key != request_id:
+                        continue
+                    found.append(rec)
+            out += found[-last:]
+    finally:
+        consumer.close()
+    return out
+
+
+def render(records: list[Record], tensor: str | None = None) -> str:
+    lines = []
+    for r in records:
+        if tensor:
+            picked = [t for t in r.tensors() if t.get("name") == tensor]
+            body = json.dumps(picked[0] if picked else None)
+        else:
+            body = json.dumps(r.value)
+        lines.append(f"{r.topic}\t{r.key}\t{body}")
+    return "\n".join(lines)
