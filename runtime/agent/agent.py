@@ -172,8 +172,13 @@ class Agent:
         ref = op.model
         async with self.model_locks[ref.internal_name]:
             model = self.placements.get(ref.internal_name)
-            if model is not None and model.in_server:
-                await self.send_event(model, Ev.LOADED)  # already there (e.g. after a restart)
+            if model is not None:  # placed before (e.g. a scheduler restart re-sends LOAD)
+                try:
+                    await self.make_resident(model)
+                except (CannotLoad, ServerError) as e:
+                    await self.send_event(model, Ev.LOAD_FAILED, str(e))
+                    return
+                await self.send_event(model, Ev.LOADED)
                 return
             model = Placed(name=ref.name, version=ref.version, internal_name=ref.internal_name,
                            memory=op.memory_bytes)

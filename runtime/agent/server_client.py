@@ -47,7 +47,8 @@ class ServerClient:
                 body = await r.text()
         except (aiohttp.ClientError, TimeoutError) as e:
             raise ServerError(f"model server unreachable: {e}") from None
-        raise ServerError(_error_text(body, r.status), r.status)
+        raise ServerError(f"model server could not {action} the model: "
+                          f"{_error_text(body, r.status)}", r.status)
 
     async def load(self, internal_name: str) -> None:
         await self._repository(internal_name, "load")
@@ -79,4 +80,7 @@ def _error_text(body: str, status: int) -> str:
             return str(parsed["error"])
     except ValueError:
         pass
+    lines = [line.strip() for line in body.strip().splitlines() if line.strip()]
+    if lines and lines[0].startswith("Traceback"):
+        return lines[-1][:500]  # the exception, not the stack
     return f"HTTP {status}: {body.strip()[:500]}"

@@ -80,6 +80,14 @@ def test_bad_uri_fails_with_the_reason(agent, scheduler, model_server, tmp_path)
     unknown = scheduler.load("odd", 1, iris_spec("foo://bucket/model"))
     assert "unsupported scheme 'foo'" in scheduler.wait_event(unknown, "LOAD_FAILED").reason
 
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "model.joblib").write_bytes(b"not a model")
+    broken = scheduler.load("broken", 1, iris_spec(str(corrupt)))
+    reason = scheduler.wait_event(broken, "LOAD_FAILED").reason
+    assert reason.startswith("model server could not load the model: ")
+    assert "Traceback" not in reason
+
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "weights.bin").write_bytes(b"0")
