@@ -38,9 +38,10 @@ async def serve(args) -> None:
                       (args.xds_port, lambda s: ads_pb2_grpc
                           .add_AggregatedDiscoveryServiceServicer_to_server(xds, s))):
         server = grpc.aio.server(options=[("grpc.keepalive_permit_without_calls", 1),
-                                          ("grpc.http2.min_ping_interval_without_data_ms", 1000)])
+                                          ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+                                          ("grpc.so_reuseport", 0)])  # a taken port must fail
         add(server)
-        server.add_insecure_port(f"{args.host}:{port}")
+        server.add_insecure_port(f"{args.host}:{port}")  # raises if the port is taken
         await server.start()
         servers.append(server)
     if args.metrics_port:

@@ -60,7 +60,7 @@ class ModelManager:
                 if v is exclude:
                     continue
                 for idx, r in v.replicas.items():
-                    if r.state != st.UNLOADED:
+                    if r.state not in (st.UNLOADED, st.LOAD_FAILED):
                         key = f"{v.server}/{idx}"
                         used[key] = used.get(key, 0) + v.spec.memory_bytes
         return used
