@@ -191,12 +191,13 @@ def _start_local_server(args, r) -> None:
 
 
 def cmd_apply(args) -> None:
-    _apply_all(args, _load_manifests(args.file), wait=not args.no_wait)
+    resources = [r for path in args.file for r in _load_manifests(path)]
+    _apply_all(args, resources, wait=not args.no_wait)
 
 
 def cmd_delete(args) -> None:
     client = _client(args)
-    for r in reversed(_load_manifests(args.file)):
+    for r in reversed([r for path in args.file for r in _load_manifests(path)]):
         client.delete(r.kind, r.name)
         _say(f"{r.kind.lower()} {r.name}: deleted")
 
@@ -284,8 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for verb, func, text in (("apply", cmd_apply, "create or update"),
                              ("delete", cmd_delete, "delete")):
-        a = sub.add_parser(verb, help=f"{text} every resource in a Seldon YAML file")
-        a.add_argument("-f", "--file", required=True)
+        a = sub.add_parser(verb, help=f"{text} every resource in Seldon YAML files")
+        a.add_argument("-f", "--file", required=True, action="append", help="repeatable")
         if verb == "apply":
             a.add_argument("--no-wait", action="store_true")
         a.set_defaults(func=func)
