@@ -63,8 +63,8 @@ class Agent:
     async def sync_with_server(self) -> None:
         """Rebuild placements from the repository folder and what the server holds now."""
         records = await asyncio.to_thread(modelsettings.read_records, self.config.repository)
-        held = await self.server.loaded()
-        async with self.memory_lock:
+        async with self.memory_lock:  # no load or unload runs while we compare
+            held = await self.server.loaded()
             for internal, record in records.items():
                 model = self.placements.get(internal)
                 if model is None:
@@ -118,11 +118,10 @@ class Agent:
                 await self.sync_with_server()
                 call = self._stub.Subscribe(self.subscribe_message())
                 await call.wait_for_connection()
+                log.info("subscribed to scheduler %s", self.config.scheduler)
+                self.subscribed.set()
+                backoff = BACKOFF_MIN
                 async for op in call:
-                    if not self.subscribed.is_set():
-                        log.info("subscribed to scheduler %s", self.config.scheduler)
-                    self.subscribed.set()
-                    backoff = BACKOFF_MIN
                     self.spawn(self.run_operation(op))
                 log.warning("scheduler closed the subscription")
             except grpc.aio.AioRpcError as e:

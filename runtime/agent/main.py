@@ -21,7 +21,10 @@ def status_app(agent: Agent) -> web.Application:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def ready(_request):
-        return web.Response(status=200 if agent.ready else 503)
+        # Ready = model server up and placements read; the scheduler may come and go.
+        return web.json_response({"model_server": agent.ready,
+                                  "scheduler": agent.subscribed.is_set()},
+                                 status=200 if agent.ready else 503)
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
