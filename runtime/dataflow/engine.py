@@ -18,7 +18,14 @@ from runtime import kafka
 from runtime.dataflow.control import SchedulerLink
 from runtime.dataflow.flow import INPUT, OUTPUT, STEP, Dataflow, Emit
 from runtime.dataflow.plan import Plan, build_plan
-from runtime.dataflow.records import decode, encode, headers_of, key_of, setup_service
+from runtime.dataflow.records import (
+    decode,
+    encode,
+    headers_of,
+    key_of,
+    next_batch,
+    setup_service,
+)
 from runtime.dataflow.refs import RefError
 from runtime.kafka import H_PIPELINE, H_STEP, H_VERSION, KafkaConfig
 from runtime.specs.pipeline import PipelineSpec
@@ -161,7 +168,7 @@ class Engine:
                 if not self._subscribed:
                     stop.wait(0.05)
                     continue
-                for msg in consumer.consume(500, timeout=0.02):
+                for msg in next_batch(consumer, 0.02):
                     if msg.error():
                         if msg.error().code() != KafkaError._PARTITION_EOF:
                             log.warning("consume: %s", msg.error())

@@ -16,7 +16,14 @@ from confluent_kafka import Consumer, KafkaError, Producer
 
 from runtime import kafka
 from runtime.dataflow.control import SchedulerLink
-from runtime.dataflow.records import decode, encode, headers_of, key_of, setup_service
+from runtime.dataflow.records import (
+    decode,
+    encode,
+    headers_of,
+    key_of,
+    next_batch,
+    setup_service,
+)
 from runtime.kafka import H_ERROR, H_MODEL, H_PIPELINE, H_STEP, KafkaConfig
 from runtime.specs.pipeline import PipelineSpec
 
@@ -26,7 +33,7 @@ GROUP = "seldon-modelgateway"
 
 class ModelGateway:
     def __init__(self, cfg: KafkaConfig, envoy: str, timeout_s: float = 30,
-                 concurrency: int = 512, group: str = GROUP):
+                 concurrency: int = 256, group: str = GROUP):
         self.cfg, self.envoy = cfg, envoy.rstrip("/")
         self.timeout_s, self.group = timeout_s, group
         self.report = lambda name, version, ready, reason="": None
@@ -85,7 +92,7 @@ class ModelGateway:
                     stop.wait(0.05)
                     continue
                 msgs = []
-                for m in consumer.consume(500, timeout=0.02):
+                for m in next_batch(consumer, 0.05):
                     if not m.error():
                         msgs.append(m)
                     elif m.error().code() != KafkaError._PARTITION_EOF:
@@ -158,7 +165,7 @@ class ModelGateway:
         self.producer = Producer(self.cfg.producer())
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60))
+            connector=aiohttp.TCPConnector(limit=128, keepalive_timeout=60))
         consumer = threading.Thread(target=self._consume, args=(loop, stop), daemon=True)
         consumer.start()
         try:

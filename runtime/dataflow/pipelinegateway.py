@@ -21,7 +21,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from runtime import kafka
 from runtime.dataflow.control import SchedulerLink
 from runtime.dataflow.oipgrpc import TensorError, request_to_json, response_from_json
-from runtime.dataflow.records import decode, encode, headers_of, key_of, setup_service
+from runtime.dataflow.records import (
+    decode,
+    encode,
+    headers_of,
+    key_of,
+    next_batch,
+    setup_service,
+)
 from runtime.kafka import H_PIPELINE, H_VERSION, KafkaConfig
 from runtime.pb import grpc_service_pb2 as oip
 from runtime.pb import grpc_service_pb2_grpc as oip_grpc
@@ -104,7 +111,7 @@ class PipelineGateway:
                     if version is not None:
                         self.report(name, version, True, "")
                 batch = []
-                for m in consumer.consume(1000, timeout=0.02):
+                for m in next_batch(consumer, 0.05, 1000):
                     if m.error():
                         if m.error().code() != KafkaError._PARTITION_EOF:
                             log.warning("consume: %s", m.error())

@@ -38,3 +38,13 @@ def setup_service(name: str) -> threading.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     return stop
+
+
+def next_batch(consumer, timeout: float, limit: int = 500) -> list:
+    """Wait up to `timeout` for one record, then take what else is already fetched.
+    (consume(n, timeout) would wait the whole timeout unless n records arrive: a fixed delay
+    on every hop.)"""
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(limit - 1, timeout=0)]

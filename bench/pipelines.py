@@ -1,0 +1,125 @@
+"""Two-step pipeline (add10 -> mul10) vs calling the two models in sequence, same run.
+
+Starts a real Tansu broker, a real MLServer with the sample models, an in-process scheduler
+stand-in and the three dataflow services; prints p50/p99 latency (sequential calls) and
+throughput (concurrent calls) for both paths and the per-step overhead.
+
+    .venv/bin/python bench/pipelines.py [--requests 300] [--concurrency 32]
+"""
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.dataflow.conftest import SAMPLE_MODELS, Dataflow, sample_pipelines  # noqa: E402
+from tests.dataflow.fake_scheduler import FakeScheduler  # noqa: E402
+
+from runtime.broker import start_broker  # noqa: E402
+from runtime.procs import Service, free_port, http_ok, wait_until  # noqa: E402
+
+BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [4], "data": [1, 2, 3, 4]}]}
+
+
+def start_mlserver(logs: Path) -> tuple[Service, str]:
+    import shutil
+
+    repo = logs / "models"
+    for name in SAMPLE_MODELS:
+        shutil.copytree(ROOT / "samples/models" / name, repo / name)
+    http = free_port()
+    svc = Service("mlserver", [str(ROOT / ".venv/bin/mlserver"), "start", str(repo)], logs,
+                  env={"MLSERVER_HTTP_PORT": str(http), "MLSERVER_GRPC_PORT": str(free_port()),
+                       "MLSERVER_METRICS_PORT": str(free_port()),
+                       "MLSERVER_PARALLEL_WORKERS": "0"}).start()
+    url = f"http://127.0.0.1:{http}"
+    wait_until(lambda: all(http_ok(f"{url}/v2/models/{m}/ready") for m in SAMPLE_MODELS),
+               90, "MLServer ready", proc=svc, interval=0.3)
+    return svc, url
+
+
+async def direct(client: httpx.AsyncClient, mlserver: str) -> None:
+    r = await client.post(f"{mlserver}/v2/models/add10/infer", json=BODY)
+    r = await client.post(f"{mlserver}/v2/models/mul10/infer",
+                          json={"inputs": r.json()["outputs"]})
+    assert r.status_code == 200, r.text
+
+
+async def pipeline(client: httpx.AsyncClient, gateway: str) -> None:
+    r = await client.post(f"{gateway}/v2/pipelines/chain/infer", json=BODY)
+    assert r.status_code == 200, r.text
+
+
+async def measure(call, n: int, concurrency: int) -> tuple[list[float], float]:
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(
+            max_connections=concurrency + 4)) as client:
+        for _ in range(20):  # warm up connections and caches
+            await call(client)
+        lat = []
+        for _ in range(n):
+            t = time.perf_counter()
+            await call(client)
+            lat.append((time.perf_counter() - t) * 1000)
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one():
+            async with sem:
+                await call(client)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        rps = n / (time.perf_counter() - t)
+    return sorted(lat), rps
+
+
+def pct(lat: list[float], q: float) -> float:
+    return lat[min(len(lat) - 1, int(q * len(lat)))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--requests", type=int, default=300)
+    p.add_argument("--concurrency", type=int, default=32)
+    args = p.parse_args()
+    logs = Path(tempfile.mkdtemp(prefix="bench-pipelines-"))
+    scheduler = FakeScheduler().start(port := free_port())
+    scheduler.address = f"127.0.0.1:{port}"
+    broker, bootstrap = start_broker(logs)
+    ml, mlserver_url = start_mlserver(logs)
+    df = None
+    try:
+        scheduler.set_pipeline("chain", sample_pipelines()["chain"])
+        df = Dataflow(logs, scheduler, bootstrap, mlserver_url)
+        for name in df.services:
+            df.start(name)
+        scheduler.wait_ready(["chain"], timeout=90)
+        d_lat, d_rps = asyncio.run(measure(lambda c: direct(c, mlserver_url),
+                                           args.requests, args.concurrency))
+        p_lat, p_rps = asyncio.run(measure(lambda c: pipeline(c, df.url),
+                                           args.requests, args.concurrency))
+    finally:
+        for svc in (df.services.values() if df else []):
+            svc.stop()
+        ml.stop()
+        broker.stop()
+        scheduler.stop()
+    print(f"two-step chain, {args.requests} requests, concurrency {args.concurrency}")
+    print(f"{'path':<28}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}")
+    for name, lat, rps in (("direct add10 -> mul10", d_lat, d_rps),
+                           ("pipeline chain (Kafka)", p_lat, p_rps)):
+        print(f"{name:<28}{pct(lat, .5):>10.2f}{pct(lat, .99):>10.2f}{rps:>10.1f}")
+    overhead = (statistics.median(p_lat) - statistics.median(d_lat)) / 2
+    print(f"per-step overhead (p50 difference / 2 steps): {overhead:.2f} ms")
+    print(f"throughput ratio pipeline/direct: {p_rps / d_rps:.2f}")
+
+
+if __name__ == "__main__":
+    main()
