@@ -1,0 +1,65 @@
+"""Restarts and control-plane changes while the dataflow runs (real processes)."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from confluent_kafka import Consumer, TopicPartition
+
+from runtime.procs import http_ok, wait_until
+from tests.dataflow.conftest import outputs_of, sample_pipelines, tensor
+
+
+def input_offset(dataflow, pipeline: str) -> int:
+    consumer = Consumer(dataflow.kafka.consumer(None))
+    try:
+        topic = dataflow.kafka.pipeline_inputs(pipeline)
+        return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+    finally:
+        consumer.close()
+
+
+def test_gateway_restart_between_requests(dataflow):
+    assert outputs_of(dataflow.infer("chain", [tensor("x", [1.0])])) == {"OUTPUT": [110.0]}
+    dataflow.stop("gateway")
+    dataflow.start("gateway")
+    wait_until(lambda: http_ok(f"{dataflow.url}/v2/pipelines/chain/ready"), 30,
+               "restarted gateway ready for chain")
+    assert outputs_of(dataflow.infer("chain", [tensor("x", [2.0])])) == {"OUTPUT": [120.0]}
+
+
+def test_requests_made_while_the_engine_is_down_are_answered_when_it_returns(dataflow):
+    assert outputs_of(dataflow.infer("chain", [tensor("x", [1.0])])) == {"OUTPUT": [110.0]}
+    dataflow.stop("engine")
+    before = input_offset(dataflow, "chain")
+    with ThreadPoolExecutor(5) as pool:
+        pending = [pool.submit(dataflow.infer, "chain", [tensor("x", [float(i)])], 90,
+                               **{"seldon-timeout-ms": "60000"}) for i in range(5)]
+        wait_until(lambda: input_offset(dataflow, "chain") >= before + 5, 30,
+                   "the five requests on the pipeline's input topic")
+        assert not any(f.done() for f in pending)  # nobody moved them: the engine is down
+        dataflow.start("engine")
+        answers = [outputs_of(f.result()) for f in pending]
+    assert answers == [{"OUTPUT": [(i + 10.0) * 10]} for i in range(5)]
+    assert outputs_of(dataflow.infer("chain", [tensor("x", [3.0])])) == {"OUTPUT": [130.0]}
+
+
+def test_pipelines_keep_running_while_the_scheduler_is_away(dataflow, scheduler):
+    port = int(scheduler.address.rsplit(":", 1)[1])
+    scheduler.stop()
+    try:
+        assert outputs_of(dataflow.infer("chain", [tensor("x", [4.0])])) == {"OUTPUT": [140.0]}
+    finally:
+        scheduler.start(port)
+    wait_until(lambda: scheduler.watcher_count() == 3, 30, "services watching again")
+
+
+def test_pipeline_loaded_and_unloaded_at_runtime(dataflow, scheduler):
+    spec = sample_pipelines()["chain"]
+    scheduler.set_pipeline("late-chain", spec)
+    scheduler.wait_ready(["late-chain"], timeout=60)
+    r = dataflow.infer("late-chain", [tensor("x", [5.0])])
+    assert outputs_of(r) == {"OUTPUT": [150.0]}
+    scheduler.delete_pipeline("late-chain")
+    wait_until(lambda: httpx.get(f"{dataflow.url}/v2/pipelines/late-chain/ready")
+               .status_code == 404, 15, "gateway forgets the unloaded pipeline")
+    assert dataflow.infer("late-chain", [tensor("x", [5.0])]).status_code == 404
