@@ -51,7 +51,8 @@ async def run(config: AgentConfig) -> None:
     runners.append(await _serve_http(RestProxy(agent, config.server_http_port).app(),
                                      config.host, config.http_port))
     grpc_server = grpc.aio.server(options=[("grpc.max_send_message_length", -1),
-                                           ("grpc.max_receive_message_length", -1)])
+                                           ("grpc.max_receive_message_length", -1),
+                                           ("grpc.so_reuseport", 0)])  # a taken port fails
     grpc_server.add_generic_rpc_handlers((GrpcProxy(agent, config.server_grpc_port),))
     grpc_server.add_insecure_port(f"{config.host}:{config.grpc_port}")
     await grpc_server.start()
