@@ -75,6 +75,12 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
             with self._lock:
                 self._watchers.remove(q)
 
+    def Status(self, request, context):
+        items = [s for n, s in self.pipelines.items() if not request.name or n == request.name]
+        if request.name and not items:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"pipeline {request.name!r} not found")
+        return pb.StatusResponse(items=items)
+
     def ReportPipeline(self, request, context):
         self.reports[(request.name, request.version, request.component)] = request
         return pb.Empty()

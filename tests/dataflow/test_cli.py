@@ -1,0 +1,50 @@
+"""`core2 pipeline infer` and `core2 pipeline inspect` against the running dataflow."""
+
+import json
+
+from runtime.cli import main
+from tests.dataflow.conftest import outputs_of, tensor
+
+
+def run_cli(capsys, dataflow, *argv) -> tuple[int, str, str]:
+    code = main(["--scheduler", dataflow.scheduler.address, "--inference", dataflow.url,
+                 *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_pipeline_infer_from_the_cli(capsys, dataflow):
+    payload = json.dumps({"inputs": [tensor("x", [2.0])]})
+    code, out, _ = run_cli(capsys, dataflow, "pipeline", "infer", "chain", payload)
+    assert code == 0
+    assert json.loads(out)["outputs"][0]["data"] == [120.0]
+
+
+def test_inspect_shows_each_steps_inputs_and_outputs_for_a_request(capsys, dataflow):
+    r = dataflow.infer("join", [tensor("x", [3.0])])
+    assert outputs_of(r) == {"SUM": [43.0]}
+    rid = r.headers["x-request-id"]
+    code, out, err = run_cli(capsys, dataflow, "pipeline", "inspect", "join", "--request-id",
+                             rid, "--kafka-bootstrap", dataflow.bootstrap)
+    assert code == 0, err
+    rows = {}
+    for line in out.strip().splitlines():
+        topic, key, value = line.split("\t")
+        assert key == rid
+        rows[topic.removeprefix("seldon.default.")] = {
+            t["name"]: t["data"] for t in (json.loads(value).get("inputs")
+                                           or json.loads(value)["outputs"])}
+    assert rows == {
+        "pipeline.join.inputs": {"x": [3.0]},
+        "model.add10.inputs": {"x": [3.0]}, "model.add10.outputs": {"OUTPUT": [13.0]},
+        "model.mul10.inputs": {"x": [3.0]}, "model.mul10.outputs": {"OUTPUT": [30.0]},
+        "model.sum2.inputs": {"A": [13.0], "B": [30.0]}, "model.sum2.outputs": {"SUM": [43.0]},
+        "pipeline.join.outputs": {"SUM": [43.0]},
+    }
+    code, out, _ = run_cli(capsys, dataflow, "pipeline", "inspect", "join.sum2.inputs.B",
+                           "--request-id", rid, "--kafka-bootstrap", dataflow.bootstrap)
+    topic, key, value = out.strip().split("\t")
+    assert topic == "seldon.default.model.sum2.inputs" and json.loads(value)["data"] == [30.0]
+    code, _, err = run_cli(capsys, dataflow, "pipeline", "inspect", "join.nope",
+                           "--kafka-bootstrap", dataflow.bootstrap)
+    assert code == 2 and "'nope' is not a step of join" in err
