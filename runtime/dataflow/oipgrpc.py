@@ -66,7 +66,17 @@ def _flat(data) -> list:
     return np.asarray(data, dtype=object).ravel().tolist() if isinstance(data, list) else [data]
 
 
-def response_from_json(doc: dict) -> oip.ModelInferResponse:
+def _to_raw(data: list, datatype: str) -> bytes:
+    dtype = _TYPES.get(datatype, ("", None))[1]
+    if dtype is None:
+        items = [d.encode() if isinstance(d, str) else bytes(d) for d in data]
+        return b"".join(len(b).to_bytes(4, "little") + b for b in items)
+    return np.asarray(data, dtype=dtype).tobytes()
+
+
+def response_from_json(doc: dict, raw: bool = False) -> oip.ModelInferResponse:
+    """raw: answer in raw_output_contents, as Triton does (and tritonclient expects) when
+    the request came with raw_input_contents."""
     resp = oip.ModelInferResponse(model_name=doc.get("model_name", ""),
                                   model_version=str(doc.get("model_version") or ""),
                                   id=doc.get("id", ""))
@@ -76,6 +86,9 @@ def response_from_json(doc: dict) -> oip.ModelInferResponse:
                                shape=[int(x) for x in t.get("shape") or []])
         field = _TYPES.get(datatype, ("bytes_contents", None))[0]
         data = _flat(t.get("data", []))
+        if raw:
+            resp.raw_output_contents.append(_to_raw(data, datatype))
+            continue
         if field == "bytes_contents":
             data = [d.encode() if isinstance(d, str) else bytes(d) for d in data]
         getattr(out.contents, field).extend(data)

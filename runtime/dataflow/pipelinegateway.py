@@ -287,7 +287,7 @@ class GrpcService(oip_grpc.GRPCInferenceServiceServicer):
                                              ("x-pipeline-version", str(version))))
         INFER_TOTAL.labels(pipeline, "grpc", "200").inc()
         INFER_SECONDS.labels(pipeline, "grpc").observe(time.perf_counter() - start)
-        return response_from_json(decode(value) or {})
+        return response_from_json(decode(value) or {}, raw=bool(request.raw_input_contents))
 
 
 def _timeout_of(value: str | None) -> float | None:

@@ -144,3 +144,27 @@ def test_thousand_concurrent_requests_each_get_their_own_answer(dataflow):
              if r.status_code != 200 or outputs_of(r) != {"OUTPUT": [(i + 10.0) * 10]}]
     assert not wrong, wrong[:5]
     assert len({r.headers["x-request-id"] for _, r in results}) == 1000
+
+
+TRITON_SCRIPT = """
+import sys
+import numpy as np
+import tritonclient.grpc as triton
+client = triton.InferenceServerClient(sys.argv[1])
+x = triton.InferInput("x", [3], "FP32")
+x.set_data_from_numpy(np.array([1.0, 2.0, 3.0], dtype=np.float32))
+result = client.infer("chain", [x], headers={"seldon-model": "chain.pipeline"})
+print(result.as_numpy("OUTPUT").ravel().tolist())
+"""
+
+
+def test_tritonclient_grpc_with_raw_contents(dataflow):
+    # its own process: tritonclient's protos and runtime.pb share the `inference` package
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", TRITON_SCRIPT,
+                          f"127.0.0.1:{dataflow.grpc_port}"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[110.0, 120.0, 130.0]"

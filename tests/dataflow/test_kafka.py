@@ -1,0 +1,37 @@
+"""Kafka helpers: client settings from flags/env, topic names, topic creation."""
+
+import argparse
+
+from confluent_kafka.admin import AdminClient
+
+from runtime import kafka
+from runtime.kafka import KafkaConfig, ensure_topics
+
+
+def test_security_settings_come_from_env(monkeypatch):
+    for k, v in {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+                 "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p",
+                 "KAFKA_SSL_CA_LOCATION": "/ca.pem"}.items():
+        monkeypatch.setenv(k, v)
+    p = argparse.ArgumentParser()
+    kafka.add_arguments(p)
+    cfg = kafka.from_args(p.parse_args(["--kafka-bootstrap", "b:9093", "--kafka-prefix", "x"]))
+    merged = cfg.consumer("g") | cfg.producer()
+    assert merged.items() >= {
+        "bootstrap.servers": "b:9093", "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "u", "sasl.password": "p",
+        "ssl.ca.location": "/ca.pem", "group.id": "g"}.items()
+    assert cfg.model_inputs("m") == "x.default.model.m.inputs"
+    assert cfg.pipeline_outputs("p") == "x.default.pipeline.p.outputs"
+    assert cfg.errors() == "x.default.errors.errors"
+    assert cfg.parse_topic("x.default.model.m.inputs") == ("model", "m", "inputs")
+    assert cfg.parse_topic("other.topic") is None
+
+
+def test_topics_are_created_with_the_configured_partitions(broker):
+    cfg = KafkaConfig(bootstrap=broker, namespace="partitions-test", partitions=3)
+    topic = cfg.model_inputs("m")
+    ensure_topics(cfg, [topic])
+    ensure_topics(cfg, [topic])  # idempotent
+    meta = AdminClient(cfg.common()).list_topics(topic, timeout=10)
+    assert len(meta.topics[topic].partitions) == 3
