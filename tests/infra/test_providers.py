@@ -1,5 +1,6 @@
 """The dynamic providers' create / read / diff / update / delete against a real local
-platform (scheduler, Envoy, MLServer + agent), called directly as the Pulumi engine would."""
+platform (scheduler, Envoy, MLServer + agent, broker and dataflow services), called directly
+as the Pulumi engine would."""
 
 import pytest
 
@@ -11,7 +12,7 @@ from runtime.local.platform import Platform
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory, sample_models):
-    cfg = LocalConfig(ports=Ports(**{k: 0 for k in Ports.model_fields}), pipelines=False,
+    cfg = LocalConfig(ports=Ports(**{k: 0 for k in Ports.model_fields}), pipelines=True,
                       servers=[LocalServer(name="mlserver")])
     p = Platform(tmp_path_factory.mktemp("pulumi-providers"), cfg).start()
     try:
@@ -118,10 +119,39 @@ def test_experiment_lifecycle(platform, sample_models):
         models.delete(f"model/{name}", props(platform, name, {}))
 
 
-def test_pipeline_provider_is_wired_to_pipelines():
-    assert PipelineProvider.kind == "Pipeline"
-    result = PipelineProvider().check({}, {"name": "p", "spec": {"steps": []}})
-    assert result.failures and "steps" in result.failures[0].reason
+def test_pipeline_lifecycle(platform, sample_models):
+    assert PipelineProvider().check({}, {"name": "p", "spec": {"steps": []}}).failures
+    models = ModelProvider()
+    for name in ("iris", "iris2"):
+        models.create(props(platform, name, iris_spec(sample_models, name)))
+    provider = PipelineProvider()
+    spec = {"steps": [{"name": "iris"}], "output": {"steps": ["iris"]}}
+    outs = provider.create(props(platform, "iris-pipe", spec)).outs
+    assert outs["ready"] and outs["state"] == "PipelineReady"
+
+    rerouted = {"steps": [{"name": "iris2"}], "output": {"steps": ["iris2"]}}
+    from components.providers import spec_changes
+
+    fields, new_version = spec_changes("Pipeline", spec, rerouted)
+    assert fields == ["output.steps[0]", "steps[0].name"] and new_version
+    assert provider.diff("pipeline/iris-pipe", outs,
+                         props(platform, "iris-pipe", rerouted)).replaces == []
+    updated = provider.update("pipeline/iris-pipe", outs,
+                              props(platform, "iris-pipe", rerouted)).outs
+    assert updated["ready"] and updated["version"] > outs["version"]
+    read = provider.read("pipeline/iris-pipe", updated)
+    assert read.outs["spec"]["steps"][0]["name"] == "iris2"
+
+    provider.delete("pipeline/iris-pipe", updated)
+    assert provider.read("pipeline/iris-pipe", updated).id is None
+    for name in ("iris", "iris2"):
+        models.delete(f"model/{name}", props(platform, name, {}))
+
+
+def test_pipeline_over_an_unknown_step_is_refused(platform):
+    with pytest.raises(SchedulerError) as err:
+        PipelineProvider().create(props(platform, "lost", {"steps": [{"name": "ghost"}]}))
+    assert "ghost" in str(err.value)
 
 
 def test_port_forward_carries_the_scheduler_api(platform, sample_models, monkeypatch):
@@ -173,7 +203,6 @@ def test_local_stack_deploys_to_a_real_core2_up(platform):
 
     values = stack_values(STACKS / "Pulumi.local.yaml")
     values["schedulerAddress"] = platform.scheduler_address
-    values.pop("pipelines")  # the local platform here runs without the dataflow services
     render = render_values("local", values)
     created = []
     for r in render.of_type("pulumi-python:dynamic/core2:"):
@@ -182,6 +211,7 @@ def test_local_stack_deploys_to_a_real_core2_up(platform):
         result = provider.create(r.inputs)
         assert result.outs["ready"], result.outs
         created.append((provider, result))
-    assert [res.id for _, res in created] == ["model/iris", "model/iris2", "experiment/iris-ab"]
+    assert [res.id for _, res in created] == ["model/iris", "model/iris2",
+                                              "pipeline/iris-pipeline", "experiment/iris-ab"]
     for provider, result in reversed(created):
         provider.delete(result.id, result.outs)

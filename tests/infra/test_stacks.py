@@ -308,3 +308,11 @@ def _values(stack: str) -> dict:
     from infra.config import stack_values
 
     return json.loads(json.dumps(stack_values(STACKS / f"Pulumi.{stack}.yaml")))
+
+
+@pytest.mark.parametrize("stack", STACK_NAMES)
+def test_kubernetes_version_is_one_the_validator_ships(stack):
+    from kubernetes_validate.utils import all_versions, major_minor
+
+    shipped = {major_minor(v) for v in all_versions()}
+    assert rendered(stack).config.kubernetesVersion in shipped
