@@ -1,0 +1,102 @@
+"""What the cluster objects run must be what the runtime accepts: the Envoy bootstrap passes
+the real Envoy's config validation, and every container's flags parse with the real CLIs."""
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+from harness import render_stack
+
+from runtime.envoy import envoy_binary
+
+MAINS = {  # `python -m X` -> the function that parses its flags
+    "runtime.scheduler": "runtime.scheduler.__main__",
+    "runtime.agent": "runtime.agent.main",
+    "runtime.agent.modelserver": "runtime.agent.modelserver",
+    "runtime.dataflow.engine": "runtime.dataflow.engine",
+    "runtime.dataflow.modelgateway": "runtime.dataflow.modelgateway",
+    "runtime.dataflow.pipelinegateway": "runtime.dataflow.pipelinegateway",
+}
+DOWNWARD_API = {"$(REPLICA_IDX)": "2", "$(POD_IP)": "10.1.2.3"}
+
+
+# Runs in a fresh interpreter per module (MLServer's and core2's OIP protos cannot share
+# one descriptor pool): parse the flags with the module's own parser, print them, stop.
+PARSE_ONLY = """
+import argparse, importlib, json, sys
+original = argparse.ArgumentParser.parse_args
+def parse_then_stop(self, args=None, namespace=None):
+    ns = original(self, args, namespace)
+    print(json.dumps(vars(ns), default=str))
+    sys.exit(0)
+argparse.ArgumentParser.parse_args = parse_then_stop
+module, main = sys.argv[1], sys.argv[2]
+sys.argv = [module, *sys.argv[3:]]
+importlib.import_module(main).main()
+sys.exit(3)  # main() returned without parsing flags
+"""
+
+
+def parse_flags(module: str, argv: list[str]) -> dict:
+    result = subprocess.run([sys.executable, "-c", PARSE_ONLY, module, MAINS[module], *argv],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{module} refused {argv}:\n{result.stderr[-2000:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def renders():
+    return {s: render_stack(s) for s in ("staging", "prod-aws")}
+
+
+def containers(render):
+    for obj in render.kubernetes_objects():
+        template = obj.manifest.get("spec", {}).get("template")
+        if template:
+            yield from template["spec"]["containers"]
+
+
+def test_envoy_accepts_the_rendered_bootstrap(renders, tmp_path):
+    for stack, render in renders.items():
+        (cm,) = [o.manifest for o in render.kubernetes_objects()
+                 if o.manifest["kind"] == "ConfigMap"]
+        path = tmp_path / f"{stack}.json"
+        path.write_text(cm["data"]["envoy.json"])
+        result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_runtime_container_passes_flags_its_cli_accepts(renders):
+    commands = {}
+    for render in renders.values():
+        for c in containers(render):
+            if c.get("command", [])[:2] == ["python", "-m"]:
+                argv = tuple(DOWNWARD_API.get(a, a) for a in c.get("args", []))
+                commands[(c["command"][2], argv)] = c["name"]
+    assert {module for module, _ in commands} == set(MAINS)
+    for module, argv in commands:
+        flags = parse_flags(module, list(argv))
+        if module == "runtime.agent":
+            assert flags["replica_idx"] == 2 and flags["host"] == "10.1.2.3"
+
+
+def test_kafka_settings_reach_the_dataflow_clients(renders, monkeypatch):
+    """KAFKA_* from the pod spec end up in the services' Kafka settings."""
+    from runtime import kafka
+
+    render = renders["prod-aws"]
+    (engine,) = [c for c in containers(render) if c["name"] == "engine"]
+    env = {e["name"]: e["value"] if "value" in e
+           else f"<{e['valueFrom']['secretKeyRef']['key']}>" for e in engine["env"]}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    p = argparse.ArgumentParser()
+    kafka.add_arguments(p)
+    args, _ = p.parse_known_args(engine["args"])
+    cfg = kafka.from_args(args)
+    assert cfg.security_protocol == "SASL_SSL" and cfg.sasl_mechanism == "SCRAM-SHA-512"
+    assert (cfg.sasl_username, cfg.sasl_password) == ("<username>", "<password>")
+    assert json.dumps(cfg.bootstrap).count("amazonaws.com") == 2
