@@ -78,7 +78,7 @@ class _SchedulerResource(pulumi.dynamic.Resource):
 class Model(_SchedulerResource, module="core2", name="Model"):
     kind = "Model"
     provider_class = ModelProvider
-    version_key: pulumi.Output[str]
+    versionKey: pulumi.Output[str]  # attributes carry the output properties' names
 
     def _extra_props(self, spec: Spec) -> dict:
         return {"versionKey": version_key(spec)}

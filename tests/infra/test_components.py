@@ -51,3 +51,21 @@ def test_server_component_parents_its_objects_and_exposes_options():
     flags = dict(zip(agent["args"][::2], agent["args"][1::2], strict=True))
     assert "custom" in flags["--capabilities"].split(",") and flags["--over-commit"] == "50"
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "fast"
+
+
+def test_the_entry_point_pulumi_runs_builds_the_stack():
+    """`main: infra/` runs infra/__main__.py; under mocks it builds the configured stack."""
+    import json
+    import runpy
+
+    from harness import STACKS
+
+    from infra.config import stack_values
+
+    config = {f"core2:{k}": v if isinstance(v, str) else json.dumps(v)
+              for k, v in stack_values(STACKS / "Pulumi.prod-gcp.yaml").items()}
+    render = run_program("prod-gcp", lambda: runpy.run_path(str(ROOT / "infra" / "__main__.py"))
+                         and {}, config=config)
+    types = {r.type for r in render.resources}
+    assert {"core2:index:Platform", "core2:index:Server",
+            "pulumi-python:dynamic/core2:Experiment"} <= types
