@@ -1,11 +1,11 @@
 """Components used directly from Python, as a user's own Pulumi program would."""
 
 import pytest
-from harness import run_program
 
 from components import Connection, Experiment, Model, Server, ServerArgs
 from infra.config import ROOT
 from runtime.specs.common import SpecError
+from tests.infra.harness import run_program
 
 LOCAL = Connection(address="127.0.0.1:9004")
 
@@ -58,9 +58,8 @@ def test_the_entry_point_pulumi_runs_builds_the_stack():
     import json
     import runpy
 
-    from harness import STACKS
-
     from infra.config import stack_values
+    from tests.infra.harness import STACKS
 
     config = {f"core2:{k}": v if isinstance(v, str) else json.dumps(v)
               for k, v in stack_values(STACKS / "Pulumi.prod-gcp.yaml").items()}

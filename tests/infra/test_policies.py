@@ -4,7 +4,6 @@ import copy
 import json
 
 import pytest
-from harness import STACK_NAMES, STACKS, render_stack, render_values
 
 from infra.config import stack_values
 from infra.policy.rules import (
@@ -17,6 +16,7 @@ from infra.policy.rules import (
     no_open_load_balancer_in_production,
     resource_limits,
 )
+from tests.infra.harness import STACK_NAMES, STACKS, render_stack, render_values
 
 RENDERS: dict = {}
 

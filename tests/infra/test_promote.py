@@ -6,11 +6,11 @@ import shutil
 import kubernetes_validate
 import pytest
 import yaml
-from harness import STACKS, render_stack
 
 from infra.policy.rules import check_all
 from runtime import cli
 from runtime.promote import PromoteError, promote
+from tests.infra.harness import STACKS, render_stack
 
 
 @pytest.fixture

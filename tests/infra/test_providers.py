@@ -197,9 +197,9 @@ def test_local_stack_deploys_to_a_real_core2_up(platform):
     import base64
 
     import dill
-    from harness import STACKS, render_values
 
     from infra.config import stack_values
+    from tests.infra.harness import STACKS, render_values
 
     values = stack_values(STACKS / "Pulumi.local.yaml")
     values["schedulerAddress"] = platform.scheduler_address

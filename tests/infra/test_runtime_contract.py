@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from harness import render_stack
 
 from runtime.envoy import envoy_binary
+from tests.infra.harness import render_stack
 
 MAINS = {  # `python -m X` -> the function that parses its flags
     "runtime.scheduler": "runtime.scheduler.__main__",

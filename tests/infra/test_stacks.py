@@ -6,12 +6,12 @@ import json
 import kubernetes_validate
 import pytest
 import yaml
-from harness import STACK_NAMES, STACKS, render_stack, render_values
 
 from components.envoy_bootstrap import XDS_CLUSTER
 from infra.config import ROOT, StackConfig
 from runtime.specs.common import SpecError
 from runtime.specs.manifest import KINDS
+from tests.infra.harness import STACK_NAMES, STACKS, render_stack, render_values
 
 RENDERS: dict = {}
 
