@@ -87,7 +87,9 @@ def _server_container(a: ServerArgs) -> dict:
     common["volumeMounts"].append(tmp_mount)
     return {"name": "mlserver", "image": a.image, "imagePullPolicy": a.image_pull_policy,
             "command": ["python", "-m", "runtime.agent.modelserver"],
-            "args": ["--repository", REPOSITORY, "--http-port", str(SERVER_PORTS["http"]),
+            # all interfaces: Envoy and the kubelet's probes reach it on the pod IP
+            "args": ["--host", "0.0.0.0", "--repository", REPOSITORY,
+                     "--http-port", str(SERVER_PORTS["http"]),
                      "--grpc-port", str(SERVER_PORTS["grpc"]),
                      "--metrics-port", str(SERVER_PORTS["server-metrics"])],
             "securityContext": RESTRICTED_CONTAINER, **common}

@@ -81,6 +81,9 @@ def test_every_runtime_container_passes_flags_its_cli_accepts(renders):
         flags = parse_flags(module, list(argv))
         if module == "runtime.agent":
             assert flags["replica_idx"] == 2 and flags["host"] == "10.1.2.3"
+        # reachable from Envoy, other pods and the kubelet, not only from inside the pod
+        if "host" in flags and module != "runtime.agent":
+            assert flags["host"] == "0.0.0.0", module
 
 
 def test_kafka_settings_reach_the_dataflow_clients(renders, monkeypatch):
