@@ -23,7 +23,7 @@ def platform(tmp_path_factory, sample_models):
 
 def props(platform, name: str, spec: dict, **extra) -> dict:
     return {"name": name, "spec": spec, "scheduler": {"address": platform.scheduler_address},
-            "timeoutSeconds": 60, "retryGraceSeconds": 2, **extra}
+            "timeoutSeconds": 180, "retryGraceSeconds": 2, **extra}
 
 
 def iris_spec(sample_models, model: str = "iris", **extra) -> dict:
