@@ -97,6 +97,15 @@ class StackConfig(_Strict):
     pipelines: list[ResourceEntry] = []
     experiments: list[ResourceEntry] = []
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, values):
+        # Pulumi.yaml declares optional keys with default "" (a declared key without a
+        # default would be required in every stack)
+        if isinstance(values, dict):
+            return {k: v for k, v in values.items() if v != ""}
+        return values
+
     @model_validator(mode="after")
     def _target(self):
         if self.target == "kubernetes" and not self.kubeconfig:
@@ -163,6 +172,14 @@ def read(config) -> StackConfig:
             except json.JSONDecodeError:
                 values[key] = raw  # let validation name the field and the expected type
     return parse(values)
+
+
+def project_defaults() -> dict[str, Any]:
+    """The defaults Pulumi.yaml declares, as the Pulumi CLI applies them to every stack."""
+    import yaml
+
+    declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text()).get("config") or {}
+    return {k: d["default"] for k, d in declared.items() if "default" in d}
 
 
 def stack_values(stack_file: str | Path) -> dict[str, Any]:

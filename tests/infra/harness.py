@@ -114,7 +114,9 @@ def run_program(stack: str, program, cfg=None, config: dict | None = None) -> Re
 
 
 def render_values(stack: str, values: dict) -> Render:
-    """Run the program for config `values` (keys without the `core2:` prefix)."""
+    """Run the program for config `values` (keys without the `core2:` prefix), with the
+    Pulumi.yaml defaults filled in as the Pulumi CLI does."""
+    values = {**stack_config.project_defaults(), **values}
     config = {f"{stack_config.PROJECT}:{k}": v if isinstance(v, str) else json.dumps(v)
               for k, v in values.items()}
     return run_program(

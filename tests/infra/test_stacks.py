@@ -293,8 +293,10 @@ def test_project_file_declares_typed_config_with_defaults_matching_the_program()
         assert decl.get("description"), key
         if decl["type"] == "array":
             assert decl["items"]["type"] in {"string", "integer", "boolean"}
-        if "default" in decl:
-            assert decl["default"] == StackConfig.model_fields[key].default, key
+        # Pulumi refuses a stack that lacks a declared key without a default
+        assert "default" in decl, key
+        program_default = StackConfig.model_fields[key].default
+        assert decl["default"] == ("" if program_default is None else program_default), key
     # every stack sets only known keys, with the declared type
     py_types = {"string": str, "integer": int, "boolean": bool, "array": list}
     for stack in STACK_NAMES:
@@ -302,6 +304,14 @@ def test_project_file_declares_typed_config_with_defaults_matching_the_program()
             assert key in StackConfig.model_fields, f"{stack}: {key}"
             if key in declared:
                 assert isinstance(value, py_types[declared[key]["type"]]), f"{stack}: {key}"
+
+
+@pytest.mark.parametrize("stack", STACK_NAMES)
+def test_project_defaults_mean_what_the_program_defaults_mean(stack):
+    from infra.config import parse, project_defaults
+
+    values = _values(stack)
+    assert parse({**project_defaults(), **values}) == parse(values)
 
 
 def _values(stack: str) -> dict:
