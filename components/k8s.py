@@ -106,3 +106,12 @@ def env_from_field(name: str, path: str) -> dict:
 def tmp_volume() -> tuple[dict, dict]:
     """A writable /tmp for containers whose root filesystem is read-only."""
     return {"name": "tmp", "emptyDir": {}}, {"name": "tmp", "mountPath": "/tmp"}
+
+
+def with_pull_secrets(manifests: list[dict], secrets: list[str]) -> list[dict]:
+    """Registry credentials for every pod template (private registries, on-prem mirrors)."""
+    for m in manifests:
+        pod = m.get("spec", {}).get("template", {}).get("spec")
+        if pod is not None and secrets:
+            pod["imagePullSecrets"] = [{"name": s} for s in secrets]
+    return manifests

@@ -11,7 +11,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import dataflow, envoy, network, rbac, scheduler
-from components.k8s import ENVIRONMENT_LABEL, Resources, labels
+from components.k8s import ENVIRONMENT_LABEL, Resources, labels, with_pull_secrets
 from components.kafka import Kafka, KafkaArgs
 from components.objects import register
 
@@ -38,6 +38,7 @@ class PlatformArgs:
     monitoring_namespace: str | None = "monitoring"
     deployer_subjects: list[dict] = field(default_factory=list)
     environment: str = "development"  # "production" turns on the stricter policies
+    image_pull_secrets: list[str] = field(default_factory=list)
 
 
 class Platform(pulumi.ComponentResource):
@@ -98,5 +99,5 @@ class Platform(pulumi.ComponentResource):
         })
 
     def _add(self, prefix: str, manifests: list[dict], opts: pulumi.ResourceOptions) -> None:
-        for m in manifests:
+        for m in with_pull_secrets(manifests, self.args.image_pull_secrets):
             self.objects[f"{m['kind']}/{m['metadata']['name']}"] = register(prefix, m, opts)

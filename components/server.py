@@ -20,6 +20,7 @@ from components.k8s import (
     scrape_annotations,
     selector,
     tmp_volume,
+    with_pull_secrets,
 )
 from components.network import SERVER_PORTS, SERVER_ROLE
 from components.objects import register
@@ -55,6 +56,7 @@ class ServerArgs:
     server_resources: dict | None = None
     agent_resources: dict | None = None
     hpa: dict | None = None  # {minReplicas, maxReplicas, cpuUtilization}
+    image_pull_secrets: list[str] = field(default_factory=list)
 
     def all_capabilities(self) -> list[str]:
         base = self.capabilities if self.capabilities is not None else DEFAULT_CAPABILITIES[
@@ -208,8 +210,9 @@ class Server(pulumi.ComponentResource):
         super().__init__("core2:index:Server", name, None, opts)
         self.args = args
         child = pulumi.ResourceOptions(parent=self)
+        manifests = with_pull_secrets(render(args), args.image_pull_secrets)
         self.objects = {f"{m['kind']}/{m['metadata']['name']}": register(name, m, child)
-                        for m in render(args)}
+                        for m in manifests}
         self.statefulset = self.objects[f"StatefulSet/{args.name}"]
         self.register_outputs({"name": args.name, "replicas": args.replicas,
                                "capabilities": args.all_capabilities()})

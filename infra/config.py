@@ -66,6 +66,7 @@ class StackConfig(_Strict):
     createNamespace: bool = True
     image: str = "ghcr.io/core2/core2:0.1.0"
     imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    imagePullSecrets: list[str] = []
     storageClass: str | None = None
     schedulerStorage: str = "1Gi"
     envoyImage: str = "envoyproxy/envoy:v1.40.0"

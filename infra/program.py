@@ -41,7 +41,8 @@ def platform_args(cfg: StackConfig) -> PlatformArgs:
         dataflow_replicas=cfg.dataflowReplicas, kafka=kafka, kafka_prefix=cfg.kafkaPrefix,
         kafka_topic_partitions=cfg.kafkaTopicPartitions,
         resources=cfg.resources, monitoring_namespace=cfg.monitoringNamespace,
-        deployer_subjects=cfg.deployerSubjects, environment=cfg.environment)
+        deployer_subjects=cfg.deployerSubjects, environment=cfg.environment,
+        image_pull_secrets=cfg.imagePullSecrets)
 
 
 def server_args(cfg: StackConfig) -> list[ServerArgs]:
@@ -53,7 +54,7 @@ def server_args(cfg: StackConfig) -> list[ServerArgs]:
         cache_size=s.cacheSize, storage_class=cfg.storageClass,
         triton_image=s.tritonImage or TRITON_IMAGE, image_pull_policy=cfg.imagePullPolicy,
         server_resources=s.resources.get("server"), agent_resources=s.resources.get("agent"),
-        hpa=s.hpa) for s in cfg.servers]
+        hpa=s.hpa, image_pull_secrets=cfg.imagePullSecrets) for s in cfg.servers]
 
 
 def build(cfg: StackConfig) -> dict:

@@ -326,3 +326,11 @@ def test_kubernetes_version_is_one_the_validator_ships(stack):
 
     shipped = {major_minor(v) for v in all_versions()}
     assert rendered(stack).config.kubernetesVersion in shipped
+
+
+def test_private_registry_credentials_reach_every_pod():
+    render = rendered("onprem")
+    templates = [o.manifest["spec"]["template"]["spec"] for o in render.kubernetes_objects()
+                 if "template" in o.manifest.get("spec", {})]
+    assert len(templates) >= 6
+    assert all(t["imagePullSecrets"] == [{"name": "internal-registry"}] for t in templates)
