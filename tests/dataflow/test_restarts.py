@@ -63,3 +63,15 @@ def test_pipeline_loaded_and_unloaded_at_runtime(dataflow, scheduler):
     wait_until(lambda: httpx.get(f"{dataflow.url}/v2/pipelines/late-chain/ready")
                .status_code == 404, 15, "gateway forgets the unloaded pipeline")
     assert dataflow.infer("late-chain", [tensor("x", [5.0])]).status_code == 404
+
+
+def test_engine_crash_loses_no_request(dataflow):
+    """SIGKILL (no clean group leave): requests made meanwhile are answered once it is back."""
+    assert outputs_of(dataflow.infer("chain", [tensor("x", [1.0])])) == {"OUTPUT": [110.0]}
+    dataflow.services["engine"].kill()
+    with ThreadPoolExecutor(3) as pool:
+        pending = [pool.submit(dataflow.infer, "chain", [tensor("x", [float(i)])], 90,
+                               **{"seldon-timeout-ms": "60000"}) for i in range(3)]
+        dataflow.start("engine")
+        answers = [outputs_of(f.result()) for f in pending]
+    assert answers == [{"OUTPUT": [(i + 10.0) * 10]} for i in range(3)]
