@@ -95,7 +95,13 @@ class Engine:
                 continue
             produced = {self.cfg.model_inputs(m) for m in plan.models}
             produced |= {self.cfg.pipeline_outputs(name), self.cfg.errors()}
-            kafka.ensure_topics(self.cfg, sorted(self._plan_topics(plan) | produced))
+            try:
+                kafka.ensure_topics(self.cfg, sorted(self._plan_topics(plan) | produced))
+            except Exception as e:  # noqa: BLE001 - broker away: keep running, retry soon
+                log.warning("pipeline %s: creating topics failed (%s); retrying", name, e)
+                self._ops.put(op)
+                time.sleep(1)
+                break
             self.flow.set_plan(plan)
             self._unready[name] = plan
         if changed:
@@ -195,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     stop = setup_service("engine")
     if args.metrics_port:
-        start_http_server(args.metrics_port, addr="127.0.0.1")
+        start_http_server(args.metrics_port)
     engine = Engine(kafka.from_args(args))
     link = SchedulerLink(args.scheduler, engine, "engine")
     engine.report = link.report

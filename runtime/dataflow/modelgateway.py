@@ -10,9 +10,11 @@ import argparse
 import asyncio
 import logging
 import threading
+import time
 
 import aiohttp
 from confluent_kafka import Consumer, KafkaError, Producer
+from prometheus_client import Counter, Histogram, start_http_server
 
 from runtime import kafka
 from runtime.dataflow.control import SchedulerLink
@@ -28,6 +30,10 @@ from runtime.kafka import H_ERROR, H_MODEL, H_PIPELINE, H_STEP, KafkaConfig
 from runtime.specs.pipeline import PipelineSpec
 
 log = logging.getLogger("modelgateway")
+MODEL_CALLS = Counter("seldon_modelgateway_calls_total", "model calls from pipelines",
+                      ["model", "code"])
+MODEL_SECONDS = Histogram("seldon_modelgateway_call_seconds", "model call latency", ["model"],
+                          buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30))
 GROUP = "seldon-modelgateway"
 
 
@@ -78,9 +84,15 @@ class ModelGateway:
                     with self._lock:
                         models = set().union(*(m for _, m in self._pipelines.values()))
                     wanted = sorted(self._topics_of(models))
-                    if wanted:
-                        kafka.ensure_topics(self.cfg, wanted + [
-                            self.cfg.model_outputs(m) for m in models] + [self.cfg.errors()])
+                    try:
+                        if wanted:
+                            kafka.ensure_topics(self.cfg, wanted + [
+                                self.cfg.model_outputs(m) for m in models] + [self.cfg.errors()])
+                    except Exception as e:  # noqa: BLE001 - broker away: retry soon
+                        log.warning("creating topics failed (%s); retrying", e)
+                        self._dirty.set()
+                        stop.wait(1)
+                        continue
                     if wanted != subscribed:
                         subscribed = wanted
                         if wanted:
@@ -125,6 +137,7 @@ class ModelGateway:
         step = headers.get(H_STEP, model)
         key = key_of(msg)
         out_headers = [(k, v) for k, v in headers.items()]
+        start = time.perf_counter()
         try:
             async with self._sem:
                 async with self.session.post(
@@ -135,10 +148,13 @@ class ModelGateway:
                     status = r.status
         except (TimeoutError, aiohttp.ClientError) as e:
             timed_out = isinstance(e, TimeoutError)
+            MODEL_CALLS.labels(model, "504" if timed_out else "502").inc()
             reason = f"no answer within {self.timeout_s:g}s" if timed_out else str(e) or repr(e)
             self._error(key, out_headers, step, model, 504 if timed_out else 502,
                         f"calling the model failed: {reason}")
             return
+        MODEL_CALLS.labels(model, str(status)).inc()
+        MODEL_SECONDS.labels(model).observe(time.perf_counter() - start)
         if 200 <= status < 300:
             self.producer.produce(self.cfg.model_outputs(model), key=key, value=body,
                                   headers=out_headers)
@@ -187,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     kafka.add_arguments(p)
     args = p.parse_args(argv)
     stop = setup_service("modelgateway")
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
     gw = ModelGateway(kafka.from_args(args), args.envoy, args.model_timeout)
     link = SchedulerLink(args.scheduler, gw, "modelgateway")
     gw.report = link.report

@@ -86,8 +86,14 @@ class PipelineGateway:
         consumer = Consumer(self.cfg.consumer(None, offset_reset="latest"))
         assigned: set[str] = set()
         errors = self.cfg.errors()
-        kafka.ensure_topics(self.cfg, [errors])
-        self._assign_at_end(consumer, errors)
+        while not self._stop.is_set():
+            try:
+                kafka.ensure_topics(self.cfg, [errors])
+                self._assign_at_end(consumer, errors)
+                break
+            except Exception as e:  # noqa: BLE001 - broker not up yet
+                log.warning("cannot read %s yet (%s); retrying", errors, e)
+                self._stop.wait(1)
         try:
             while not self._stop.is_set():
                 with self._lock:
