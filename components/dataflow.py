@@ -6,6 +6,7 @@ from components.k8s import (
     Resources,
     http_probe,
     metadata,
+    scrape_annotations,
     selector,
     tmp_volume,
 )
@@ -20,6 +21,9 @@ SERVICES = {
 GATEWAY = "pipelinegateway"
 GATEWAY_HTTP, GATEWAY_GRPC = 9010, 9011
 METRICS_PORT = 9006
+# Where each serves /metrics (the pipeline gateway on its HTTP port).
+METRICS_PORTS = {"engine": METRICS_PORT, "modelgateway": METRICS_PORT,
+                 "pipelinegateway": GATEWAY_HTTP}
 # Per service: the model gateway calls models through Envoy's Service.
 EXTRA_ARGS = {
     "engine": lambda ns: ["--metrics-port", str(METRICS_PORT)],
@@ -67,7 +71,8 @@ def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int
                 "replicas": replicas.get(name, 1),
                 "selector": {"matchLabels": selector(name)},
                 "template": {
-                    "metadata": {"labels": selector(name)},
+                    "metadata": {"labels": selector(name),
+                                 "annotations": scrape_annotations(METRICS_PORTS[name])},
                     "spec": {"serviceAccountName": service_account,
                              "automountServiceAccountToken": False,
                              "securityContext": RESTRICTED_POD,

@@ -6,6 +6,7 @@ Prometheus (in the configured monitoring namespace) may scrape metrics ports.
 """
 
 from components.dataflow import GATEWAY, GATEWAY_GRPC, GATEWAY_HTTP, SERVICES
+from components.dataflow import METRICS_PORT as DATAFLOW_METRICS
 from components.envoy import ADMIN_PORT, LISTEN_PORT
 from components.envoy import NAME as ENVOY
 from components.k8s import PART_OF, metadata, selector
@@ -26,6 +27,15 @@ def _policy(name: str, namespace: str, pods: dict, rules: list[dict]) -> dict:
 
 def _ports(*ports: int) -> list[dict]:
     return [{"protocol": "TCP", "port": p} for p in ports]
+
+
+def _dataflow_metrics(namespace: str, monitoring: list[dict]) -> dict:
+    """The engine and model gateway take no traffic but Prometheus' scrapes."""
+    policy = _policy("core2-dataflow-metrics", namespace, {}, [
+        {"from": monitoring, "ports": _ports(DATAFLOW_METRICS)}])
+    policy["spec"]["podSelector"] = {"matchExpressions": [{
+        "key": "app.kubernetes.io/name", "operator": "In", "values": ["engine", "modelgateway"]}]}
+    return policy
 
 
 def render(namespace: str, monitoring_namespace: str | None) -> list[dict]:
@@ -54,7 +64,9 @@ def render(namespace: str, monitoring_namespace: str | None) -> list[dict]:
         ]),
         _policy("core2-pipelinegateway", namespace, selector(GATEWAY), [
             {"from": [envoy], "ports": _ports(GATEWAY_HTTP, GATEWAY_GRPC)},
+            *scrape(GATEWAY_HTTP),
         ]),
+        *([_dataflow_metrics(namespace, monitoring)] if monitoring else []),
         _policy("core2-servers", namespace, SERVER_ROLE, [
             {"from": [envoy], "ports": _ports(SERVER_PORTS["http"], SERVER_PORTS["grpc"],
                                               SERVER_PORTS["agent-http"],

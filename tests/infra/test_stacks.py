@@ -203,6 +203,12 @@ def test_network_policies_admit_only_what_each_service_needs():
         "engine", "modelgateway", "pipelinegateway"}
     assert admitted[9006]["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": "monitoring"}
+    # Prometheus may scrape the dataflow services, which take no other traffic
+    scrape = policies["core2-dataflow-metrics"]
+    assert scrape["podSelector"]["matchExpressions"][0]["values"] == ["engine", "modelgateway"]
+    assert scrape["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 9006}]
+    (engine,) = by_kind(render, "Deployment", "engine")
+    assert engine["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9006"
     # every server pod carries the label the policies select on
     for sts in by_kind(render, "StatefulSet"):
         if sts["metadata"]["name"] != "scheduler":
