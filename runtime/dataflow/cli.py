@@ -6,17 +6,17 @@ import json
 import os
 import sys
 
-from runtime.client import SchedulerClient, status_dict
+from runtime.client import SchedulerClient, SchedulerError, status_dict
 from runtime.kafka import DEFAULT_NAMESPACE, DEFAULT_PREFIX, KafkaConfig
 from runtime.specs import SpecError
 from runtime.specs.manifest import load_file
 from runtime.specs.pipeline import PipelineSpec
 
 
-def _fail(message: str, code: int = 1):
-    from runtime.cli import CliError
-
-    return CliError(message, code)
+def _fail(message: str, code: int = 1) -> SchedulerError:
+    # runtime.cli's main prints SchedulerError without a traceback (exit 2 when invalid); its
+    # CliError is not usable here when the CLI runs as `python -m runtime.cli` (__main__).
+    return SchedulerError(message, invalid=code == 2)
 
 
 def _say(msg: str) -> None:
