@@ -49,3 +49,19 @@ def test_step_inputs_reference_and_cycles_bounded_by_revisits():
     for _ in range(5):
         f.on_event(("p", "b", "outputs"), "k", [t("y", 1)], now=0.0)
     assert f._states[("p", "step:a", "k")].fires == 3  # first visit + 2 revisits
+
+
+def test_external_inputs_and_triggers_from_other_pipelines():
+    f = Dataflow()
+    f.set_plan(build_plan("b", 1, PipelineSpec.parse({
+        "input": {"externalInputs": ["a.step.m.outputs.OUT"],
+                  "externalTriggers": ["a.outputs"], "tensorMap": {"m.outputs.OUT": "x"}},
+        "steps": [{"name": "n"}]})))
+    assert f.sources() >= {("a", "m", "outputs"), ("a", None, "outputs")}
+    assert f.on_event(("a", "m", "outputs"), "k", [t("OUT", 1), t("OTHER", 2)], 0.0) == []
+    fired = f.on_event(("a", None, "outputs"), "k", [t("FINAL", 3)], 0.0)
+    # b's input: only the referenced tensor, renamed; the trigger's data is not passed on
+    assert names(fired) == [("input", "", ["x"])]
+    # b's own inputs topic then feeds its first step
+    assert names(f.on_event(("b", None, "inputs"), "k", fired[0].tensors, 0.0)) == [
+        ("step", "n", ["x"])]
