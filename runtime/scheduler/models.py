@@ -7,6 +7,7 @@ from runtime.pb import agent_pb2
 from runtime.scheduler import state as st
 from runtime.scheduler.placement import PlacementError, place
 from runtime.scheduler.state import Model, ModelVersion, Replica, ReplicaState
+from runtime.scheduler.tables import NotFound
 from runtime.specs import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,16 @@ class ModelManager:
         self.hub.changed("model", m.name)
         return m
 
-    def delete(self, name: str) -> Model | None:
+    def is_live(self, name: str) -> bool:
+        """The model exists and a version of it is Available."""
         m = self.models.get(name)
-        if m is None or m.deleted:
+        return m is not None and not m.deleted and m.live_version() is not None
+
+    def delete(self, name: str) -> Model:
+        m = self.models.get(name)
+        if m is None:
+            raise NotFound(f"model {name!r} not found")
+        if m.deleted:
             return m
         m.deleted = True
         for v in m.versions:

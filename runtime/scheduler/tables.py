@@ -1,0 +1,157 @@
+"""Experiments, pipelines and server specs: resources the scheduler keeps as documents."""
+
+import json
+
+from runtime.pb import scheduler_pb2 as pb
+from runtime.scheduler.routes import Route, Target
+from runtime.specs import ExperimentSpec, SpecError
+from runtime.specs.pipeline import PipelineSpec
+from runtime.specs.server import ServerSpec
+
+
+class NotFound(Exception):
+    pass
+
+
+class Table:
+    """Named JSON documents of one kind, persisted on every change."""
+
+    key = ""
+
+    def __init__(self, hub):
+        self.hub = hub
+        self.docs: dict[str, dict] = hub.store.all(self.key)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.docs
+
+    def put(self, name: str, doc: dict) -> None:
+        self.docs[name] = doc
+        self.hub.store.put(self.key, name, doc)
+        self.hub.changed(self.key, name)
+
+    def delete(self, name: str) -> None:
+        if self.docs.pop(name, None) is None:
+            raise NotFound(f"{self.key} {name!r} not found")
+        self.hub.store.delete(self.key, name)
+
+    def _next_version(self, name: str, spec: dict) -> int:
+        prev = self.docs.get(name)
+        if prev is None:
+            return 1
+        return prev["version"] if prev["spec"] == spec else prev["version"] + 1
+
+
+class ServerSpecs(Table):
+    key = "server"
+
+    def apply(self, name: str, spec: ServerSpec) -> None:
+        self.put(name, {"spec": spec.model_dump(exclude_none=True)})
+
+
+class Experiments(Table):
+    key = "experiment"
+
+    def apply(self, name: str, spec: ExperimentSpec) -> None:
+        if spec.default:
+            for other, doc in self.docs.items():
+                if other != name and doc["spec"].get("default") == spec.default:
+                    raise SpecError(f"default: model {spec.default!r} is already the default "
+                                    f"of experiment {other!r}")
+        data = spec.model_dump(exclude_none=True)
+        self.put(name, {"spec": data, "version": self._next_version(name, data)})
+
+    def _ready(self, spec: ExperimentSpec, member: str) -> bool:
+        if spec.resourceType == "pipeline":
+            return member in self.hub.pipelines and \
+                self.hub.pipelines.state(member)[0] == "PipelineReady"
+        return self.hub.models.is_live(member)
+
+    def status(self, name: str) -> pb.ResourceStatus:
+        doc = self.docs[name]
+        spec = ExperimentSpec.model_validate(doc["spec"])
+        members = [c.name for c in spec.candidates] + ([spec.mirror.name] if spec.mirror else [])
+        waiting = [n for n in members if not self._ready(spec, n)]
+        detail = {"candidatesReady": all(self._ready(spec, c.name) for c in spec.candidates),
+                  "mirrorReady": spec.mirror is None or self._ready(spec, spec.mirror.name)}
+        reason = f"waiting for {spec.resourceType}(s) {', '.join(waiting)} to be ready" \
+            if waiting else ""
+        return pb.ResourceStatus(
+            kind=pb.EXPERIMENT, name=name, version=doc["version"],
+            state="ExperimentWaiting" if waiting else "ExperimentReady", ready=not waiting,
+            reason=reason, spec_json=json.dumps(doc["spec"]), detail_json=json.dumps(detail),
+            updated_unix_ms=self.hub.updated("experiment", name))
+
+    def routes(self, targets: dict[str, tuple[Target, ...]]) -> tuple[list[Route], set[str]]:
+        """Routes for `<exp>.experiment`, and for each default model, which then no longer
+        gets a route of its own (its name is returned in the second value)."""
+        routes, defaults = [], set()
+        for name, doc in sorted(self.docs.items()):
+            spec = ExperimentSpec.model_validate(doc["spec"])
+            suffix = ".pipeline" if spec.resourceType == "pipeline" else ""
+            split = []
+            for c in spec.candidates:
+                # A candidate mid-rollout has two versions: split its weight between them.
+                members = targets.get(c.name + suffix, ())
+                total = sum(t.weight for t in members)
+                split += [Target(t.backend, max(1, c.weight * 100 * t.weight // total))
+                          for t in members]
+            if not split:
+                continue
+            mirror = targets.get(spec.mirror.name + suffix, (None,))[0] if spec.mirror else None
+            percent = spec.mirror.percent if mirror else 0
+            routes.append(Route(f"{name}.experiment", tuple(split), (), mirror, percent, True))
+            if spec.default:
+                defaults.add(spec.default + suffix)
+                prefix = f"/v2/{'pipelines' if suffix else 'models'}/{spec.default}"
+                routes.append(Route(spec.default + suffix, tuple(split), (prefix,), mirror,
+                                    percent, True))
+        return routes, defaults
+
+
+class Pipelines(Table):
+    key = "pipeline"
+
+    def apply(self, name: str, spec: PipelineSpec) -> None:
+        steps = {s.name for s in spec.steps}
+        if name in steps:
+            raise SpecError(f"steps: a step is named like the pipeline ({name!r})")
+        unknown = sorted(s for s in steps if s not in self.hub.models.models)
+        if unknown:
+            raise SpecError(f"steps: no model named {', '.join(unknown)} (load it first)")
+        data = spec.model_dump(exclude_none=True)
+        version = self._next_version(name, data)
+        prev = self.docs.get(name)
+        reports = prev["reports"] if prev and prev["version"] == version else {}
+        self.put(name, {"spec": data, "version": version, "reports": reports})
+
+    def report(self, r: pb.PipelineReport) -> None:
+        doc = self.docs.get(r.name)
+        if doc is None or r.version != doc["version"]:
+            return
+        doc["reports"][r.component] = {"ready": r.ready, "reason": r.reason}
+        self.put(r.name, doc)
+
+    def state(self, name: str) -> tuple[str, str]:
+        """Ready only when every step's model is Available and the engine runs this version."""
+        doc = self.docs[name]
+        failed = [f"{c}: {r['reason']}" for c, r in doc["reports"].items()
+                  if not r["ready"] and r["reason"]]
+        if failed:
+            return "PipelineFailed", "; ".join(failed)
+        waiting = [s["name"] for s in doc["spec"]["steps"]
+                   if not self.hub.models.is_live(s["name"])]
+        if waiting:
+            return "PipelineCreating", f"waiting for model(s) {', '.join(waiting)}"
+        if not doc["reports"].get("engine", {}).get("ready"):
+            return "PipelineCreating", "waiting for the dataflow engine"
+        return "PipelineReady", ""
+
+    def status(self, name: str) -> pb.ResourceStatus:
+        doc = self.docs[name]
+        state, reason = self.state(name)
+        return pb.ResourceStatus(
+            kind=pb.PIPELINE, name=name, version=doc["version"], state=state, reason=reason,
+            ready=state == "PipelineReady", spec_json=json.dumps(doc["spec"]),
+            detail_json=json.dumps({"reports": doc["reports"]}),
+            updated_unix_ms=self.hub.updated("pipeline", name))
