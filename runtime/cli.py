@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 from runtime.client import SchedulerClient, SchedulerError, status_dict
+from runtime.dataflow import cli as pipeline_cli
+from runtime.promote import register as register_promote
 from runtime.specs import SpecError
 from runtime.specs.manifest import load_file
 
@@ -306,16 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     ss.set_defaults(func=_status_cmd("Server"))
     server.add_parser("list").set_defaults(func=_list_cmd("Server"))
 
-    try:  # TODO(integration): unconditional once both land
-        from runtime.dataflow import cli as pipeline_cli
-        pipeline_cli.register(sub, scheduler_address)
-    except ImportError:
-        pass
-    try:
-        from runtime.promote import register as register_promote
-        register_promote(sub)
-    except ImportError:
-        pass
+    pipeline_cli.register(sub, scheduler_address)
+    register_promote(sub)
     return p
 
 
