@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,33 +45,37 @@ def start_mlserver(logs: Path) -> tuple[Service, str]:
     return svc, url
 
 
-async def direct(client: httpx.AsyncClient, mlserver: str) -> None:
-    r = await client.post(f"{mlserver}/v2/models/add10/infer", json=BODY)
-    r = await client.post(f"{mlserver}/v2/models/mul10/infer",
-                          json={"inputs": r.json()["outputs"]})
-    assert r.status_code == 200, r.text
+async def direct(session: aiohttp.ClientSession, mlserver: str) -> None:
+    async with session.post(f"{mlserver}/v2/models/add10/infer", json=BODY) as r:
+        first = await r.json()
+    async with session.post(f"{mlserver}/v2/models/mul10/infer",
+                            json={"inputs": first["outputs"]}) as r:
+        assert r.status == 200, await r.text()
+        await r.read()
 
 
-async def pipeline(client: httpx.AsyncClient, gateway: str) -> None:
-    r = await client.post(f"{gateway}/v2/pipelines/chain/infer", json=BODY)
-    assert r.status_code == 200, r.text
+async def pipeline(session: aiohttp.ClientSession, gateway: str) -> None:
+    async with session.post(f"{gateway}/v2/pipelines/chain/infer", json=BODY) as r:
+        assert r.status == 200, await r.text()
+        await r.read()
 
 
 async def measure(call, n: int, concurrency: int) -> tuple[list[float], float]:
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(
-            max_connections=concurrency + 4)) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency + 4)
+    async with aiohttp.ClientSession(connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
         for _ in range(20):  # warm up connections and caches
-            await call(client)
+            await call(session)
         lat = []
         for _ in range(n):
             t = time.perf_counter()
-            await call(client)
+            await call(session)
             lat.append((time.perf_counter() - t) * 1000)
         sem = asyncio.Semaphore(concurrency)
 
         async def one():
             async with sem:
-                await call(client)
+                await call(session)
 
         t = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(n)))

@@ -36,7 +36,8 @@ class KafkaConfig:
 
     # -- client configs -------------------------------------------------------------------
     def common(self) -> dict:
-        conf = {"bootstrap.servers": self.bootstrap, **self.extra}
+        conf = {"bootstrap.servers": self.bootstrap, "socket.nagle.disable": True,
+                **self.extra}
         if self.security_protocol:
             conf["security.protocol"] = self.security_protocol
         if self.sasl_mechanism:
