@@ -175,3 +175,25 @@ def test_tritonclient_grpc_with_raw_contents(dataflow):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[110.0, 120.0, 130.0]"
+
+
+def test_asynchronous_use_straight_on_the_topics(dataflow):
+    """No gateway: produce an InferenceRequest to the pipeline's input topic, read the answer
+    with the same key from its output topic."""
+    import json
+    import uuid
+
+    from confluent_kafka import Producer
+
+    from runtime.dataflow.inspect import read_records
+    from runtime.procs import wait_until
+
+    cfg, rid = dataflow.kafka, uuid.uuid4().hex
+    producer = Producer(cfg.producer())
+    producer.produce(cfg.pipeline_inputs("chain"), key=rid, headers=[("pipeline", "chain")],
+                     value=json.dumps({"inputs": [tensor("x", [9.0])]}).encode())
+    assert producer.flush(10) == 0
+    found = []
+    wait_until(lambda: found.extend(read_records(
+        cfg, [cfg.pipeline_outputs("chain")], "chain", rid)) or found, 15, "the answer")
+    assert {t["name"]: t["data"] for t in found[0].tensors()} == {"OUTPUT": [190.0]}
