@@ -139,6 +139,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="partitions of the topics this service creates")
     parser.add_argument("--kafka-replication", type=int,
                         default=int(env("KAFKA_REPLICATION", "1")))
+    parser.add_argument("--kafka-fetch-wait-ms", type=int,
+                        default=int(env("KAFKA_FETCH_WAIT_MS", "2")),
+                        help="consumer fetch.wait.max.ms: bounds each hop's latency; lower "
+                             "costs the broker more CPU while idle (Tansu: ~80%% of a core "
+                             "at 2 ms, ~40%% at 10 ms, ~7%% at 100 ms with 9 pipelines)")
     parser.add_argument("--kafka-security-protocol", default=env("KAFKA_SECURITY_PROTOCOL", ""),
                         help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
     parser.add_argument("--kafka-sasl-mechanism", default=env("KAFKA_SASL_MECHANISM", ""),
@@ -152,7 +157,7 @@ def from_args(args: argparse.Namespace) -> KafkaConfig:
     return KafkaConfig(
         bootstrap=args.kafka_bootstrap, prefix=args.kafka_prefix,
         namespace=args.kafka_namespace, partitions=args.kafka_partitions,
-        replication=args.kafka_replication,
+        replication=args.kafka_replication, fetch_wait_ms=args.kafka_fetch_wait_ms,
         security_protocol=args.kafka_security_protocol,
         sasl_mechanism=args.kafka_sasl_mechanism, sasl_username=args.kafka_sasl_username,
         sasl_password=args.kafka_sasl_password, ssl_ca_location=args.kafka_ssl_ca_location)
