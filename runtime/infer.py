@@ -35,12 +35,12 @@ def infer(base_url: str, name: str, payload: str, grpc_mode: bool = False,
 def _infer_grpc(base_url: str, name: str, target: str, body: str, headers: dict):
     import grpc
 
-    from runtime.oip import CodecError, request_to_grpc, response_to_json
+    from runtime.oip import TensorError, request_from_json, response_to_json
     from runtime.pb import grpc_service_pb2_grpc
 
     try:
-        request = request_to_grpc(target, json.loads(body))
-    except (json.JSONDecodeError, CodecError) as e:
+        request = request_from_json(target, json.loads(body))
+    except (json.JSONDecodeError, TensorError) as e:
         return 400, json.dumps({"error": f"bad request: {e}"})
     address = urlparse(base_url).netloc
     with grpc.insecure_channel(address) as channel:

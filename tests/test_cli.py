@@ -20,7 +20,7 @@ def core2(run_dir, *args, timeout=120):
 
 def test_up_apply_infer_down(tmp_path, sample_models):
     config = tmp_path / "local.yaml"
-    config.write_text(yaml.safe_dump({"ports": free_ports().model_dump(), "pipelines": False}))
+    config.write_text(yaml.safe_dump({"ports": free_ports().model_dump()}))
     run_dir = tmp_path / "run"
     started = time.monotonic()
     up = core2(run_dir, "up", "--detach", "-c", str(config))
@@ -32,9 +32,15 @@ def test_up_apply_infer_down(tmp_path, sample_models):
         state = read_state(run_dir)
         assert all(pid_alive(p) for p in state["pids"].values())
 
-        applied = core2(run_dir, "apply", "-f", str(SAMPLES / "iris.yaml"))
+        # What `make up` loads: models, an experiment and a pipeline
+        applied = core2(run_dir, "apply", "-f", str(SAMPLES / "quickstart.yaml"))
         assert applied.returncode == 0, applied.stderr
-        assert "ModelAvailable" in applied.stderr
+        assert "ModelAvailable" in applied.stderr and "PipelineReady" in applied.stderr
+        assert "ExperimentReady" in applied.stderr
+        out = core2(run_dir, "pipeline", "infer", "chain", json.dumps(
+            {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}))
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["outputs"][0]["data"] == [110.0]
         payload = json.dumps({"inputs": [{"name": "predict", "shape": [1, 4],
                                           "datatype": "FP32", "data": [6.0, 2.2, 5.0, 1.5]}]})
         for extra in ([], ["--grpc"]):

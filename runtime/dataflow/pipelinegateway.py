@@ -20,7 +20,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from runtime import kafka
 from runtime.dataflow.control import SchedulerLink
-from runtime.dataflow.oipgrpc import TensorError, request_to_json, response_from_json
 from runtime.dataflow.records import (
     decode,
     encode,
@@ -30,6 +29,7 @@ from runtime.dataflow.records import (
     setup_service,
 )
 from runtime.kafka import H_PIPELINE, H_VERSION, KafkaConfig
+from runtime.oip import TensorError, request_to_json, response_from_json
 from runtime.pb import grpc_service_pb2 as oip
 from runtime.pb import grpc_service_pb2_grpc as oip_grpc
 from runtime.specs.pipeline import PipelineSpec
@@ -176,7 +176,7 @@ class PipelineGateway:
     # -- REST -----------------------------------------------------------------------------
     async def _rest_infer(self, request: web.Request) -> web.Response:
         pipeline = request.match_info.get("pipeline")
-        header = request.headers.get("seldon-model", "")
+        header = _pipeline_header(request.headers)
         if header.endswith(".pipeline"):
             pipeline = header.removesuffix(".pipeline")
         elif pipeline is None:
@@ -237,7 +237,7 @@ class PipelineGateway:
         runner = web.AppRunner(self.app(), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, http_port).start()
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])  # a taken port fails
         oip_grpc.add_GRPCInferenceServiceServicer_to_server(GrpcService(self), server)
         server.add_insecure_port(f"{host}:{grpc_port}")
         await server.start()
@@ -275,7 +275,7 @@ class GrpcService(oip_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request, context):
         meta = {k: v for k, v in context.invocation_metadata() or ()}
-        pipeline = (meta.get("seldon-model") or request.model_name).removesuffix(".pipeline")
+        pipeline = (_pipeline_header(meta) or request.model_name).removesuffix(".pipeline")
         rid = meta.get("x-request-id") or uuid.uuid4().hex
         start = time.perf_counter()
         try:
@@ -294,6 +294,12 @@ class GrpcService(oip_grpc.GRPCInferenceServiceServicer):
         INFER_TOTAL.labels(pipeline, "grpc", "200").inc()
         INFER_SECONDS.labels(pipeline, "grpc").observe(time.perf_counter() - start)
         return response_from_json(decode(value) or {}, raw=bool(request.raw_input_contents))
+
+
+def _pipeline_header(headers) -> str:
+    """The pipeline a request is for: Envoy names it in seldon-internal-model (so an experiment
+    over pipelines reaches the chosen one); a direct caller uses seldon-model."""
+    return headers.get("seldon-internal-model") or headers.get("seldon-model") or ""
 
 
 def _timeout_of(value: str | None) -> float | None:

@@ -35,6 +35,8 @@ class LocalConfig(BaseModel):
     kafkaBootstrap: str | None = None   # use an existing Kafka instead of the embedded broker
     kafkaPrefix: str = "seldon"
     kafkaNamespace: str = "default"
+    # Bounds each Kafka hop's latency; lower costs the embedded broker CPU while idle.
+    kafkaFetchWaitMs: int = Field(default=2, ge=1)
     pipelines: bool = True              # start the broker and the dataflow services
 
     @classmethod

@@ -2,7 +2,7 @@
 dataflow services (engine, model gateway, pipeline gateway)."""
 
 from runtime.broker import broker_argv, round_trip
-from runtime.procs import http_ok, python_module, tcp_open
+from runtime.procs import free_port, http_ok, python_module, tcp_open
 
 
 def start_dataflow(platform) -> None:
@@ -14,17 +14,17 @@ def start_dataflow(platform) -> None:
                       env={"RUST_LOG": "warn"})
     common = ["--scheduler", platform.scheduler_address,
               "--kafka-bootstrap", platform.kafka_bootstrap,
-              "--kafka-prefix", cfg.kafkaPrefix, "--kafka-namespace", cfg.kafkaNamespace]
-    for name, extra, check in (
-        ("dataflow-engine", [], None),
-        ("model-gateway", ["--envoy", platform.inference_url], None),
-        ("pipeline-gateway", ["--http-port", str(p["pipelineGatewayHttp"]),
-                              "--grpc-port", str(p["pipelineGatewayGrpc"])],
-         lambda: http_ok(f"http://127.0.0.1:{p['pipelineGatewayHttp']}/v2/health/live")),
+              "--kafka-prefix", cfg.kafkaPrefix, "--kafka-namespace", cfg.kafkaNamespace,
+              "--kafka-fetch-wait-ms", str(cfg.kafkaFetchWaitMs)]
+    for name, module, extra in (
+        ("dataflow-engine", "runtime.dataflow.engine", []),
+        ("model-gateway", "runtime.dataflow.modelgateway", ["--envoy", platform.inference_url]),
     ):
-        module = {"dataflow-engine": "runtime.dataflow.engine",
-                  "model-gateway": "runtime.dataflow.modelgateway",
-                  "pipeline-gateway": "runtime.dataflow.pipelinegateway"}[name]
-        svc = platform._add(name, python_module(module, *common, *extra), check or (lambda: True))
-        if check is None:
-            platform.checks[name] = svc.alive
+        metrics = free_port()
+        platform._add(name, python_module(module, *common, *extra, "--metrics-port",
+                                          str(metrics)),
+                      lambda metrics=metrics: http_ok(f"http://127.0.0.1:{metrics}/metrics"))
+    platform._add("pipeline-gateway", python_module(
+        "runtime.dataflow.pipelinegateway", *common,
+        "--http-port", str(p["pipelineGatewayHttp"]), "--grpc-port", str(p["pipelineGatewayGrpc"])),
+        lambda: http_ok(f"http://127.0.0.1:{p['pipelineGatewayHttp']}/v2/health/ready"))

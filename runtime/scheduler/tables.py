@@ -113,10 +113,8 @@ class Pipelines(Table):
     key = "pipeline"
 
     def apply(self, name: str, spec: PipelineSpec) -> None:
-        steps = {s.name for s in spec.steps}
-        if name in steps:
-            raise SpecError(f"steps: a step is named like the pipeline ({name!r})")
-        unknown = sorted(s for s in steps if s not in self.hub.models.models)
+        spec.validate_for(name)
+        unknown = sorted(s.name for s in spec.steps if s.name not in self.hub.models.models)
         if unknown:
             raise SpecError(f"steps: no model named {', '.join(unknown)} (load it first)")
         data = spec.model_dump(exclude_none=True)
