@@ -9,7 +9,7 @@ import pytest
 
 from runtime.client import SchedulerError
 from runtime.procs import wait_until
-from tests.conftest import IRIS2_CLASS, IRIS_CLASS
+from tests.conftest import IRIS2_CLASS, IRIS_CLASS, SAMPLES
 from tests.load import Load
 
 
@@ -156,3 +156,29 @@ def test_rollout_under_load_has_no_failed_request(two_models, sample_models):
     server = json.loads(env.scheduler.status("Server", "mlserver")[0].detail_json)
     assert "iris_1" not in server["replicas"][0]["models"]
     assert "iris_2" in server["replicas"][0]["models"]
+
+
+def test_experiment_over_pipelines(make_env):
+    env = make_env(pipelines=True)
+    models = SAMPLES / "models"
+    for name in ("add10", "mul10"):
+        env.load_model(name, models / name, requirements=["mlserver"])
+    chains = {"chain": ("add10", "mul10"), "chain2": ("mul10", "add10")}  # 1 -> 110 / 20
+    for name, (first, second) in chains.items():
+        env.scheduler.apply("Pipeline", name, json.dumps({
+            "steps": [{"name": first}, {"name": second, "inputs": [first]}],
+            "output": {"steps": [second]}}))
+        env.scheduler.wait("Pipeline", name, timeout=60)
+    _start(env, "pab", default="chain", resourceType="pipeline",
+           candidates=[{"name": "chain", "weight": 1}, {"name": "chain2", "weight": 1}])
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32",
+                                   "data": [1.0]}]}).encode()
+    seen = Counter()
+    for _ in range(40):
+        status, reply, headers = env.infer("", body=body, path="/v2/pipelines/chain/infer")
+        assert status == 200, reply
+        seen[reply["outputs"][0]["data"][0]] += 1
+    assert set(seen) == {110.0, 20.0}, seen
+    status, reply, _ = env.infer("", body=body, path="/v2/models/x/infer",
+                                 headers={"seldon-model": "pab.experiment"})
+    assert status == 200 and reply["outputs"][0]["data"][0] in (110.0, 20.0)
