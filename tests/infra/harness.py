@@ -1,5 +1,6 @@
 """Render a stack's Pulumi program under mocks and capture every resource it registers."""
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,9 @@ class _Monitor(pulumi_mocks.MockMonitor):
 def run_program(stack: str, program, cfg=None, config: dict | None = None) -> Render:
     """Run `program()` (returning a dict of outputs) under mocks, capturing resources."""
     result = Render(stack, cfg)
+    # Pulumi's mocks use the current event loop; an earlier asyncio.run() in this process
+    # leaves none set.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_all_config(config or {})
     settings.ROOT.set(None)  # a fresh root Stack per render
     monitor = _Monitor(result)
