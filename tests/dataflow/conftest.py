@@ -91,6 +91,8 @@ class Dataflow:
         }
 
     def start(self, name: str) -> None:
+        if self.services[name].alive():
+            return
         svc = self.services[name].start()
         if name == "gateway":
             wait_until(lambda: http_ok(f"{self.url}/v2/health/ready"), 30,

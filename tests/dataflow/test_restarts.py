@@ -30,15 +30,18 @@ def test_gateway_restart_between_requests(dataflow):
 def test_requests_made_while_the_engine_is_down_are_answered_when_it_returns(dataflow):
     assert outputs_of(dataflow.infer("chain", [tensor("x", [1.0])])) == {"OUTPUT": [110.0]}
     dataflow.stop("engine")
-    before = input_offset(dataflow, "chain")
-    with ThreadPoolExecutor(5) as pool:
-        pending = [pool.submit(dataflow.infer, "chain", [tensor("x", [float(i)])], 90,
-                               **{"seldon-timeout-ms": "60000"}) for i in range(5)]
-        wait_until(lambda: input_offset(dataflow, "chain") >= before + 5, 30,
-                   "the five requests on the pipeline's input topic")
-        assert not any(f.done() for f in pending)  # nobody moved them: the engine is down
-        dataflow.start("engine")
-        answers = [outputs_of(f.result()) for f in pending]
+    try:
+        before = input_offset(dataflow, "chain")
+        with ThreadPoolExecutor(5) as pool:
+            pending = [pool.submit(dataflow.infer, "chain", [tensor("x", [float(i)])], 90,
+                                   **{"seldon-timeout-ms": "60000"}) for i in range(5)]
+            wait_until(lambda: input_offset(dataflow, "chain") >= before + 5, 30,
+                       "the five requests on the pipeline's input topic")
+            assert not any(f.done() for f in pending)  # nobody moved them: the engine is down
+            dataflow.start("engine")
+            answers = [outputs_of(f.result()) for f in pending]
+    finally:
+        dataflow.start("engine")  # the next tests need it, whatever happened here
     assert answers == [{"OUTPUT": [(i + 10.0) * 10]} for i in range(5)]
     assert outputs_of(dataflow.infer("chain", [tensor("x", [3.0])])) == {"OUTPUT": [130.0]}
 
@@ -69,9 +72,12 @@ def test_engine_crash_loses_no_request(dataflow):
     """SIGKILL (no clean group leave): requests made meanwhile are answered once it is back."""
     assert outputs_of(dataflow.infer("chain", [tensor("x", [1.0])])) == {"OUTPUT": [110.0]}
     dataflow.services["engine"].kill()
-    with ThreadPoolExecutor(3) as pool:
-        pending = [pool.submit(dataflow.infer, "chain", [tensor("x", [float(i)])], 90,
-                               **{"seldon-timeout-ms": "60000"}) for i in range(3)]
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            pending = [pool.submit(dataflow.infer, "chain", [tensor("x", [float(i)])], 90,
+                                   **{"seldon-timeout-ms": "60000"}) for i in range(3)]
+            dataflow.start("engine")
+            answers = [outputs_of(f.result()) for f in pending]
+    finally:
         dataflow.start("engine")
-        answers = [outputs_of(f.result()) for f in pending]
     assert answers == [{"OUTPUT": [(i + 10.0) * 10]} for i in range(3)]
