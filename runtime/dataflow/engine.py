@@ -88,9 +88,6 @@ class Engine:
             if current and current.version == version:
                 self._unready[name] = current  # re-announce (scheduler reconnected)
                 continue
-            if any(s.batch for s in spec.steps):
-                log.warning("pipeline %s: steps[].batch is not implemented; each request "
-                            "goes to its step on its own", name)
             try:
                 plan = build_plan(name, version, spec)
             except RefError as e:

@@ -1,7 +1,8 @@
 """Model gateway: consumes the input topics of every model used by a pipeline, calls the model
 over HTTP (through Envoy: `seldon-model` header), and produces the response to the model's
 output topic, or an error naming the step to the errors topic. Records keep their headers, so
-pipelines sharing a model are told apart.
+pipelines sharing a model are told apart. Steps with `batch` send their model one request
+for several records (runtime.dataflow.batching).
 
     python -m runtime.dataflow.modelgateway --scheduler H:P --kafka-bootstrap H:P --envoy URL
 """
@@ -17,6 +18,7 @@ from confluent_kafka import Consumer, KafkaError, Producer
 from prometheus_client import Counter, Histogram, start_http_server
 
 from runtime import kafka
+from runtime.dataflow.batching import Batcher, merge, split
 from runtime.dataflow.control import SchedulerLink
 from runtime.dataflow.records import (
     decode,
@@ -27,7 +29,7 @@ from runtime.dataflow.records import (
     setup_service,
 )
 from runtime.kafka import H_ERROR, H_MODEL, H_PIPELINE, H_STEP, KafkaConfig
-from runtime.specs.pipeline import PipelineSpec
+from runtime.specs.pipeline import Batch, PipelineSpec
 
 log = logging.getLogger("modelgateway")
 MODEL_CALLS = Counter("seldon_modelgateway_calls_total", "model calls from pipelines",
@@ -45,6 +47,8 @@ class ModelGateway:
         self.report = lambda name, version, ready, reason="": None
         self._lock = threading.Lock()
         self._pipelines: dict[str, tuple[int, set[str]]] = {}
+        self._batching: dict[tuple[str, str], Batch] = {}  # (pipeline, step) -> batch spec
+        self._batcher = Batcher(self._flush)
         self._dirty = threading.Event()
         self._assigned: set[str] = set()
         self._unready: set[str] = set()
@@ -54,12 +58,15 @@ class ModelGateway:
     def set_pipeline(self, name: str, version: int, spec: PipelineSpec) -> None:
         with self._lock:
             self._pipelines[name] = (version, {s.name for s in spec.steps})
+            self._batching = {k: b for k, b in self._batching.items() if k[0] != name}
+            self._batching.update({(name, s.name): s.batch for s in spec.steps if s.batch})
             self._unready.add(name)
         self._dirty.set()
 
     def remove_pipeline(self, name: str) -> None:
         with self._lock:
             self._pipelines.pop(name, None)
+            self._batching = {k: b for k, b in self._batching.items() if k[0] != name}
             self._unready.discard(name)
         self._dirty.set()
 
@@ -126,22 +133,33 @@ class ModelGateway:
     # -- calling models (event loop) ------------------------------------------------------
     def _dispatch(self, msgs) -> None:
         for m in msgs:
-            asyncio.ensure_future(self._infer(m))
+            parsed = self.cfg.parse_topic(m.topic())
+            if parsed is None:
+                continue
+            model, headers = parsed[1], headers_of(m)
+            step = headers.get(H_STEP, model)
+            batch = self._batching.get((headers.get(H_PIPELINE, ""), step))
+            if batch:
+                self._batcher.add((headers.get(H_PIPELINE, ""), step, model), m,
+                                  batch.size, batch.windowMs)
+            else:
+                asyncio.ensure_future(self._infer(m, model, step, headers))
+        self._batcher.end_of_fetch()
 
-    async def _infer(self, msg) -> None:
-        parsed = self.cfg.parse_topic(msg.topic())
-        if parsed is None:
-            return
-        model = parsed[1]
-        headers = headers_of(msg)
-        step = headers.get(H_STEP, model)
-        key = key_of(msg)
-        out_headers = [(k, v) for k, v in headers.items()]
+    def _flush(self, group: tuple, msgs: list) -> None:
+        _, step, model = group
+        if len(msgs) == 1:
+            asyncio.ensure_future(self._infer(msgs[0], model, step, headers_of(msgs[0])))
+        else:
+            asyncio.ensure_future(self._infer_batch(msgs, model, step))
+
+    async def _call(self, model: str, key: str, value: bytes) -> tuple[int, bytes | str]:
+        """(HTTP status, body) of one model call, or (502|504, reason) if it failed."""
         start = time.perf_counter()
         try:
             async with self._sem:
                 async with self.session.post(
-                        f"{self.envoy}/v2/models/{model}/infer", data=msg.value(),
+                        f"{self.envoy}/v2/models/{model}/infer", data=value,
                         headers={"seldon-model": model, "content-type": "application/json",
                                  "x-request-id": key}) as r:
                     body = await r.read()
@@ -150,20 +168,54 @@ class ModelGateway:
             timed_out = isinstance(e, TimeoutError)
             MODEL_CALLS.labels(model, "504" if timed_out else "502").inc()
             reason = f"no answer within {self.timeout_s:g}s" if timed_out else str(e) or repr(e)
-            self._error(key, out_headers, step, model, 504 if timed_out else 502,
-                        f"calling the model failed: {reason}")
-            return
+            return (504 if timed_out else 502), f"calling the model failed: {reason}"
         MODEL_CALLS.labels(model, str(status)).inc()
         MODEL_SECONDS.labels(model).observe(time.perf_counter() - start)
         if 200 <= status < 300:
+            return status, body
+        detail = body.decode(errors="replace")[:2000]
+        doc = decode(body)
+        if doc and isinstance(doc.get("error") or doc.get("detail"), str):
+            detail = doc.get("error") or doc.get("detail")
+        return status, f"HTTP {status}: {detail}"
+
+    async def _infer(self, msg, model: str, step: str, headers: dict) -> None:
+        key, out_headers = key_of(msg), list(headers.items())
+        status, body = await self._call(model, key, msg.value())
+        if isinstance(body, bytes):
             self.producer.produce(self.cfg.model_outputs(model), key=key, value=body,
                                   headers=out_headers)
         else:
-            detail = body.decode(errors="replace")[:2000]
-            doc = decode(body)
-            if doc and isinstance(doc.get("error") or doc.get("detail"), str):
-                detail = doc.get("error") or doc.get("detail")
-            self._error(key, out_headers, step, model, status, f"HTTP {status}: {detail}")
+            self._error(key, out_headers, step, model, status, body)
+        self.producer.poll(0)
+
+    async def _infer_batch(self, msgs: list, model: str, step: str) -> None:
+        """One call for all `msgs`: outputs split back per record; any failure to each."""
+        docs = [decode(m.value()) for m in msgs]
+        merged = merge(docs) if all(docs) else None
+        if merged is None:  # not batchable together: one by one
+            for m in msgs:
+                asyncio.ensure_future(self._infer(m, model, step, headers_of(m)))
+            return
+        request, sizes = merged
+        keys = [key_of(m) for m in msgs]
+        status, body = await self._call(model, keys[0], encode({"id": keys[0], **request}))
+        parts = None
+        if isinstance(body, bytes):
+            doc = decode(body) or {}
+            parts = split(doc, sizes)
+            if parts is None:
+                status, body = 500, (f"the batched response of {len(msgs)} requests does "
+                                     "not split along the first dimension")
+        for i, m in enumerate(msgs):
+            out_headers = list(headers_of(m).items())
+            if parts is None:
+                self._error(keys[i], out_headers, step, model, status,
+                            f"{body} (batch of {len(msgs)})")
+            else:
+                value = encode({**doc, "id": keys[i], "outputs": parts[i]})
+                self.producer.produce(self.cfg.model_outputs(model), key=keys[i],
+                                      value=value, headers=out_headers)
         self.producer.poll(0)
 
     def _error(self, key, headers, step, model, status, reason) -> None:

@@ -16,7 +16,7 @@ from runtime.specs.manifest import load_file
 from tests.dataflow.fake_scheduler import FakeScheduler
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_MODELS = ["add10", "mul10", "sum2", "choose", "echo", "checkpos"]
+SAMPLE_MODELS = ["add10", "mul10", "sum2", "choose", "echo", "checkpos", "rows"]
 
 
 def sample_pipelines() -> dict[str, dict]:
