@@ -52,7 +52,10 @@ class KafkaConfig:
     def producer(self) -> dict:
         # Latency over batching: every hop of a pipeline waits on this.
         return {**self.common(), "linger.ms": 0, "acks": 1,
-                "enable.idempotence": False, "compression.type": "none"}
+                "enable.idempotence": False, "compression.type": "none",
+                # Seen with Tansu under load: a produce request left unanswered. Retry it
+                # after 5 s rather than librdkafka's default 30 s.
+                "request.timeout.ms": 5000}
 
     def consumer(self, group: str | None, offset_reset: str = "earliest") -> dict:
         conf = {**self.common(),

@@ -33,11 +33,13 @@ def logs(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("dataflow-logs")
 
 
-@pytest.fixture(scope="session")
-def broker(logs):
+def running_broker(logs):
     svc, bootstrap = start_broker(logs)
     yield bootstrap
     svc.stop()
+
+
+broker = pytest.fixture(scope="session", name="broker")(running_broker)
 
 
 @pytest.fixture(scope="session")
@@ -60,13 +62,15 @@ def mlserver(logs, tmp_path_factory):
         svc.stop()
 
 
-@pytest.fixture(scope="session")
-def scheduler():
+def running_scheduler():
     port = free_port()
     fake = FakeScheduler().start(port)
     fake.address = f"127.0.0.1:{port}"
     yield fake
     fake.stop()
+
+
+scheduler = pytest.fixture(scope="session", name="scheduler")(running_scheduler)
 
 
 class Dataflow:
@@ -106,8 +110,7 @@ class Dataflow:
                           json={"inputs": inputs}, headers=headers, timeout=timeout)
 
 
-@pytest.fixture(scope="session")
-def dataflow(logs, scheduler, broker, mlserver):
+def running_dataflow(logs, scheduler, broker, mlserver):
     pipelines = sample_pipelines()
     for name, spec in pipelines.items():
         scheduler.set_pipeline(name, spec)
@@ -120,6 +123,9 @@ def dataflow(logs, scheduler, broker, mlserver):
     finally:
         for svc in df.services.values():
             svc.stop()
+
+
+dataflow = pytest.fixture(scope="session", name="dataflow")(running_dataflow)
 
 
 def tensor(name: str, data: list, datatype: str = "FP32") -> dict:

@@ -3,10 +3,27 @@
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from runtime.procs import http_ok, wait_until
-from tests.dataflow.conftest import outputs_of, sample_pipelines, tensor
+from tests.dataflow.conftest import (
+    outputs_of,
+    running_broker,
+    running_dataflow,
+    running_scheduler,
+    sample_pipelines,
+    tensor,
+)
+
+# These tests stop and restart services, so they get a broker, scheduler and dataflow of their
+# own rather than the session's, which other tests have put through heavy load. (Seen after the
+# 1,000-request and batching tests: one of five requests took over 30 s to reach the input
+# topic while the engine was down — likely a produce request Tansu left unanswered until
+# librdkafka's 30 s request timeout; producers now time out after 5 s.)
+broker = pytest.fixture(scope="module", name="broker")(running_broker)
+scheduler = pytest.fixture(scope="module", name="scheduler")(running_scheduler)
+dataflow = pytest.fixture(scope="module", name="dataflow")(running_dataflow)
 
 
 def input_offset(dataflow, pipeline: str) -> int:
