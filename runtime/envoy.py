@@ -81,9 +81,5 @@ def envoy_binary() -> str:
     return found
 
 
-def envoy_argv(config: Path, concurrency: int | None = None) -> list[str]:
-    argv = [envoy_binary(), "-c", str(config), "--log-level", "warn",
-            "--disable-hot-restart"]
-    if concurrency:
-        argv += ["--concurrency", str(concurrency)]
-    return argv
+def envoy_argv(config: Path) -> list[str]:
+    return [envoy_binary(), "-c", str(config), "--log-level", "warn", "--disable-hot-restart"]

@@ -18,6 +18,12 @@ from runtime.local.platform import Platform
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 PROBE_INPUT = [6.0, 2.2, 5.0, 1.5]   # samples: iris answers 2, iris2 answers 1
+
+
+def iris_request(values=PROBE_INPUT) -> bytes:
+    """An OIP REST request body for the sample iris models."""
+    return json.dumps({"inputs": [{"name": "predict", "shape": [1, len(values)],
+                                   "datatype": "FP32", "data": values}]}).encode()
 IRIS_CLASS, IRIS2_CLASS = 2, 1
 
 
@@ -51,9 +57,7 @@ class Env:
     def infer(self, model: str, values=PROBE_INPUT, headers: dict | None = None,
               body: bytes | None = None, path: str | None = None) -> tuple[int, dict, dict]:
         """REST inference through Envoy: (status, JSON body, response headers)."""
-        payload = body if body is not None else json.dumps({"inputs": [{
-            "name": "predict", "shape": [1, len(values)], "datatype": "FP32",
-            "data": values}]}).encode()
+        payload = body if body is not None else iris_request(values)
         req = urllib.request.Request(
             self.url + (path or f"/v2/models/{model}/infer"), data=payload,
             headers={"content-type": "application/json", **(headers or {})})
@@ -70,8 +74,7 @@ class Env:
 
     def predict_many(self, model: str, n: int, headers: dict | None = None) -> list[int]:
         """n sequential REST inferences on one keep-alive connection; the classes answered."""
-        body = json.dumps({"inputs": [{"name": "predict", "shape": [1, 4], "datatype": "FP32",
-                                       "data": PROBE_INPUT}]})
+        body = iris_request()
         conn = http.client.HTTPConnection("127.0.0.1", int(self.url.rsplit(":", 1)[1]),
                                           timeout=60)
         answers = []

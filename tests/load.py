@@ -8,10 +8,9 @@ import time
 from collections import Counter
 from urllib.parse import urlparse
 
-from tests.conftest import PROBE_INPUT
+from tests.conftest import iris_request
 
-BODY = json.dumps({"inputs": [{"name": "predict", "shape": [1, 4], "datatype": "FP32",
-                               "data": PROBE_INPUT}]}).encode()
+BODY = iris_request()
 
 
 class Load:
