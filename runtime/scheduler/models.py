@@ -106,8 +106,8 @@ class ModelManager:
             if not m.deleted and m.versions and m.latest.state in (st.SCHEDULE_FAILED,
                                                                     st.FAILED):
                 v = m.latest
-                if v.state == st.FAILED:
-                    v.server = "" if not v.serving_replicas() else v.server
+                if v.state == st.FAILED and not v.serving_replicas():
+                    v.server, v.replicas = "", {}  # place afresh: failed replicas hold nothing
                 v.state = st.PROGRESSING
                 self._schedule(m, v)
                 self.hub.changed("model", m.name)
