@@ -102,7 +102,10 @@ def run_program(stack: str, program, cfg=None, config: dict | None = None) -> Re
     result = Render(stack, cfg)
     # Pulumi's mocks use the current event loop; an earlier asyncio.run() in this process
     # leaves none set.
-    asyncio.set_event_loop(asyncio.new_event_loop())
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_all_config(config or {})
     settings.ROOT.set(None)  # a fresh root Stack per render
     monitor = _Monitor(result)
