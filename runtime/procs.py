@@ -2,6 +2,7 @@
 checks, and child processes that log to their own file and are always cleaned up."""
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -12,8 +13,33 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
 
 def free_port() -> int:
+    """A port free now, picked below the kernel's ephemeral range: a port from bind(0) can be
+    taken as the source port of any outgoing connection before its service binds it."""
+    low = _ephemeral_range()[0]
+    if low > 12000:
+        for _ in range(200):
+            port = random.randrange(10000, low)
+            if port in _handed_out:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
