@@ -24,6 +24,8 @@ class PlatformArgs:
     create_namespace: bool = True
     storage_class: str | None = None
     scheduler_storage: str = "1Gi"
+    # a replica whose agent is away this long is forgotten and its models placed elsewhere
+    replica_lost_after_seconds: int = 10
     envoy_image: str = envoy.DEFAULT_IMAGE
     envoy_replicas: int = 1
     envoy_service_type: str = "ClusterIP"  # ClusterIP, NodePort or LoadBalancer
@@ -80,7 +82,7 @@ class Platform(pulumi.ComponentResource):
             ns, args.image, args.image_pull_policy,
             Resources.from_config(res.get("scheduler"), scheduler.DEFAULT_RESOURCES),
             args.scheduler_storage, args.storage_class, rbac.ACCOUNTS["scheduler"],
-            gateway_ip), child)
+            gateway_ip, args.replica_lost_after_seconds), child)
         self._add(name, envoy.render(
             ns, args.envoy_image, args.envoy_replicas,
             Resources.from_config(res.get("envoy"), envoy.DEFAULT_RESOURCES),

@@ -19,11 +19,12 @@ DATA_DIR = "/var/lib/core2"
 DEFAULT_RESOURCES = Resources("200m", "256Mi", "1", "1Gi")
 
 
-def args(pipeline_gateway_ip=None) -> list:
+def args(pipeline_gateway_ip=None, replica_lost_after_seconds: int = 10) -> list:
     """The scheduler's flags. `pipeline_gateway_ip` (a str or a Pulumi Output) must be an IP:
     Envoy receives the gateway as EDS endpoints, and EDS does not resolve host names."""
     out = ["--data-dir", DATA_DIR, "--api-port", str(API_PORT), "--agent-port", str(AGENT_PORT),
-           "--xds-port", str(XDS_PORT), "--metrics-port", str(METRICS_PORT), "--host", "0.0.0.0"]
+           "--xds-port", str(XDS_PORT), "--metrics-port", str(METRICS_PORT), "--host", "0.0.0.0",
+           "--replica-lost-after", str(replica_lost_after_seconds)]
     if pipeline_gateway_ip is not None:
         out += ["--pipeline-gateway-http", pulumi.Output.concat(pipeline_gateway_ip, ":9010"),
                 "--pipeline-gateway-grpc", pulumi.Output.concat(pipeline_gateway_ip, ":9011")]
@@ -32,7 +33,7 @@ def args(pipeline_gateway_ip=None) -> list:
 
 def render(namespace: str, image: str, pull_policy: str, resources: Resources,
            storage_size: str, storage_class: str | None, service_account: str,
-           pipeline_gateway_ip=None) -> list[dict]:
+           pipeline_gateway_ip=None, replica_lost_after_seconds: int = 10) -> list[dict]:
     ports = [("xds", XDS_PORT), ("api", API_PORT), ("agent", AGENT_PORT),
              ("metrics", METRICS_PORT)]
     tmp, tmp_mount = tmp_volume()
@@ -41,7 +42,7 @@ def render(namespace: str, image: str, pull_policy: str, resources: Resources,
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": ["python", "-m", "runtime.scheduler"],
-        "args": args(pipeline_gateway_ip),
+        "args": args(pipeline_gateway_ip, replica_lost_after_seconds),
         "ports": [{"name": n, "containerPort": p} for n, p in ports],
         # TCP, not gRPC health: the scheduler's API port accepting connections is its readiness.
         "readinessProbe": tcp_probe(API_PORT, period=5),

@@ -69,6 +69,7 @@ class StackConfig(_Strict):
     imagePullSecrets: list[str] = []
     storageClass: str | None = None
     schedulerStorage: str = "1Gi"
+    replicaLostAfterSeconds: int = Field(default=10, ge=1)
     envoyImage: str = "envoyproxy/envoy:v1.40.0"
     envoyReplicas: int = Field(default=1, ge=1)
     envoyServiceType: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"

@@ -34,7 +34,8 @@ def platform_args(cfg: StackConfig) -> PlatformArgs:
     return PlatformArgs(
         namespace=cfg.namespace, image=cfg.image, image_pull_policy=cfg.imagePullPolicy,
         create_namespace=cfg.createNamespace, storage_class=cfg.storageClass,
-        scheduler_storage=cfg.schedulerStorage, envoy_image=cfg.envoyImage,
+        scheduler_storage=cfg.schedulerStorage,
+        replica_lost_after_seconds=cfg.replicaLostAfterSeconds, envoy_image=cfg.envoyImage,
         envoy_replicas=cfg.envoyReplicas, envoy_service_type=cfg.envoyServiceType,
         load_balancer_source_ranges=cfg.loadBalancerSourceRanges,
         envoy_service_annotations=cfg.envoyServiceAnnotations,

@@ -101,9 +101,10 @@ def make_env(tmp_path, sample_models):
     """Factory: make_env(servers=[LocalServer(...)]) starts a platform and returns an Env."""
     started: list[Platform] = []
 
-    def make(servers: list[LocalServer] | None = None, pipelines: bool = False) -> Env:
+    def make(servers: list[LocalServer] | None = None, pipelines: bool = False,
+             **options) -> Env:
         cfg = LocalConfig(ports=free_ports(), pipelines=pipelines,
-                          servers=servers or [LocalServer(name="mlserver")])
+                          servers=servers or [LocalServer(name="mlserver")], **options)
         platform = Platform(tmp_path / f"run{len(started)}", cfg)
         started.append(platform)
         platform.start()

@@ -38,6 +38,8 @@ class LocalConfig(BaseModel):
     # Bounds each Kafka hop's latency; lower costs the embedded broker CPU while idle.
     kafkaFetchWaitMs: int = Field(default=2, ge=1)
     pipelines: bool = True              # start the broker and the dataflow services
+    # A replica whose agent is away this long is forgotten; its models move to other replicas.
+    replicaLostAfterSeconds: float = Field(default=10.0, gt=0)
 
     @classmethod
     def load(cls, path: str | Path | None) -> "LocalConfig":

@@ -74,7 +74,8 @@ class Platform:
         p = self.ports
         args = ["--data-dir", str(self.run_dir / "scheduler"), "--api-port",
                 str(p["schedulerApi"]), "--agent-port", str(p["schedulerAgent"]),
-                "--xds-port", str(p["schedulerXds"]), "--metrics-port", str(p["schedulerMetrics"])]
+                "--xds-port", str(p["schedulerXds"]), "--metrics-port", str(p["schedulerMetrics"]),
+                "--replica-lost-after", str(self.config.replicaLostAfterSeconds)]
         if self.config.pipelines:
             args += ["--pipeline-gateway-http", f"127.0.0.1:{p['pipelineGatewayHttp']}",
                      "--pipeline-gateway-grpc", f"127.0.0.1:{p['pipelineGatewayGrpc']}"]

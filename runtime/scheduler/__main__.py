@@ -29,7 +29,8 @@ def _endpoint(http: str | None, grpc_addr: str | None) -> Endpoint | None:
 async def serve(args) -> None:
     xds = XdsServer()
     scheduler = Scheduler(Store(Path(args.data_dir)), xds,
-                          _endpoint(args.pipeline_gateway_http, args.pipeline_gateway_grpc))
+                          _endpoint(args.pipeline_gateway_http, args.pipeline_gateway_grpc),
+                          replica_lost_after_s=args.replica_lost_after)
     servers = []
     for port, add in ((args.api_port, lambda s: scheduler_pb2_grpc.add_SchedulerServicer_to_server(
                           SchedulerService(scheduler), s)),
@@ -67,6 +68,9 @@ def main() -> None:
     p.add_argument("--metrics-port", type=int, default=0)
     p.add_argument("--pipeline-gateway-http", help="HOST:PORT of the pipeline gateway (REST)")
     p.add_argument("--pipeline-gateway-grpc", help="HOST:PORT of the pipeline gateway (gRPC)")
+    p.add_argument("--replica-lost-after", type=float, default=10.0, metavar="SECONDS",
+                   help="a server replica whose agent stays disconnected this long is "
+                        "forgotten and its models are placed on other replicas")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     asyncio.run(serve(args))

@@ -28,12 +28,13 @@ __all__ = ["Scheduler", "NotFound", "KEYS"]
 
 
 class Scheduler:
-    def __init__(self, store: Store, xds: XdsServer, pipeline_gateway: Endpoint | None = None):
+    def __init__(self, store: Store, xds: XdsServer, pipeline_gateway: Endpoint | None = None,
+                 replica_lost_after_s: float = 10.0):
         self.store, self.xds, self.pipeline_gateway = store, xds, pipeline_gateway
         self.watchers: set[tuple[int, str, asyncio.Queue]] = set()
         self._tasks: set[asyncio.Task] = set()
         self._updated: dict[tuple[str, str], int] = {}
-        self.models = ModelManager(self)
+        self.models = ModelManager(self, replica_lost_after_s)
         self.servers = ServerSpecs(self)
         self.experiments = Experiments(self)
         self.pipelines = Pipelines(self)
@@ -41,6 +42,7 @@ class Scheduler:
             self.models.models[name] = st.Model.from_doc(name, doc)
         for key, doc in store.all("replica").items():
             self.models.replicas[key] = st.Replica(**doc)
+            self.models.watch_lost(key)  # known from before a restart: must come back
         self.xds.set_snapshot(snapshot.build(self))  # Envoy gets the same routes after a restart
 
     # ---- plumbing used by the managers ---------------------------------------------------

@@ -18,11 +18,15 @@ Ev = agent_pb2.ModelEvent
 class ModelManager:
     """Owns models and replicas; `hub` is the Scheduler (persistence, routes, watchers)."""
 
-    def __init__(self, hub):
+    def __init__(self, hub, lost_after_s: float = 10.0):
         self.hub = hub
         self.models: dict[str, Model] = {}
         self.replicas: dict[str, Replica] = {}
         self.agents: dict[str, asyncio.Queue] = {}
+        # A replica whose agent stays away this long is lost: its models are placed afresh.
+        # Shorter than this (an agent restarting), its models stay put and keep their routes.
+        self.lost_after_s = lost_after_s
+        self._lost_timers: dict[str, asyncio.TimerHandle] = {}
 
     # ---- desired state -------------------------------------------------------------------
     def apply(self, name: str, spec: ModelSpec) -> Model:
@@ -226,11 +230,16 @@ class ModelManager:
 
     # ---- agents --------------------------------------------------------------------------
     def connect(self, replica: Replica, loaded: set[str], evicted: set[str]) -> asyncio.Queue:
+        if timer := self._lost_timers.pop(replica.key, None):
+            timer.cancel()
         replica.connected = True
         self.replicas[replica.key] = replica
         self.hub.persist_replica(replica)
         q: asyncio.Queue = asyncio.Queue()
         self.agents[replica.key] = q
+        # Place waiting models first: one may land here and find its copy still held, which
+        # must not be unloaded below as unknown.
+        self.retry_unscheduled()
         known = set()
         for m in list(self.models.values()):
             for v in m.versions:
@@ -246,7 +255,10 @@ class ModelManager:
                         del v.replicas[replica.idx]
                         self._after_unload(v)
                 elif held and r.state != st.LOAD_FAILED:
-                    r.state, r.evicted = st.R_AVAILABLE, v.internal_name in evicted
+                    # Already routed (e.g. before a scheduler restart) stays Available; newly
+                    # found here becomes Available once Envoy has its route (below).
+                    r.state = st.R_AVAILABLE if r.state in st.SERVING else st.LOADED
+                    r.evicted = v.internal_name in evicted
                 elif r.state != st.LOAD_FAILED:
                     r.state = st.LOAD_REQUESTED
                     self._send(v, replica.idx, Op.LOAD)
@@ -257,12 +269,57 @@ class ModelManager:
             q.put_nowait(Op(op=Op.UNLOAD, model=agent_pb2.ModelRef(
                 name=name, version=int(version) if version.isdigit() else 0,
                 internal_name=internal)))
-        self.retry_unscheduled()
-        self.hub.spawn(self.hub.publish_routes())
+        self.hub.spawn(self._routed_then_available(replica))
         return q
+
+    async def _routed_then_available(self, replica: Replica) -> None:
+        await self.hub.publish_routes()
+        for m in list(self.models.values()):
+            for v in m.versions:
+                r = v.replicas.get(replica.idx)
+                if v.server == replica.server and r is not None and r.state == st.LOADED:
+                    r.state = st.R_AVAILABLE
+                    self._refresh(m, v)
+                    self.hub.changed("model", m.name)
 
     def disconnect(self, replica: Replica, q: asyncio.Queue) -> None:
         if self.agents.get(replica.key) is q:
             del self.agents[replica.key]
             replica.connected = False
             self.hub.changed("server", replica.server)
+            self.watch_lost(replica.key)
+
+    def watch_lost(self, key: str) -> None:
+        """Declare `key` lost unless its agent connects within `lost_after_s` (also used at
+        start-up for replicas known from the store that have not connected yet)."""
+        if key not in self._lost_timers:
+            self._lost_timers[key] = asyncio.get_running_loop().call_later(
+                self.lost_after_s, self._lose, key)
+
+    def _lose(self, key: str) -> None:
+        """Forget a replica that did not come back, and place its models elsewhere."""
+        self._lost_timers.pop(key, None)
+        replica = self.replicas.get(key)
+        if replica is None or replica.connected:
+            return
+        log.warning("server replica %s lost: no agent for %.0fs", key, self.lost_after_s)
+        del self.replicas[key]
+        self.hub.forget("replica", key)
+        for m in list(self.models.values()):
+            for v in list(m.versions):
+                if v.server != replica.server or replica.idx not in v.replicas:
+                    continue
+                del v.replicas[replica.idx]
+                if not v.replicas:
+                    v.server = ""  # nothing left where it was: any server may take it
+                if v is m.latest and not m.deleted and v.state != st.TERMINATING:
+                    self._schedule(m, v)
+                    if v.state == st.SCHEDULE_FAILED:
+                        v.reason = f"server replica {key} lost; {v.reason}"
+                elif not v.replicas or v.state == st.TERMINATING:
+                    self._terminate(v)
+                    self._after_unload(v)
+            if m.name in self.models:
+                self.hub.changed("model", m.name)
+        self.hub.changed("server", replica.server)
+        self.hub.spawn(self.hub.publish_routes())
