@@ -11,6 +11,7 @@ import grpc
 
 from runtime.pb import scheduler_pb2 as pb
 from runtime.pb import scheduler_pb2_grpc as pb_grpc
+from runtime.scheduler_auth import SchedulerAuth
 
 KINDS = {"Model": pb.MODEL, "Pipeline": pb.PIPELINE, "Experiment": pb.EXPERIMENT,
          "Server": pb.SERVER}
@@ -61,7 +62,7 @@ def connect(conn: Connection, timeout: float = 30) -> Iterator[pb_grpc.Scheduler
         forward = PortForward(conn.kubeconfig, conn.context, conn.namespace, conn.pod,
                               conn.port)
         address = forward.address
-    channel = grpc.insecure_channel(address)
+    channel = SchedulerAuth.from_env().channel(address)
     try:
         try:
             grpc.channel_ready_future(channel).result(timeout=timeout)

@@ -8,6 +8,7 @@ import grpc
 
 from runtime.pb import scheduler_pb2 as pb
 from runtime.pb import scheduler_pb2_grpc
+from runtime.scheduler_auth import AuthConfigError, SchedulerAuth
 from runtime.specs.manifest import Resource
 
 KIND = {"Model": pb.MODEL, "Server": pb.SERVER, "Pipeline": pb.PIPELINE,
@@ -28,7 +29,10 @@ class SchedulerError(Exception):
 class SchedulerClient:
     def __init__(self, address: str, timeout: float = 10):
         self.address, self.timeout = address, timeout
-        self.channel = grpc.insecure_channel(address)
+        try:
+            self.channel = SchedulerAuth.from_env().channel(address)
+        except AuthConfigError as e:
+            raise SchedulerError(str(e)) from None
         self.stub = scheduler_pb2_grpc.SchedulerStub(self.channel)
 
     def _call(self, method, request):
@@ -37,7 +41,7 @@ class SchedulerClient:
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.UNAVAILABLE:
                 raise SchedulerError(f"scheduler not reachable at {self.address} "
-                                     "(is `core2 up` running?)") from None
+                                     f"(is `core2 up` running?): {e.details()}") from None
             raise SchedulerError(e.details(),
                                  invalid=e.code() == grpc.StatusCode.INVALID_ARGUMENT) from None
 

@@ -11,6 +11,7 @@ import grpc
 
 from runtime.pb import scheduler_pb2 as pb
 from runtime.pb import scheduler_pb2_grpc
+from runtime.scheduler_auth import SchedulerAuth
 from runtime.specs.common import SpecError
 from runtime.specs.pipeline import PipelineSpec
 
@@ -26,7 +27,7 @@ class PipelineHost(Protocol):
 class SchedulerLink:
     def __init__(self, address: str, host: PipelineHost, component: str):
         self.address, self.host, self.component = address, host, component
-        self._channel = grpc.insecure_channel(address)
+        self._channel = SchedulerAuth.from_env().channel(address)
         self._stub = scheduler_pb2_grpc.SchedulerStub(self._channel)
         self._known: dict[str, int] = {}
         self._reported: dict[tuple[str, int], tuple[bool, str]] = {}
@@ -76,8 +77,8 @@ class SchedulerLink:
             except grpc.RpcError as e:
                 if self._stop.is_set():
                     return
-                log.warning("scheduler %s: %s; retrying in %.1fs", self.address, e.code(),
-                            backoff)
+                log.warning("scheduler %s: %s %s; retrying in %.1fs", self.address, e.code(),
+                            e.details(), backoff)
             self.connected.clear()
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 5.0)

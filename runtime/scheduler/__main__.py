@@ -16,6 +16,7 @@ from runtime.scheduler.core import Scheduler
 from runtime.scheduler.routes import Endpoint
 from runtime.scheduler.store import Store
 from runtime.scheduler.xds import XdsServer
+from runtime.scheduler_auth import AuthConfigError, SchedulerAuth
 
 
 def _endpoint(http: str | None, grpc_addr: str | None) -> Endpoint | None:
@@ -27,28 +28,32 @@ def _endpoint(http: str | None, grpc_addr: str | None) -> Endpoint | None:
 
 
 async def serve(args) -> None:
+    auth = SchedulerAuth.from_env()
     xds = XdsServer()
     scheduler = Scheduler(Store(Path(args.data_dir)), xds,
                           _endpoint(args.pipeline_gateway_http, args.pipeline_gateway_grpc),
                           replica_lost_after_s=args.replica_lost_after)
     servers = []
-    for port, add in ((args.api_port, lambda s: scheduler_pb2_grpc.add_SchedulerServicer_to_server(
-                          SchedulerService(scheduler), s)),
-                      (args.agent_port, lambda s: agent_pb2_grpc.add_AgentServicer_to_server(
-                          AgentService(scheduler), s)),
-                      (args.xds_port, lambda s: ads_pb2_grpc
-                          .add_AggregatedDiscoveryServiceServicer_to_server(xds, s))):
-        server = grpc.aio.server(options=[("grpc.keepalive_permit_without_calls", 1),
+    plain = SchedulerAuth()  # xDS: only Envoy reaches it
+    for port, secured, add in (
+            (args.api_port, auth, lambda s: scheduler_pb2_grpc.add_SchedulerServicer_to_server(
+                SchedulerService(scheduler), s)),
+            (args.agent_port, auth, lambda s: agent_pb2_grpc.add_AgentServicer_to_server(
+                AgentService(scheduler), s)),
+            (args.xds_port, plain, lambda s: ads_pb2_grpc
+                .add_AggregatedDiscoveryServiceServicer_to_server(xds, s))):
+        server = grpc.aio.server(interceptors=secured.interceptors(),
+                                 options=[("grpc.keepalive_permit_without_calls", 1),
                                           ("grpc.http2.min_ping_interval_without_data_ms", 1000),
                                           ("grpc.so_reuseport", 0)])  # a taken port must fail
         add(server)
-        server.add_insecure_port(f"{args.host}:{port}")  # raises if the port is taken
+        secured.add_port(server, f"{args.host}:{port}")  # raises if the port is taken
         await server.start()
         servers.append(server)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.host)
-    logging.info("scheduler ready: api %d, agents %d, xds %d", args.api_port, args.agent_port,
-                 args.xds_port)
+    logging.info("scheduler ready: api %d, agents %d, xds %d (%s)", args.api_port,
+                 args.agent_port, args.xds_port, auth.describe())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -73,7 +78,10 @@ def main() -> None:
                         "forgotten and its models are placed on other replicas")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(serve(args))
+    try:
+        asyncio.run(serve(args))
+    except AuthConfigError as e:
+        raise SystemExit(f"scheduler: {e}") from None
 
 
 if __name__ == "__main__":
