@@ -112,6 +112,8 @@ def _agent_container(a: ServerArgs) -> dict:
                  "--http-port", str(SERVER_PORTS["agent-http"]),
                  "--grpc-port", str(SERVER_PORTS["agent-grpc"]),
                  "--metrics-port", str(SERVER_PORTS["agent-metrics"]),
+                 # per-model counters, read from the server at scrape time
+                 "--server-metrics-port", str(SERVER_PORTS["server-metrics"]),
                  "--repository", REPOSITORY, "--cache-dir", CACHE],
         "env": [
             env_from_field("POD_IP", "status.podIP"),

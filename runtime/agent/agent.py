@@ -227,6 +227,7 @@ class Agent:
                 await self.evict(victim)
             await self.server.load(model.internal_name)
             model.state = State.LOADED
+            self.metrics.loads += 1
             model.last_used = time.time()
 
     async def evict(self, victim: Placed) -> None:
@@ -246,6 +247,7 @@ class Agent:
         victim.state = State.EVICTED
         self.metrics.evictions += 1
         log.info("evicted %s (last used %.1fs ago)", victim.internal_name,
+        self.metrics.unloads += 1
                  time.time() - victim.last_used)
 
     async def unload(self, ref: agent_pb2.ModelRef) -> None:
@@ -258,6 +260,7 @@ class Agent:
                     try:
                         await self.server.unload(model.internal_name)
                     except ServerError as e:
+                        self.metrics.unloads += 1
                         if e.status != 404:  # already gone from the server is fine
                             await self.send_event(model, Ev.UNLOAD_FAILED, str(e))
                             return
@@ -284,4 +287,5 @@ class Agent:
                 return
             await self.make_resident(model)
             log.info("reloaded %s on demand", internal_name)
+            self.metrics.cache_misses += 1
         self.spawn(self.send_event(model, Ev.RESIDENT))

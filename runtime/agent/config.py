@@ -23,6 +23,7 @@ class AgentConfig:
     metrics_port: int
     repository: Path
     cache_dir: Path
+    server_metrics_port: int | None = None  # model server's /metrics; None: no per-model series
 
 
 def _quantity(value: str) -> int:
@@ -49,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
     p.add_argument("--metrics-port", type=int, required=True, help="agent /metrics and /ready")
     p.add_argument("--repository", type=Path, required=True, help="model server repository")
     p.add_argument("--cache-dir", type=Path, required=True, help="artifact cache")
+    p.add_argument("--server-metrics-port", type=int, default=None,
+                   help="the model server's Prometheus port (MLServer or Triton, told apart by "
+                        "metric names); its per-model counters become seldon_model_* metrics")
     a = p.parse_args(argv)
     caps = [c.strip() for c in a.capabilities.split(",") if c.strip()]
     return AgentConfig(
@@ -57,4 +61,5 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         server_http_port=a.server_http_port, server_grpc_port=a.server_grpc_port,
         http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port,
         repository=a.repository.resolve(), cache_dir=a.cache_dir.resolve(),
+        server_metrics_port=a.server_metrics_port,
     )

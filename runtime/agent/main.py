@@ -16,7 +16,13 @@ log = logging.getLogger("core2.agent")
 
 
 def status_app(agent: Agent) -> web.Application:
+    port = agent.config.server_metrics_port
+    server_metrics = f"http://127.0.0.1:{port}/metrics" if port else None
+
     async def metrics(_request):
+        # Read at scrape time, never on the inference path; a failed read keeps last values.
+        if server_metrics:
+            await agent.metrics.refresh(agent.server.session, server_metrics)
         body, content_type = agent.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 

@@ -121,6 +121,7 @@ class Platform:
                 "--server-http-port", str(ports["http"]), "--server-grpc-port", str(ports["grpc"]),
                 "--http-port", str(ports["agent_http"]), "--grpc-port", str(ports["agent_grpc"]),
                 "--metrics-port", str(ports["agent_metrics"]),
+                "--server-metrics-port", str(ports["metrics"]),
                 "--repository", str(home / "repository"), "--cache-dir", str(home / "cache")),
                 lambda ports=ports: http_ok(f"http://127.0.0.1:{ports['agent_metrics']}/ready"))
             started += [f"{base}-mlserver", f"{base}-agent"]
