@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import dataflow, envoy, network, rbac, scheduler
+from components import dashboard, dataflow, envoy, network, rbac, scheduler
 from components.k8s import ENVIRONMENT_LABEL, Resources, labels, with_pull_secrets
 from components.kafka import Kafka, KafkaArgs
 from components.objects import register
@@ -41,6 +41,8 @@ class PlatformArgs:
     deployer_subjects: list[dict] = field(default_factory=list)
     environment: str = "development"  # "production" turns on the stricter policies
     image_pull_secrets: list[str] = field(default_factory=list)
+    # ship docs/grafana/core2.json as a ConfigMap for Grafana's sidecar in this namespace
+    grafana_dashboard_namespace: str | None = None
 
 
 class Platform(pulumi.ComponentResource):
@@ -89,6 +91,8 @@ class Platform(pulumi.ComponentResource):
             args.envoy_service_type, args.load_balancer_source_ranges,
             args.envoy_service_annotations, rbac.ACCOUNTS["envoy"], args.environment), child)
         self._add(name, network.render(ns, args.monitoring_namespace), child)
+        if args.grafana_dashboard_namespace:
+            self._add(name, dashboard.render(args.grafana_dashboard_namespace), child)
 
         self.scheduler_address = f"{scheduler.NAME}.{ns}.svc:{scheduler.API_PORT}"
         self.scheduler = self.objects[f"StatefulSet/{scheduler.NAME}"]
