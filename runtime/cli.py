@@ -56,8 +56,15 @@ def inference_url(args) -> str:
         return args.inference.rstrip("/")
     if os.environ.get("CORE2_INFERENCE"):
         return os.environ["CORE2_INFERENCE"].rstrip("/")
-    port = _state(args).get("ports", {}).get("envoy", 9000)
-    return f"http://127.0.0.1:{port}"
+    state = _state(args)
+    if state.get("inference"):
+        return state["inference"]
+    return f"http://127.0.0.1:{state.get('ports', {}).get('envoy', 9000)}"
+
+
+def inference_ca(args) -> str | None:
+    """The CA to verify an https Envoy with: CORE2_INFERENCE_CA, else the local platform's."""
+    return os.environ.get("CORE2_INFERENCE_CA") or _state(args).get("inferenceCa")
 
 
 def _client(args) -> SchedulerClient:
@@ -241,7 +248,8 @@ def cmd_model_infer(args) -> None:
     from runtime.infer import infer
 
     status, body = infer(inference_url(args), args.name, args.payload, grpc_mode=args.grpc,
-                         headers=dict(h.split(":", 1) for h in args.header))
+                         headers=dict(h.split(":", 1) for h in args.header),
+                         ca_file=inference_ca(args))
     print(body)
     if status >= 400:
         raise CliError(f"inference failed with status {status}")

@@ -11,11 +11,41 @@ HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_mana
       ".HttpConnectionManager"
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 HTTP_OPTS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+
+
+def tls_socket(cert_file: str, key_file: str) -> dict:
+    """Terminate TLS on the listener; ALPN offers h2 so gRPC clients keep HTTP/2."""
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": TLS,
+        "common_tls_context": {
+            "alpn_protocols": ["h2", "http/1.1"],
+            "tls_certificates": [{"certificate_chain": {"filename": cert_file},
+                                  "private_key": {"filename": key_file}}]}}}
 
 
 def bootstrap(listen_port: int, admin_port: int, xds_host: str, xds_port: int,
-              listen_host: str = "127.0.0.1", node_id: str = "core2-envoy") -> dict:
+              listen_host: str = "127.0.0.1", node_id: str = "core2-envoy",
+              tls_cert_file: str | None = None, tls_key_file: str | None = None) -> dict:
+    """`tls_cert_file` + `tls_key_file` (PEM): the inference listener serves HTTPS and gRPC
+    over TLS instead of plaintext."""
     ads = {"ads": {}, "resource_api_version": "V3"}
+    chain = {"filters": [{
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": HCM,
+            "stat_prefix": "ingress",
+            "codec_type": "AUTO",  # HTTP/1.1 for REST, h2 (h2c without TLS) for gRPC
+            "always_set_request_id_in_response": True,
+            "rds": {"route_config_name": "core2_routes", "config_source": ads},
+            "http_filters": [{"name": "envoy.filters.http.router",
+                              "typed_config": {"@type": ROUTER}}],
+        },
+    }]}
+    if tls_cert_file or tls_key_file:
+        if not (tls_cert_file and tls_key_file):
+            raise ValueError("Envoy TLS needs both a certificate and a private key file")
+        chain["transport_socket"] = tls_socket(tls_cert_file, tls_key_file)
     return {
         "node": {"id": node_id, "cluster": "core2"},
         "admin": {"address": {"socket_address": {"address": listen_host,
@@ -37,18 +67,7 @@ def bootstrap(listen_port: int, admin_port: int, xds_host: str, xds_port: int,
                 "name": "core2_ingress",
                 "address": {"socket_address": {"address": listen_host,
                                                "port_value": listen_port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": HCM,
-                        "stat_prefix": "ingress",
-                        "codec_type": "AUTO",  # HTTP/1.1 for REST, h2c for gRPC
-                        "always_set_request_id_in_response": True,
-                        "rds": {"route_config_name": "core2_routes", "config_source": ads},
-                        "http_filters": [{"name": "envoy.filters.http.router",
-                                          "typed_config": {"@type": ROUTER}}],
-                    },
-                }]}],
+                "filter_chains": [chain],
             }],
             "clusters": [{
                 "name": "xds_cluster",

@@ -1,6 +1,7 @@
 """`core2 model infer`: one inference through Envoy, REST or gRPC."""
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -12,18 +13,22 @@ def _payload(text: str) -> str:
 
 
 def infer(base_url: str, name: str, payload: str, grpc_mode: bool = False,
-          headers: dict | None = None, path_kind: str = "models") -> tuple[int, str]:
-    """Returns (HTTP-like status, body text). `name` may be `x.pipeline` / `x.experiment`."""
+          headers: dict | None = None, path_kind: str = "models",
+          ca_file: str | None = None) -> tuple[int, str]:
+    """Returns (HTTP-like status, body text). `name` may be `x.pipeline` / `x.experiment`.
+    An https `base_url` is verified with `ca_file` (else the system's trust store); gRPC then
+    uses TLS too."""
     body = _payload(payload)
     headers = {k.strip(): v.strip() for k, v in (headers or {}).items()}
     headers.setdefault("seldon-model", name)
     target = name.split(".")[0]
     if grpc_mode:
-        return _infer_grpc(base_url, name, target, body, headers)
+        return _infer_grpc(base_url, name, target, body, headers, ca_file)
     req = urllib.request.Request(f"{base_url}/v2/{path_kind}/{target}/infer", data=body.encode(),
                                  headers={"content-type": "application/json", **headers})
     try:
-        with urllib.request.urlopen(req, timeout=120) as r:
+        context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        with urllib.request.urlopen(req, timeout=120, context=context) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -32,7 +37,8 @@ def infer(base_url: str, name: str, payload: str, grpc_mode: bool = False,
                                          f"{e.reason}"})
 
 
-def _infer_grpc(base_url: str, name: str, target: str, body: str, headers: dict):
+def _infer_grpc(base_url: str, name: str, target: str, body: str, headers: dict,
+                ca_file: str | None):
     import grpc
 
     from runtime.oip import TensorError, request_from_json, response_to_json
@@ -42,8 +48,13 @@ def _infer_grpc(base_url: str, name: str, target: str, body: str, headers: dict)
         request = request_from_json(target, json.loads(body))
     except (json.JSONDecodeError, TensorError) as e:
         return 400, json.dumps({"error": f"bad request: {e}"})
-    address = urlparse(base_url).netloc
-    with grpc.insecure_channel(address) as channel:
+    url = urlparse(base_url)
+    if url.scheme == "https":
+        roots = Path(ca_file).read_bytes() if ca_file else None
+        channel = grpc.secure_channel(url.netloc, grpc.ssl_channel_credentials(roots))
+    else:
+        channel = grpc.insecure_channel(url.netloc)
+    with channel:
         stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
         try:
             resp = stub.ModelInfer(request, metadata=list(headers.items()), timeout=120)

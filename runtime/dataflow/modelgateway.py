@@ -10,6 +10,8 @@ for several records (runtime.dataflow.batching).
 import argparse
 import asyncio
 import logging
+import os
+import ssl
 import threading
 import time
 
@@ -41,8 +43,10 @@ GROUP = "seldon-modelgateway"
 
 class ModelGateway:
     def __init__(self, cfg: KafkaConfig, envoy: str, timeout_s: float = 30,
-                 concurrency: int = 256, group: str = GROUP):
+                 concurrency: int = 256, group: str = GROUP, envoy_ca: str | None = None):
         self.cfg, self.envoy = cfg, envoy.rstrip("/")
+        # https Envoy: verify it with this CA file (else the system's trust store)
+        self.ssl = ssl.create_default_context(cafile=envoy_ca) if envoy_ca else None
         self.timeout_s, self.group = timeout_s, group
         self.report = lambda name, version, ready, reason="": None
         self._lock = threading.Lock()
@@ -233,7 +237,8 @@ class ModelGateway:
         self.producer = Producer(self.cfg.producer())
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            connector=aiohttp.TCPConnector(limit=128, keepalive_timeout=60))
+            connector=aiohttp.TCPConnector(limit=128, keepalive_timeout=60,
+                                           ssl=self.ssl if self.ssl else True))
         consumer = threading.Thread(target=self._consume, args=(loop, stop), daemon=True)
         consumer.start()
         try:
@@ -250,6 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m runtime.dataflow.modelgateway")
     p.add_argument("--scheduler", required=True, help="HOST:PORT of the scheduler API")
     p.add_argument("--envoy", required=True, help="base URL models are called on")
+    p.add_argument("--envoy-ca", default=os.environ.get("CORE2_ENVOY_TLS_CA") or None,
+                   help="CA file to verify an https Envoy with (env CORE2_ENVOY_TLS_CA)")
     p.add_argument("--model-timeout", type=float, default=30, help="seconds per model call")
     p.add_argument("--metrics-port", type=int, default=0)
     kafka.add_arguments(p)
@@ -257,7 +264,8 @@ def main(argv: list[str] | None = None) -> None:
     stop = setup_service("modelgateway")
     if args.metrics_port:
         start_http_server(args.metrics_port)
-    gw = ModelGateway(kafka.from_args(args), args.envoy, args.model_timeout)
+    gw = ModelGateway(kafka.from_args(args), args.envoy, args.model_timeout,
+                      envoy_ca=args.envoy_ca)
     link = SchedulerLink(args.scheduler, gw, "modelgateway")
     gw.report = link.report
     link.start()

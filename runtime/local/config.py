@@ -28,6 +28,21 @@ class Ports(BaseModel):
     pipelineGatewayGrpc: int = 9011
 
 
+class EnvoyTls(BaseModel):
+    """Serve inference over TLS (HTTPS and gRPC with TLS) on the Envoy port."""
+
+    model_config = ConfigDict(extra="forbid")
+    certFile: Path
+    keyFile: Path
+    # what the model gateway and `core2 model infer` verify Envoy with (default: certFile,
+    # right for a self-signed certificate)
+    caFile: Path | None = None
+
+    @property
+    def ca(self) -> Path:
+        return self.caFile or self.certFile
+
+
 class LocalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ports: Ports = Ports()
@@ -40,6 +55,7 @@ class LocalConfig(BaseModel):
     pipelines: bool = True              # start the broker and the dataflow services
     # A replica whose agent is away this long is forgotten; its models move to other replicas.
     replicaLostAfterSeconds: float = Field(default=10.0, gt=0)
+    envoyTls: EnvoyTls | None = None
 
     @classmethod
     def load(cls, path: str | Path | None) -> "LocalConfig":
@@ -54,4 +70,20 @@ class LocalConfig(BaseModel):
                 raise SpecError(f"{path}: {e}") from None
         for s in cfg.servers:
             check_name(s.name, f"servers[{s.name}].name")
+        if cfg.envoyTls is not None:
+            cfg.envoyTls = _resolved(cfg.envoyTls, Path(path).parent if path else Path.cwd())
         return cfg
+
+
+def _resolved(tls: EnvoyTls, base: Path) -> EnvoyTls:
+    """Paths relative to the config file; each must be a readable file."""
+    files = {}
+    for field in ("certFile", "keyFile", "caFile"):
+        value = getattr(tls, field)
+        if value is None:
+            continue
+        full = (base / value).resolve()
+        if not full.is_file():
+            raise SpecError(f"envoyTls.{field}: {value}: no such file")
+        files[field] = full
+    return EnvoyTls(**files)

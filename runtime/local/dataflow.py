@@ -18,7 +18,8 @@ def start_dataflow(platform) -> None:
               "--kafka-fetch-wait-ms", str(cfg.kafkaFetchWaitMs)]
     for name, module, extra in (
         ("dataflow-engine", "runtime.dataflow.engine", []),
-        ("model-gateway", "runtime.dataflow.modelgateway", ["--envoy", platform.inference_url]),
+        ("model-gateway", "runtime.dataflow.modelgateway", ["--envoy", platform.inference_url] + (
+            ["--envoy-ca", platform.inference_ca] if platform.inference_ca else [])),
     ):
         metrics = free_port()
         platform._add(name, python_module(module, *common, *extra, "--metrics-port",
