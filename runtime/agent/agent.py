@@ -18,6 +18,7 @@ from runtime.agent.metrics import AgentMetrics
 from runtime.agent.models import Placed, Placements, State
 from runtime.agent.server_client import ServerClient, ServerError
 from runtime.pb import agent_pb2, agent_pb2_grpc
+from runtime.scheduler_auth import SchedulerAuth
 from runtime.specs.common import SpecError
 from runtime.specs.model import ModelSpec
 
@@ -110,7 +111,7 @@ class Agent:
     async def follow_scheduler(self) -> None:
         """Subscribe, run operations as they arrive; on any loss re-subscribe with backoff.
         Models stay loaded meanwhile: Envoy keeps serving them."""
-        self._channel = grpc.aio.insecure_channel(self.config.scheduler)
+        self._channel = SchedulerAuth.from_env().aio_channel(self.config.scheduler)
         self._stub = agent_pb2_grpc.AgentStub(self._channel)
         backoff = BACKOFF_MIN
         while True:
@@ -125,8 +126,8 @@ class Agent:
                     self.spawn(self.run_operation(op))
                 log.warning("scheduler closed the subscription")
             except grpc.aio.AioRpcError as e:
-                log.warning("scheduler unreachable (%s); retrying in %.1fs", e.code().name,
-                            backoff)
+                log.warning("scheduler unreachable (%s: %s); retrying in %.1fs", e.code().name,
+                            e.details(), backoff)
             except (ServerError, OSError, aiohttp.ClientError) as e:  # server unreachable
                 log.warning("cannot read the model server's state (%s)", e)
             self.subscribed.clear()
@@ -226,8 +227,8 @@ class Agent:
                                      f"{self.placements.available()} are free")
                 await self.evict(victim)
             await self.server.load(model.internal_name)
-            model.state = State.LOADED
             self.metrics.loads += 1
+            model.state = State.LOADED
             model.last_used = time.time()
 
     async def evict(self, victim: Placed) -> None:
@@ -246,8 +247,8 @@ class Agent:
             raise
         victim.state = State.EVICTED
         self.metrics.evictions += 1
-        log.info("evicted %s (last used %.1fs ago)", victim.internal_name,
         self.metrics.unloads += 1
+        log.info("evicted %s (last used %.1fs ago)", victim.internal_name,
                  time.time() - victim.last_used)
 
     async def unload(self, ref: agent_pb2.ModelRef) -> None:
@@ -259,8 +260,8 @@ class Agent:
                 if model.in_server:
                     try:
                         await self.server.unload(model.internal_name)
-                    except ServerError as e:
                         self.metrics.unloads += 1
+                    except ServerError as e:
                         if e.status != 404:  # already gone from the server is fine
                             await self.send_event(model, Ev.UNLOAD_FAILED, str(e))
                             return
@@ -286,6 +287,6 @@ class Agent:
             if model.state is State.LOADED:
                 return
             await self.make_resident(model)
-            log.info("reloaded %s on demand", internal_name)
             self.metrics.cache_misses += 1
+            log.info("reloaded %s on demand", internal_name)
         self.spawn(self.send_event(model, Ev.RESIDENT))

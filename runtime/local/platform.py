@@ -31,7 +31,13 @@ class Platform:
     # ---- addresses -----------------------------------------------------------------------
     @property
     def inference_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['envoy']}"
+        scheme = "https" if self.config.envoyTls else "http"
+        return f"{scheme}://127.0.0.1:{self.ports['envoy']}"
+
+    @property
+    def inference_ca(self) -> str | None:
+        """The CA file clients verify Envoy's certificate with (TLS on), else None."""
+        return str(self.config.envoyTls.ca) if self.config.envoyTls else None
 
     @property
     def scheduler_address(self) -> str:
@@ -85,9 +91,12 @@ class Platform:
 
     def _start_envoy(self) -> None:
         p = self.ports
+        tls = self.config.envoyTls
         config = write_bootstrap(self.run_dir / "envoy.json", listen_port=p["envoy"],
                                  admin_port=p["envoyAdmin"], xds_host="127.0.0.1",
-                                 xds_port=p["schedulerXds"])
+                                 xds_port=p["schedulerXds"],
+                                 tls_cert_file=str(tls.certFile) if tls else None,
+                                 tls_key_file=str(tls.keyFile) if tls else None)
         self._add("envoy", envoy_argv(config),
                   lambda: http_ok(f"http://127.0.0.1:{p['envoyAdmin']}/ready"))
 
@@ -173,6 +182,7 @@ class Platform:
     # ---- detached mode ---------------------------------------------------------------------
     def save_state(self) -> None:
         state = {"ports": self.ports, "kafkaBootstrap": self.kafka_bootstrap,
+                 "inference": self.inference_url, "inferenceCa": self.inference_ca,
                  "pids": {n: s.pid for n, s in self.services.items()},
                  "endpoints": self.endpoints(), "replicas": self.replicas}
         (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
