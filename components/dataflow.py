@@ -12,6 +12,7 @@ from components.k8s import (
 )
 from components.scheduler import API_PORT
 from components.scheduler import NAME as SCHEDULER
+from components.secrets import ENVOY_CA_DIR, ENVOY_CA_ENV, envoy_tls_volume
 
 SERVICES = {
     "engine": "runtime.dataflow.engine",
@@ -39,7 +40,10 @@ def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int
            resources: dict[str, Resources], bootstrap: str, kafka_prefix: str,
            kafka_env: list[dict], kafka_volumes: list[dict], kafka_mounts: list[dict],
            service_account: str, topic_replication: int = 1,
-           topic_partitions: int = 1) -> list[dict]:
+           topic_partitions: int = 1, env: list[dict] | None = None,
+           envoy_tls_secret: str | None = None) -> list[dict]:
+    """`env`: added to every service (the scheduler token); `envoy_tls_secret`: Envoy serves
+    TLS, so the model gateway calls https and verifies with the Secret's ca.crt."""
     out = []
     for name, module in SERVICES.items():
         tmp, tmp_mount = tmp_volume()
@@ -52,11 +56,19 @@ def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int
                      "--kafka-prefix", kafka_prefix, "--kafka-namespace", namespace,
                      "--kafka-replication", str(topic_replication),
                      "--kafka-partitions", str(topic_partitions), *EXTRA_ARGS[name](namespace)],
-            "env": kafka_env,
+            "env": [*kafka_env, *(env or [])],
             "resources": resources[name].render(),
             "securityContext": RESTRICTED_CONTAINER,
             "volumeMounts": [tmp_mount, *kafka_mounts],
         }
+        volumes = [tmp, *kafka_volumes]
+        if name == "modelgateway" and envoy_tls_secret:
+            args = container["args"]
+            args[args.index("--envoy") + 1] = f"https://envoy.{namespace}.svc:9000"
+            container["env"].append({"name": ENVOY_CA_ENV, "value": f"{ENVOY_CA_DIR}/ca.crt"})
+            container["volumeMounts"].append({"name": "envoy-ca", "mountPath": ENVOY_CA_DIR,
+                                              "readOnly": True})
+            volumes.append(envoy_tls_volume(envoy_tls_secret, "envoy-ca", only_ca=True))
         if name == GATEWAY:
             container["ports"] = [{"name": "http", "containerPort": GATEWAY_HTTP},
                                   {"name": "grpc", "containerPort": GATEWAY_GRPC}]
@@ -76,7 +88,7 @@ def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int
                     "spec": {"serviceAccountName": service_account,
                              "automountServiceAccountToken": False,
                              "securityContext": RESTRICTED_POD,
-                             "containers": [container], "volumes": [tmp, *kafka_volumes]},
+                             "containers": [container], "volumes": volumes},
                 },
             },
         })

@@ -17,6 +17,7 @@ from components.k8s import (
 )
 from components.scheduler import NAME as SCHEDULER
 from components.scheduler import XDS_PORT
+from components.secrets import ENVOY_TLS_DIR, envoy_tls_volume
 
 NAME = "envoy"
 LISTEN_PORT, ADMIN_PORT = 9000, 9901
@@ -27,9 +28,10 @@ ENVOY_UID = 101  # the `envoy` user of the official image
 
 def render(namespace: str, image: str, replicas: int, resources: Resources,
            service_type: str, source_ranges: list[str], service_annotations: dict,
-           service_account: str, environment: str = "development") -> list[dict]:
+           service_account: str, environment: str = "development",
+           tls_secret: str | None = None) -> list[dict]:
     boot = envoy_bootstrap.bootstrap(f"{SCHEDULER}.{namespace}.svc", XDS_PORT, LISTEN_PORT,
-                                     ADMIN_PORT)
+                                     ADMIN_PORT, tls_dir=ENVOY_TLS_DIR if tls_secret else None)
     config = {
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": metadata(f"{NAME}-bootstrap", namespace, NAME),
@@ -49,6 +51,11 @@ def render(namespace: str, image: str, replicas: int, resources: Resources,
         "securityContext": {**RESTRICTED_CONTAINER, "runAsUser": ENVOY_UID},
         "volumeMounts": [{"name": "bootstrap", "mountPath": "/etc/envoy", "readOnly": True}],
     }
+    volumes = [{"name": "bootstrap", "configMap": {"name": f"{NAME}-bootstrap"}}]
+    if tls_secret:
+        container["volumeMounts"].append({"name": "tls", "mountPath": ENVOY_TLS_DIR,
+                                          "readOnly": True})
+        volumes.append(envoy_tls_volume(tls_secret, "tls"))
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": metadata(NAME, namespace, NAME),
@@ -69,12 +76,11 @@ def render(namespace: str, image: str, replicas: int, resources: Resources,
                 "spec": {
                     "serviceAccountName": service_account,
                     "automountServiceAccountToken": False,
-                    "securityContext": {"runAsNonRoot": True,
+                    "securityContext": {"runAsNonRoot": True, "fsGroup": ENVOY_UID,
                                         "seccompProfile": {"type": "RuntimeDefault"}},
                     "terminationGracePeriodSeconds": 30,
                     "containers": [container],
-                    "volumes": [{"name": "bootstrap",
-                                 "configMap": {"name": f"{NAME}-bootstrap"}}],
+                    "volumes": volumes,
                 },
             },
         },

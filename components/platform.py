@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import dashboard, dataflow, envoy, network, rbac, scheduler
+from components import dashboard, dataflow, envoy, network, rbac, scheduler, secrets
 from components.k8s import ENVIRONMENT_LABEL, Resources, labels, with_pull_secrets
 from components.kafka import Kafka, KafkaArgs
 from components.objects import register
@@ -26,6 +26,10 @@ class PlatformArgs:
     scheduler_storage: str = "1Gi"
     # a replica whose agent is away this long is forgotten and its models placed elsewhere
     replica_lost_after_seconds: int = 10
+    # Secret (key `token`) whose bearer token the scheduler requires from every client
+    scheduler_token_secret: str | None = None
+    # kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt): Envoy serves inference over TLS
+    envoy_tls_secret: str | None = None
     envoy_image: str = envoy.DEFAULT_IMAGE
     envoy_replicas: int = 1
     envoy_service_type: str = "ClusterIP"  # ClusterIP, NodePort or LoadBalancer
@@ -69,6 +73,7 @@ class Platform(pulumi.ComponentResource):
         self.kafka = Kafka(f"{name}-kafka", args.kafka, ns, child)
         res = args.resources
         volumes, mounts = args.kafka.client_volumes()
+        token_env = secrets.scheduler_token_env(args.scheduler_token_secret)
         after_kafka = pulumi.ResourceOptions(parent=self, depends_on=deps + self.kafka.ready)
         self._add(name, dataflow.render(
             ns, args.image, args.image_pull_policy, args.dataflow_replicas,
@@ -76,7 +81,7 @@ class Platform(pulumi.ComponentResource):
              for s in dataflow.SERVICES},
             self.kafka.bootstrap_servers, args.kafka_prefix, args.kafka.client_env(),
             volumes, mounts, rbac.ACCOUNTS["dataflow"], args.kafka.topic_replication(),
-            args.kafka_topic_partitions), after_kafka)
+            args.kafka_topic_partitions, token_env, args.envoy_tls_secret), after_kafka)
         # the scheduler hands the gateway to Envoy as an endpoint: it needs the Service's IP
         gateway_ip = self.objects[f"Service/{dataflow.GATEWAY}"].spec.apply(
             lambda spec: spec.cluster_ip)
@@ -84,12 +89,13 @@ class Platform(pulumi.ComponentResource):
             ns, args.image, args.image_pull_policy,
             Resources.from_config(res.get("scheduler"), scheduler.DEFAULT_RESOURCES),
             args.scheduler_storage, args.storage_class, rbac.ACCOUNTS["scheduler"],
-            gateway_ip, args.replica_lost_after_seconds), child)
+            gateway_ip, args.replica_lost_after_seconds, token_env), child)
         self._add(name, envoy.render(
             ns, args.envoy_image, args.envoy_replicas,
             Resources.from_config(res.get("envoy"), envoy.DEFAULT_RESOURCES),
             args.envoy_service_type, args.load_balancer_source_ranges,
-            args.envoy_service_annotations, rbac.ACCOUNTS["envoy"], args.environment), child)
+            args.envoy_service_annotations, rbac.ACCOUNTS["envoy"], args.environment,
+            args.envoy_tls_secret), child)
         self._add(name, network.render(ns, args.monitoring_namespace), child)
         if args.grafana_dashboard_namespace:
             self._add(name, dashboard.render(args.grafana_dashboard_namespace), child)

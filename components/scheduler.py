@@ -33,7 +33,8 @@ def args(pipeline_gateway_ip=None, replica_lost_after_seconds: int = 10) -> list
 
 def render(namespace: str, image: str, pull_policy: str, resources: Resources,
            storage_size: str, storage_class: str | None, service_account: str,
-           pipeline_gateway_ip=None, replica_lost_after_seconds: int = 10) -> list[dict]:
+           pipeline_gateway_ip=None, replica_lost_after_seconds: int = 10,
+           env: list[dict] | None = None) -> list[dict]:
     ports = [("xds", XDS_PORT), ("api", API_PORT), ("agent", AGENT_PORT),
              ("metrics", METRICS_PORT)]
     tmp, tmp_mount = tmp_volume()
@@ -43,6 +44,7 @@ def render(namespace: str, image: str, pull_policy: str, resources: Resources,
         "imagePullPolicy": pull_policy,
         "command": ["python", "-m", "runtime.scheduler"],
         "args": args(pipeline_gateway_ip, replica_lost_after_seconds),
+        "env": env or [],
         "ports": [{"name": n, "containerPort": p} for n, p in ports],
         # TCP, not gRPC health: the scheduler's API port accepting connections is its readiness.
         "readinessProbe": tcp_probe(API_PORT, period=5),

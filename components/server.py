@@ -27,6 +27,7 @@ from components.objects import register
 from components.rbac import ACCOUNTS
 from components.scheduler import AGENT_PORT
 from components.scheduler import NAME as SCHEDULER
+from components.secrets import scheduler_token_env
 from runtime.specs.server import DEFAULT_CAPABILITIES
 
 REPOSITORY, CACHE = "/mnt/models", "/mnt/cache"
@@ -57,6 +58,8 @@ class ServerArgs:
     agent_resources: dict | None = None
     hpa: dict | None = None  # {minReplicas, maxReplicas, cpuUtilization}
     image_pull_secrets: list[str] = field(default_factory=list)
+    # Secret (key `token`) with the scheduler's bearer token, when the Platform requires one
+    scheduler_token_secret: str | None = None
 
     def all_capabilities(self) -> list[str]:
         base = self.capabilities if self.capabilities is not None else DEFAULT_CAPABILITIES[
@@ -119,6 +122,7 @@ def _agent_container(a: ServerArgs) -> dict:
             env_from_field("POD_IP", "status.podIP"),
             # the StatefulSet ordinal, from the pod-index label Kubernetes sets (1.28+)
             env_from_field("REPLICA_IDX", "metadata.labels['apps.kubernetes.io/pod-index']"),
+            *scheduler_token_env(a.scheduler_token_secret),
         ],
         "ports": [{"name": "agent-http", "containerPort": SERVER_PORTS["agent-http"]},
                   {"name": "agent-grpc", "containerPort": SERVER_PORTS["agent-grpc"]},

@@ -70,6 +70,8 @@ class StackConfig(_Strict):
     storageClass: str | None = None
     schedulerStorage: str = "1Gi"
     replicaLostAfterSeconds: int = Field(default=10, ge=1)
+    schedulerTokenSecret: str | None = None
+    envoyTlsSecret: str | None = None
     envoyImage: str = "envoyproxy/envoy:v1.40.0"
     envoyReplicas: int = Field(default=1, ge=1)
     envoyServiceType: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"

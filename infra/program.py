@@ -35,7 +35,9 @@ def platform_args(cfg: StackConfig) -> PlatformArgs:
         namespace=cfg.namespace, image=cfg.image, image_pull_policy=cfg.imagePullPolicy,
         create_namespace=cfg.createNamespace, storage_class=cfg.storageClass,
         scheduler_storage=cfg.schedulerStorage,
-        replica_lost_after_seconds=cfg.replicaLostAfterSeconds, envoy_image=cfg.envoyImage,
+        replica_lost_after_seconds=cfg.replicaLostAfterSeconds,
+        scheduler_token_secret=cfg.schedulerTokenSecret, envoy_tls_secret=cfg.envoyTlsSecret,
+        envoy_image=cfg.envoyImage,
         envoy_replicas=cfg.envoyReplicas, envoy_service_type=cfg.envoyServiceType,
         load_balancer_source_ranges=cfg.loadBalancerSourceRanges,
         envoy_service_annotations=cfg.envoyServiceAnnotations,
@@ -55,7 +57,8 @@ def server_args(cfg: StackConfig) -> list[ServerArgs]:
         cache_size=s.cacheSize, storage_class=cfg.storageClass,
         triton_image=s.tritonImage or TRITON_IMAGE, image_pull_policy=cfg.imagePullPolicy,
         server_resources=s.resources.get("server"), agent_resources=s.resources.get("agent"),
-        hpa=s.hpa, image_pull_secrets=cfg.imagePullSecrets) for s in cfg.servers]
+        hpa=s.hpa, image_pull_secrets=cfg.imagePullSecrets,
+        scheduler_token_secret=cfg.schedulerTokenSecret) for s in cfg.servers]
 
 
 def build(cfg: StackConfig) -> dict:

@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 import pytest
+import trustme
 
+from components.secrets import ENVOY_TLS_DIR
 from runtime.envoy import envoy_binary
 from tests.infra.harness import render_stack
 
@@ -59,14 +61,24 @@ def containers(render):
 
 
 def test_envoy_accepts_the_rendered_bootstrap(renders, tmp_path):
+    # the TLS Secret's files, where the pod would have them mounted
+    cert = trustme.CA().issue_cert("envoy.core2.svc")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    tls_stacks = set()
     for stack, render in renders.items():
         (cm,) = [o.manifest for o in render.kubernetes_objects()
-                 if o.manifest["kind"] == "ConfigMap"]
+                 if o.manifest["kind"] == "ConfigMap" and "envoy.json" in o.manifest["data"]]
+        text = cm["data"]["envoy.json"]
+        if ENVOY_TLS_DIR in text:
+            tls_stacks.add(stack)
+            text = text.replace(ENVOY_TLS_DIR, str(tmp_path))
         path = tmp_path / f"{stack}.json"
-        path.write_text(cm["data"]["envoy.json"])
+        path.write_text(text)
         result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
+    assert tls_stacks == {"prod-aws"}  # the stack that sets envoyTlsSecret serves TLS
 
 
 def test_every_runtime_container_passes_flags_its_cli_accepts(renders):

@@ -136,9 +136,57 @@ def test_external_kafka_takes_credentials_from_secrets(stack):
             assert ref["name"] == render.config.kafkaSaslSecret and "value" not in env[var]
         assert dep["spec"]["replicas"] == render.config.dataflowReplicas[name]
         assert args[args.index("--kafka-replication") + 1] == "3"
-    modelgateway = by_kind(render, "Deployment", "modelgateway")[0]
-    args = modelgateway["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[args.index("--envoy") + 1] == "http://envoy.core2.svc:9000"
+
+
+def _containers(render):
+    for obj in render.kubernetes_objects():
+        spec = obj.manifest.get("spec", {}).get("template", {}).get("spec")
+        if spec:
+            yield from spec["containers"]
+
+
+def test_scheduler_token_and_envoy_tls_reach_every_service_that_needs_them():
+    render = rendered("prod-aws")
+    cfg = render.config
+    token_users = set()
+    for c in _containers(render):
+        env = {e["name"]: e for e in c.get("env", [])}
+        if "CORE2_SCHEDULER_TOKEN" in env:
+            ref = env["CORE2_SCHEDULER_TOKEN"]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": cfg.schedulerTokenSecret, "key": "token"}
+            token_users.add(c["name"])
+    assert token_users == {"scheduler", "engine", "modelgateway", "pipelinegateway", "agent"}
+
+    (envoy,) = by_kind(render, "Deployment", "envoy")
+    pod = envoy["spec"]["template"]["spec"]
+    [tls] = [v for v in pod["volumes"] if v.get("secret")]
+    assert tls["secret"]["secretName"] == cfg.envoyTlsSecret
+    assert {"name": tls["name"], "mountPath": "/etc/envoy/tls", "readOnly": True} in \
+        pod["containers"][0]["volumeMounts"]
+    (cm,) = [o for o in by_kind(render, "ConfigMap") if "envoy.json" in o["data"]]
+    [chain] = json.loads(cm["data"]["envoy.json"])["static_resources"]["listeners"][0][
+        "filter_chains"]
+    tls_context = chain["transport_socket"]["typed_config"]["common_tls_context"]
+    assert tls_context["tls_certificates"][0]["private_key"]["filename"] == \
+        "/etc/envoy/tls/tls.key"
+
+    (gw,) = by_kind(render, "Deployment", "modelgateway")
+    pod = gw["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["args"][c["args"].index("--envoy") + 1] == "https://envoy.core2.svc:9000"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    [ca] = [v for v in pod["volumes"] if v.get("secret")]
+    # the gateway gets the CA only, never the key
+    assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == ca["name"])
+    assert env["CORE2_ENVOY_TLS_CA"] == f"{mount['mountPath']}/ca.crt"
+
+    staging = rendered("staging")
+    assert not any("CORE2_SCHEDULER_TOKEN" in {e["name"] for e in c.get("env", [])}
+                   for c in _containers(staging))
+    (gw,) = by_kind(staging, "Deployment", "modelgateway")
+    args = gw["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--envoy") + 1] == f"http://envoy.{staging.config.namespace}.svc:9000"
 
 
 def test_envoy_bootstrap_points_at_the_scheduler_and_pods_roll_on_change():
@@ -231,7 +279,8 @@ def test_servers_get_gpus_node_selectors_and_their_agent_flags():
     assert flag["--server-name"] == "triton-gpu" and flag["--memory"] == "16Gi"
     assert flag["--replica-idx"] == "$(REPLICA_IDX)" and flag["--host"] == "$(POD_IP)"
     assert "onnx" in flag["--capabilities"].split(",")
-    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in agent["env"]}
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in agent["env"]
+           if "fieldRef" in e["valueFrom"]}
     assert env["REPLICA_IDX"] == "metadata.labels['apps.kubernetes.io/pod-index']"
     assert gpu["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"] == {
         "storage": "50Gi"}
