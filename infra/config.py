@@ -92,6 +92,7 @@ class StackConfig(_Strict):
     strimziChartVersion: str = "0.48.0"
     strimziApiVersion: str = "kafka.strimzi.io/v1beta2"
     monitoringNamespace: str | None = "monitoring"
+    grafanaDashboardNamespace: str | None = None
     schedulerAddress: str = "127.0.0.1:9004"
     dataflowReplicas: dict[str, int] = {}
     resources: dict[str, dict[str, str]] = {}

@@ -44,6 +44,7 @@ def platform_args(cfg: StackConfig) -> PlatformArgs:
         dataflow_replicas=cfg.dataflowReplicas, kafka=kafka, kafka_prefix=cfg.kafkaPrefix,
         kafka_topic_partitions=cfg.kafkaTopicPartitions,
         resources=cfg.resources, monitoring_namespace=cfg.monitoringNamespace,
+        grafana_dashboard_namespace=cfg.grafanaDashboardNamespace,
         deployer_subjects=cfg.deployerSubjects, environment=cfg.environment,
         image_pull_secrets=cfg.imagePullSecrets)
 

@@ -55,8 +55,12 @@ def test_kubernetes_objects_validate_against_the_configured_version(stack):
         checked += 1
     if render.config.target == "kubernetes":
         assert checked >= 20
-        assert all(o.manifest["metadata"].get("namespace") == render.config.namespace
-                   for o in render.kubernetes_objects() if o.manifest["kind"] != "Namespace")
+        # everything in the stack's namespace, but the dashboard where Grafana looks for it
+        elsewhere = {(o.manifest["kind"], o.manifest["metadata"].get("namespace"))
+                     for o in render.kubernetes_objects() if o.manifest["kind"] != "Namespace"
+                     and o.manifest["metadata"].get("namespace") != render.config.namespace}
+        dashboard_ns = render.config.grafanaDashboardNamespace
+        assert elsewhere == ({("ConfigMap", dashboard_ns)} if dashboard_ns else set())
 
 
 def test_the_validator_rejects_a_broken_object():
