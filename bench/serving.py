@@ -1,7 +1,7 @@
 """Iris REST throughput and latency through Envoy vs straight to MLServer, alternated in one
 run on the same machine. Goal: through-Envoy throughput >= 0.95 of direct.
 
-    .venv/bin/python bench/serving.py [--rounds 3] [--seconds 5] [--connections 8]
+    .venv/bin/python bench/serving.py [--rounds 4] [--seconds 5] [--connections 8]
 """
 
 import argparse
@@ -15,7 +15,7 @@ from bench.wrk import alternate, platform_with, table  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--connections", type=int, default=8)
     args = p.parse_args()

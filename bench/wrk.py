@@ -67,11 +67,13 @@ def wrk(url: str, headers: dict | None = None, seconds: int = 5, connections: in
 
 def alternate(cases: dict[str, dict], rounds: int = 3, seconds: int = 5) -> dict[str, dict]:
     """Run each case (kwargs for wrk) in turn, `rounds` times, and average per case, so
-    every case sees the same machine conditions."""
+    every case sees the same machine conditions. Each round starts one case later, so with
+    as many rounds as cases every case runs once in every position (no order bias)."""
     results: dict[str, list[dict]] = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, kwargs in cases.items():
-            results[name].append(wrk(seconds=seconds, **kwargs))
+    names = list(cases)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            results[name].append(wrk(seconds=seconds, **cases[name]))
     return {name: {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
             for name, runs in results.items()}
 
