@@ -16,18 +16,18 @@ from pathlib import Path
 _handed_out: set[int] = set()
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out for outgoing connections."""
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_port() -> int:
     """A port free now, picked below the kernel's ephemeral range: a port from bind(0) can be
     taken as the source port of any outgoing connection before its service binds it."""
-    low = _ephemeral_range()[0]
+    low = _ephemeral_low()
     if low > 12000:
         for _ in range(200):
             port = random.randrange(10000, low)

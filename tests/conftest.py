@@ -27,6 +27,12 @@ def iris_request(values=PROBE_INPUT) -> bytes:
 IRIS_CLASS, IRIS2_CLASS = 2, 1
 
 
+def write_cert(cert, cert_file: Path, key_file: Path) -> None:
+    """A trustme leaf certificate and its key as PEM files."""
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+
+
 def free_ports() -> Ports:
     return Ports(**{k: 0 for k in Ports.model_fields})
 

@@ -16,7 +16,7 @@ from runtime.pb import grpc_service_pb2 as oip
 from runtime.pb import grpc_service_pb2_grpc as oip_grpc
 from runtime.specs import SpecError
 from runtime.specs.manifest import load_file
-from tests.conftest import IRIS_CLASS, PROBE_INPUT, ROOT, iris_request
+from tests.conftest import IRIS_CLASS, PROBE_INPUT, ROOT, iris_request, write_cert
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +24,7 @@ def certs(tmp_path_factory):
     home = tmp_path_factory.mktemp("envoy-tls")
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(home / "ca.pem"))
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    cert.cert_chain_pems[0].write_to_path(str(home / "tls.crt"))
-    cert.private_key_pem.write_to_path(str(home / "tls.key"))
+    write_cert(ca.issue_cert("127.0.0.1", "localhost"), home / "tls.crt", home / "tls.key")
     return home
 
 

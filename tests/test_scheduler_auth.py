@@ -13,7 +13,7 @@ from runtime import scheduler_auth as auth
 from runtime.client import SchedulerClient, SchedulerError
 from runtime.procs import Service, free_port, python_module, tcp_open, wait_until
 from runtime.specs.manifest import load_file
-from tests.conftest import IRIS_CLASS, ROOT
+from tests.conftest import IRIS_CLASS, ROOT, write_cert
 
 TOKEN = "a-long-random-token"
 
@@ -76,16 +76,12 @@ def pki(tmp_path_factory):
     home = tmp_path_factory.mktemp("pki")
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(home / "ca.pem"))
-    server = ca.issue_cert("127.0.0.1", "scheduler.core2.svc")
-    server.cert_chain_pems[0].write_to_path(str(home / "server.pem"))
-    server.private_key_pem.write_to_path(str(home / "server.key"))
-    client = ca.issue_cert("core2-cli@example.com")
-    client.cert_chain_pems[0].write_to_path(str(home / "client.pem"))
-    client.private_key_pem.write_to_path(str(home / "client.key"))
+    write_cert(ca.issue_cert("127.0.0.1", "scheduler.core2.svc"),
+               home / "server.pem", home / "server.key")
+    write_cert(ca.issue_cert("core2-cli@example.com"), home / "client.pem", home / "client.key")
     other = trustme.CA()  # a CA the scheduler does not trust
-    stranger = other.issue_cert("stranger@example.com")
-    stranger.cert_chain_pems[0].write_to_path(str(home / "stranger.pem"))
-    stranger.private_key_pem.write_to_path(str(home / "stranger.key"))
+    write_cert(other.issue_cert("stranger@example.com"),
+               home / "stranger.pem", home / "stranger.key")
     return home
 
 

@@ -238,7 +238,7 @@ class ModelGateway:
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             connector=aiohttp.TCPConnector(limit=128, keepalive_timeout=60,
-                                           ssl=self.ssl if self.ssl else True))
+                                           ssl=self.ssl or True))
         consumer = threading.Thread(target=self._consume, args=(loop, stop), daemon=True)
         consumer.start()
         try:

@@ -241,29 +241,26 @@ class ModelManager:
         # must not be unloaded below as unknown.
         self.retry_unscheduled()
         known = set()
-        for m in list(self.models.values()):
-            for v in m.versions:
-                if v.server != replica.server or replica.idx not in v.replicas:
-                    continue
-                known.add(v.internal_name)
-                r = v.replicas[replica.idx]
-                held = v.internal_name in loaded or v.internal_name in evicted
-                if r.state in st.LEAVING:
-                    if held:
-                        self._send(v, replica.idx, Op.UNLOAD)
-                    else:
-                        del v.replicas[replica.idx]
-                        self._after_unload(v)
-                elif held and r.state != st.LOAD_FAILED:
-                    # Already routed (e.g. before a scheduler restart) stays Available; newly
-                    # found here becomes Available once Envoy has its route (below).
-                    r.state = st.R_AVAILABLE if r.state in st.SERVING else st.LOADED
-                    r.evicted = v.internal_name in evicted
-                elif r.state != st.LOAD_FAILED:
-                    r.state = st.LOAD_REQUESTED
-                    self._send(v, replica.idx, Op.LOAD)
-                self._refresh(m, v)
-                self.hub.changed("model", m.name)
+        for m, v in self._versions_on(replica):
+            known.add(v.internal_name)
+            r = v.replicas[replica.idx]
+            held = v.internal_name in loaded or v.internal_name in evicted
+            if r.state in st.LEAVING:
+                if held:
+                    self._send(v, replica.idx, Op.UNLOAD)
+                else:
+                    del v.replicas[replica.idx]
+                    self._after_unload(v)
+            elif held and r.state != st.LOAD_FAILED:
+                # Already routed (e.g. before a scheduler restart) stays Available; newly
+                # found here becomes Available once Envoy has its route (below).
+                r.state = st.R_AVAILABLE if r.state in st.SERVING else st.LOADED
+                r.evicted = v.internal_name in evicted
+            elif r.state != st.LOAD_FAILED:
+                r.state = st.LOAD_REQUESTED
+                self._send(v, replica.idx, Op.LOAD)
+            self._refresh(m, v)
+            self.hub.changed("model", m.name)
         for internal in (loaded | evicted) - known:
             name, _, version = internal.rpartition("_")
             q.put_nowait(Op(op=Op.UNLOAD, model=agent_pb2.ModelRef(
@@ -274,13 +271,20 @@ class ModelManager:
 
     async def _routed_then_available(self, replica: Replica) -> None:
         await self.hub.publish_routes()
+        for m, v in self._versions_on(replica):
+            r = v.replicas[replica.idx]
+            if r.state == st.LOADED:
+                r.state = st.R_AVAILABLE
+                self._refresh(m, v)
+                self.hub.changed("model", m.name)
+
+    def _versions_on(self, replica: Replica):
+        """(model, version) for each version placed on `replica`; the caller may change
+        models and versions while iterating."""
         for m in list(self.models.values()):
-            for v in m.versions:
-                r = v.replicas.get(replica.idx)
-                if v.server == replica.server and r is not None and r.state == st.LOADED:
-                    r.state = st.R_AVAILABLE
-                    self._refresh(m, v)
-                    self.hub.changed("model", m.name)
+            for v in list(m.versions):
+                if v.server == replica.server and replica.idx in v.replicas:
+                    yield m, v
 
     def disconnect(self, replica: Replica, q: asyncio.Queue) -> None:
         if self.agents.get(replica.key) is q:
@@ -305,20 +309,17 @@ class ModelManager:
         log.warning("server replica %s lost: no agent for %.0fs", key, self.lost_after_s)
         del self.replicas[key]
         self.hub.forget("replica", key)
-        for m in list(self.models.values()):
-            for v in list(m.versions):
-                if v.server != replica.server or replica.idx not in v.replicas:
-                    continue
-                del v.replicas[replica.idx]
-                if not v.replicas:
-                    v.server = ""  # nothing left where it was: any server may take it
-                if v is m.latest and not m.deleted and v.state != st.TERMINATING:
-                    self._schedule(m, v)
-                    if v.state == st.SCHEDULE_FAILED:
-                        v.reason = f"server replica {key} lost; {v.reason}"
-                elif not v.replicas or v.state == st.TERMINATING:
-                    self._terminate(v)
-                    self._after_unload(v)
+        for m, v in self._versions_on(replica):
+            del v.replicas[replica.idx]
+            if not v.replicas:
+                v.server = ""  # nothing left where it was: any server may take it
+            if v is m.latest and not m.deleted and v.state != st.TERMINATING:
+                self._schedule(m, v)
+                if v.state == st.SCHEDULE_FAILED:
+                    v.reason = f"server replica {key} lost; {v.reason}"
+            elif not v.replicas or v.state == st.TERMINATING:
+                self._terminate(v)
+                self._after_unload(v)
             if m.name in self.models:
                 self.hub.changed("model", m.name)
         self.hub.changed("server", replica.server)

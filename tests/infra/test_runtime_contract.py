@@ -11,6 +11,7 @@ import trustme
 
 from components.secrets import ENVOY_TLS_DIR
 from runtime.envoy import envoy_binary
+from tests.conftest import write_cert
 from tests.infra.harness import render_stack
 
 MAINS = {  # `python -m X` -> the function that parses its flags
@@ -62,9 +63,8 @@ def containers(render):
 
 def test_envoy_accepts_the_rendered_bootstrap(renders, tmp_path):
     # the TLS Secret's files, where the pod would have them mounted
-    cert = trustme.CA().issue_cert("envoy.core2.svc")
-    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
-    cert.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    write_cert(trustme.CA().issue_cert("envoy.core2.svc"), tmp_path / "tls.crt",
+               tmp_path / "tls.key")
     tls_stacks = set()
     for stack, render in renders.items():
         (cm,) = [o.manifest for o in render.kubernetes_objects()
