@@ -88,7 +88,9 @@ class ModelManager:
                 p = place(requirements=spec.requirements, memory=spec.memory_bytes, want=want,
                           minimum=spec.minReplicas or want, pinned=v.server or spec.server,
                           replicas=list(self.replicas.values()),
-                          used=self._used_memory(v), holding=holding)
+                          used=self._used_memory(v), holding=holding,
+                          loaded_on={f"{v.server}/{i}" for i, r in v.replicas.items()
+                                     if r.state in st.SERVING})
                 v.server, chosen = p.server, p.replicas
                 v.reason = f"scheduled on {len(chosen)} of {want} replicas" if p.partial else ""
         except PlacementError as e:
@@ -106,15 +108,27 @@ class ModelManager:
         self._refresh(m, v)
 
     def retry_unscheduled(self) -> None:
-        for m in self.models.values():
-            if not m.deleted and m.versions and m.latest.state in (st.SCHEDULE_FAILED,
-                                                                    st.FAILED):
-                v = m.latest
+        """On an agent's connect: place models that wait (ScheduleFailed, ModelFailed) and
+        top up versions left on fewer replicas than asked (a replica was lost meanwhile)."""
+        for m in list(self.models.values()):
+            if m.deleted or not m.versions:
+                continue
+            v = m.latest
+            if v.state in (st.SCHEDULE_FAILED, st.FAILED):
                 if v.state == st.FAILED and not v.serving_replicas():
                     v.server, v.replicas = "", {}  # place afresh: failed replicas hold nothing
                 v.state = st.PROGRESSING
-                self._schedule(m, v)
-                self.hub.changed("model", m.name)
+            elif not self._short_of_replicas(v):
+                continue
+            self._schedule(m, v)
+            self.hub.changed("model", m.name)
+
+    @staticmethod
+    def _short_of_replicas(v: ModelVersion) -> bool:
+        if v.state not in (st.AVAILABLE, st.PROGRESSING):
+            return False
+        placed = [i for i, r in v.replicas.items() if r.state not in st.LEAVING]
+        return len(placed) < v.spec.desired_replicas
 
     # ---- agent operations ----------------------------------------------------------------
     def _send(self, v: ModelVersion, idx: int, op: int) -> None:

@@ -2,7 +2,8 @@
 
 Filters (per server): the pinned `server`; every requirement among the server's capabilities;
 enough connected replicas; per replica, free memory after over-commit and other placements.
-Sorters: a server already holding the model first; then most free memory; then lowest index.
+Sorters: a server already holding the model first; then, per replica, one already serving this
+version (topping up never moves a serving copy); then most free memory; then lowest index.
 A model with `minReplicas` may be placed on fewer replicas than asked (partial scheduling)."""
 
 from collections import defaultdict
@@ -27,8 +28,10 @@ def _mb(n: int) -> str:
 
 
 def place(*, requirements: list[str], memory: int, want: int, minimum: int, pinned: str | None,
-          replicas: list[Replica], used: dict[str, int], holding: set[str]) -> Placement:
-    """`used`: bytes already placed per replica key; `holding`: servers with this model."""
+          replicas: list[Replica], used: dict[str, int], holding: set[str],
+          loaded_on: frozenset[str] | set[str] = frozenset()) -> Placement:
+    """`used`: bytes already placed per replica key; `holding`: servers with this model;
+    `loaded_on`: replica keys already serving this version."""
     servers: dict[str, list[Replica]] = defaultdict(list)
     for r in replicas:
         if r.connected:
@@ -50,7 +53,8 @@ def place(*, requirements: list[str], memory: int, want: int, minimum: int, pinn
             reasons.append(f"{name} has {len(free)} replica(s) with {_mb(memory)} free "
                            f"(needs {max(minimum, 1)}; most free {_mb(best)})")
             continue
-        free.sort(key=lambda r: (-(r.capacity - used.get(r.key, 0)), r.idx))
+        free.sort(key=lambda r: (r.key not in loaded_on, -(r.capacity - used.get(r.key, 0)),
+                                 r.idx))
         chosen = free[:want]
         fits.append((name in holding, sum(r.capacity - used.get(r.key, 0) for r in chosen),
                      name, chosen))
