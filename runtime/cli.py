@@ -104,11 +104,13 @@ def _load_manifests(path: str, kinds: set[str] | None = None):
 # ---- platform ------------------------------------------------------------------------------
 def cmd_up(args) -> None:
     from runtime.local.config import LocalConfig
-    from runtime.local.platform import Platform, pid_alive, read_state
+    from runtime.local.platform import pid_alive, read_state
+    from runtime.local.supervisor import supervise
 
-    run_dir = _run_dir(args)
+    run_dir = _run_dir(args).resolve()
     state = read_state(run_dir)
-    if state and any(pid_alive(p) for p in state["pids"].values()):
+    if state and (pid_alive(state.get("supervisor")) or
+                  any(pid_alive(p) for p in state.get("pids", {}).values())):
         raise CliError(f"core2 is already running from {run_dir} (`core2 down` stops it)")
     try:
         cfg = LocalConfig.load(args.config)
@@ -119,27 +121,34 @@ def cmd_up(args) -> None:
     if args.no_pipelines:
         cfg.pipelines = False
     started = time.monotonic()
-    _say(f"starting core2 in {run_dir.resolve()} (logs in {run_dir / 'logs'})")
-    platform = Platform(run_dir, cfg)
+    _say(f"starting core2 in {run_dir} (logs in {run_dir / 'logs'})")
+
+    def progress(message: str) -> None:
+        _say(f"  [{time.monotonic() - started:5.1f}s] {message}")
+
+    def show(endpoints: dict) -> None:
+        _say(f"core2 is up in {time.monotonic() - started:.1f}s")
+        for what, where in endpoints.items():
+            print(f"  {what:32} {where}", flush=True)
+
+    if args.detach:
+        from runtime.local.detach import start_detached
+
+        try:
+            state = start_detached(run_dir, cfg, progress)
+        except RuntimeError as e:
+            raise CliError(str(e)) from None
+        show(state["endpoints"])
+        return
+
+    def on_up(platform) -> None:
+        show(platform.endpoints())
+        _say("supervising; press Ctrl-C to stop")
+
     try:
-        platform.start(progress=lambda m: _say(f"  [{time.monotonic() - started:5.1f}s] {m}"))
+        supervise(run_dir, cfg, progress, on_up=on_up, log=_say)
     except (RuntimeError, TimeoutError) as e:
         raise CliError(str(e)) from None
-    _say(f"core2 is up in {time.monotonic() - started:.1f}s")
-    for what, where in platform.endpoints().items():
-        print(f"  {what:32} {where}")
-    if args.detach:
-        return
-    _say("press Ctrl-C to stop")
-    try:
-        while all(s.alive() for s in platform.services.values()):
-            time.sleep(0.5)
-        dead = [n for n, s in platform.services.items() if not s.alive()]
-        _say(f"{', '.join(dead)} exited; stopping")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        platform.stop()
 
 
 def cmd_down(args) -> None:
@@ -150,15 +159,22 @@ def cmd_down(args) -> None:
 
 
 def cmd_status(args) -> None:
-    from runtime.local.platform import pid_alive
+    from runtime.local.status import describe, render
 
     state = _state(args)
     if not state:
         raise CliError(f"core2 is not running from {_run_dir(args)}")
-    services = {n: "running" if pid_alive(p) else "exited" for n, p in state["pids"].items()}
-    _print({"services": services, "endpoints": state["endpoints"]})
-    if any(v != "running" for v in services.values()):
-        raise CliError("some services have exited; see the logs in " +
+    report = describe(state)
+    if args.json:
+        _print(report)
+    else:
+        print(render(report))
+    bad = [n for n, s in report["services"].items() if s["state"] != "Ready"]
+    if not report["supervisor"]["running"]:
+        raise CliError("the supervisor is not running: services are not restarted; "
+                       "`core2 down` then `core2 up`")
+    if bad:
+        raise CliError(f"not ready: {', '.join(bad)}; see the logs in " +
                        str(_run_dir(args) / "logs"))
 
 
@@ -178,9 +194,12 @@ def _apply_all(args, resources, wait: bool) -> None:
 
 
 def _start_local_server(args, r) -> None:
-    """In local mode a Server manifest also starts that server's replicas."""
-    from runtime.local.config import LocalConfig, LocalServer
-    from runtime.local.platform import Platform
+    """In local mode a Server manifest also starts that server's replicas (the supervisor
+    starts and then watches them)."""
+    from runtime.local.config import LocalServer
+    from runtime.local.detach import wait_for_services
+    from runtime.local.platform import pid_alive
+    from runtime.local.supervisor import request_server
 
     state = _state(args)
     if not state or args.scheduler:
@@ -188,15 +207,17 @@ def _start_local_server(args, r) -> None:
     known = {k.rsplit("-", 1)[0] for k in state.get("replicas", {})}
     if r.name in known:
         return
-    cfg = LocalConfig(ports=state["ports"], pipelines=False)
-    platform = Platform(_run_dir(args), cfg)
-    platform.replicas = state["replicas"]
+    if not pid_alive(state.get("supervisor")):
+        raise CliError("the local supervisor is not running: `core2 up` first")
     server = LocalServer(name=r.name, **r.spec.model_dump(exclude_none=True))
     _say(f"starting {server.replicas} replica(s) of server {r.name}")
-    platform.add_server(server)
-    merged = {**state["pids"], **{n: s.pid for n, s in platform.services.items()}}
-    state.update(pids=merged, replicas=platform.replicas)
-    (_run_dir(args) / "state.json").write_text(json.dumps(state, indent=2))
+    request = request_server(_run_dir(args), server)
+    names = [f"{r.name}-{i}-{part}" for i in range(server.replicas)
+             for part in ("mlserver", "agent")]
+    try:
+        wait_for_services(_run_dir(args), names, request, timeout=args.timeout)
+    except RuntimeError as e:
+        raise CliError(str(e)) from None
 
 
 def cmd_apply(args) -> None:
@@ -291,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-pipelines", action="store_true", help="no broker or dataflow")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop a detached platform").set_defaults(func=cmd_down)
-    sub.add_parser("status", help="local services and endpoints").set_defaults(func=cmd_status)
+    st = sub.add_parser("status", help="local services (state, restarts, last exit) and endpoints")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=cmd_status)
 
     for verb, func, text in (("apply", cmd_apply, "create or update"),
                              ("delete", cmd_delete, "delete")):

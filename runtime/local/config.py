@@ -5,6 +5,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runtime.local.supervision import RestartPolicy
 from runtime.specs.common import SpecError, check_name, describe
 from runtime.specs.server import ServerSpec
 
@@ -56,6 +57,7 @@ class LocalConfig(BaseModel):
     # A replica whose agent is away this long is forgotten; its models move to other replicas.
     replicaLostAfterSeconds: float = Field(default=10.0, gt=0)
     envoyTls: EnvoyTls | None = None
+    supervision: RestartPolicy = RestartPolicy()
 
     @classmethod
     def load(cls, path: str | Path | None) -> "LocalConfig":

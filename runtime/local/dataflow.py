@@ -11,7 +11,9 @@ def start_dataflow(platform) -> None:
         platform.kafka_bootstrap = f"127.0.0.1:{p['kafka']}"
         platform._add("kafka-broker", broker_argv(p["kafka"]),
                       lambda: tcp_open(p["kafka"]) and round_trip(platform.kafka_bootstrap, 5),
-                      env={"RUST_LOG": "warn"})
+                      env={"RUST_LOG": "warn"},
+                      # a produce/consume round trip every few seconds would load the broker
+                      probe=lambda: tcp_open(p["kafka"]))
     common = ["--scheduler", platform.scheduler_address,
               "--kafka-bootstrap", platform.kafka_bootstrap,
               "--kafka-prefix", cfg.kafkaPrefix, "--kafka-namespace", cfg.kafkaNamespace,
@@ -26,6 +28,6 @@ def start_dataflow(platform) -> None:
                                           str(metrics)),
                       lambda metrics=metrics: http_ok(f"http://127.0.0.1:{metrics}/metrics"))
     platform._add("pipeline-gateway", python_module(
-        "runtime.dataflow.pipelinegateway", *common,
+        "runtime.dataflow.pipelinegateway", *common, "--host", "127.0.0.1",
         "--http-port", str(p["pipelineGatewayHttp"]), "--grpc-port", str(p["pipelineGatewayGrpc"])),
         lambda: http_ok(f"http://127.0.0.1:{p['pipelineGatewayHttp']}/v2/health/ready"))

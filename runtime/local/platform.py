@@ -23,6 +23,8 @@ class Platform:
         self.logs = self.run_dir / "logs"
         self.services: dict[str, Service] = {}
         self.checks: dict[str, Callable[[], bool]] = {}
+        # what the supervisor asks a running service every few seconds (default: its check)
+        self.probes: dict[str, Callable[[], bool]] = {}
         ports = self.config.ports.model_dump()
         self.ports = {k: v or free_port() for k, v in ports.items()}
         self.kafka_bootstrap = self.config.kafkaBootstrap
@@ -70,10 +72,11 @@ class Platform:
         return self
 
     def _add(self, name: str, argv: list[str], check: Callable[[], bool],
-             env: dict | None = None) -> Service:
+             env: dict | None = None, probe: Callable[[], bool] | None = None) -> Service:
         svc = Service(name, argv, self.logs, env={"PYTHONUNBUFFERED": "1", **(env or {})})
         self.services[name] = svc.start()
         self.checks[name] = check
+        self.probes[name] = probe or check
         return svc
 
     def _start_scheduler(self) -> None:
@@ -180,12 +183,16 @@ class Platform:
         self.wait_healthy(only=[name])
 
     # ---- detached mode ---------------------------------------------------------------------
-    def save_state(self) -> None:
+    def save_state(self, extra: dict | None = None) -> None:
+        """Write state.json atomically (readers poll it while the supervisor rewrites it)."""
         state = {"ports": self.ports, "kafkaBootstrap": self.kafka_bootstrap,
                  "inference": self.inference_url, "inferenceCa": self.inference_ca,
-                 "pids": {n: s.pid for n, s in self.services.items()},
-                 "endpoints": self.endpoints(), "replicas": self.replicas}
-        (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+                 "pids": {n: s.pid for n, s in self.services.items() if s.alive()},
+                 "endpoints": self.endpoints(), "replicas": self.replicas, **(extra or {})}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.run_dir / f".{STATE_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.run_dir / STATE_FILE)
 
 
 def read_state(run_dir: Path) -> dict | None:
@@ -195,7 +202,9 @@ def read_state(run_dir: Path) -> dict | None:
         return None
 
 
-def pid_alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    if not pid or pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
         return True
@@ -203,18 +212,29 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def stop_detached(run_dir: Path, timeout: float = 10) -> list[str]:
-    """Stop a platform started with `core2 up --detach` (each service's process group)."""
+def stop_detached(run_dir: Path, timeout: float = 30) -> list[str]:
+    """Stop a platform started with `core2 up [--detach]`: SIGTERM to its supervisor, which
+    stops what it started; then any service process group still alive (the supervisor was
+    killed, or did not finish in time) is ended too."""
     state = read_state(run_dir)
     if not state:
         return []
-    pids = state["pids"]
+    deadline = time.monotonic() + timeout
+    supervisor = state.get("supervisor")
+    if pid_alive(supervisor):
+        os.kill(supervisor, signal.SIGTERM)
+        while pid_alive(supervisor) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(supervisor):
+            os.kill(supervisor, signal.SIGKILL)
+        state = read_state(run_dir) or state  # restarts may have changed pids meanwhile
+    pids = {n: p for n, p in state.get("pids", {}).items() if p}
     for pid in reversed(list(pids.values())):
         try:
             os.killpg(pid, signal.SIGTERM)
         except OSError:
             pass
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + 10
     while any(pid_alive(p) for p in pids.values()) and time.monotonic() < deadline:
         time.sleep(0.1)
     for pid in pids.values():
@@ -224,4 +244,4 @@ def stop_detached(run_dir: Path, timeout: float = 10) -> list[str]:
             except OSError:
                 pass
     (Path(run_dir) / STATE_FILE).unlink(missing_ok=True)
-    return list(pids)
+    return list(state.get("services", pids))
