@@ -25,6 +25,10 @@ class KafkaArgs:
     # strimzi: operator chart and the cluster it runs.
     strimzi_chart: str = STRIMZI_CHART
     strimzi_chart_version: str = "0.48.0"
+    # The operator chart in the namespace (off when a cluster-wide Strimzi already runs), and
+    # whether it installs its cluster-wide CRDs and ClusterRoles (opt-in: one admin does it once).
+    install_operator: bool = True
+    global_resources: bool = False
     strimzi_api_version: str = "kafka.strimzi.io/v1beta2"
     cluster_name: str = "core2"
     replicas: int = 3
@@ -84,6 +88,19 @@ class KafkaArgs:
                 [{"name": "kafka-ca", "mountPath": CA_MOUNT, "readOnly": True}])
 
 
+CLUSTER_WIDE = {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+
+
+def retain_cluster_wide(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult:
+    """A chart's cluster-wide objects may serve other stacks: a destroy leaves them."""
+    kind = args.type_.rsplit(":", 1)[-1]
+    if kind not in CLUSTER_WIDE:
+        return None
+    return pulumi.ResourceTransformResult(
+        args.props, pulumi.ResourceOptions.merge(args.opts,
+                                                 pulumi.ResourceOptions(retain_on_delete=True)))
+
+
 class Kafka(pulumi.ComponentResource):
     """Strimzi operator (Helm chart v4) + a KRaft `KafkaNodePool` and `Kafka`, or nothing but
     connection settings for an external cluster. `ready` is the resource to depend on."""
@@ -102,21 +119,26 @@ class Kafka(pulumi.ComponentResource):
 
     def _strimzi(self, name: str, args: KafkaArgs, namespace: str,
                  child: pulumi.ResourceOptions) -> None:
-        operator = k8s.helm.v4.Chart(
-            f"{name}-strimzi",
-            chart=args.strimzi_chart,
-            version=args.strimzi_chart_version,
-            namespace=namespace,
-            values={"watchNamespaces": [], "resources": args.operator_resources},
-            opts=child,
-        )
+        operator: list[pulumi.Resource] = []
+        if args.install_operator:
+            operator.append(k8s.helm.v4.Chart(
+                f"{name}-strimzi",
+                chart=args.strimzi_chart,
+                version=args.strimzi_chart_version,
+                namespace=namespace,
+                values={"watchNamespaces": [], "resources": args.operator_resources,
+                        "createGlobalResources": args.global_resources},
+                skip_crds=not args.global_resources,
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+                    transforms=[retain_cluster_wide])),
+            ))
         volume = {"id": 0, "type": "persistent-claim", "size": args.storage_size,
                   "deleteClaim": False, "kraftMetadata": "shared"}
         if args.storage_class:
             volume["class"] = args.storage_class
         cluster_label = {**labels("kafka", args.cluster_name),
                          "strimzi.io/cluster": args.cluster_name}
-        after_operator = pulumi.ResourceOptions(parent=self, depends_on=[operator])
+        after_operator = pulumi.ResourceOptions(parent=self, depends_on=operator)
         pool = k8s.apiextensions.CustomResource(
             f"{name}-pool",
             api_version=args.strimzi_api_version,
@@ -154,6 +176,6 @@ class Kafka(pulumi.ComponentResource):
             },
             spec={"kafka": kafka_spec,
                   "entityOperator": {"topicOperator": {}, "userOperator": {}}},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[operator, pool]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*operator, pool]),
         )
         self.ready = [cluster]

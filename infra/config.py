@@ -19,6 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "core2"
 
 
+# Options of the Kubernetes provider a stack may set (`kubernetesProvider`); kubeconfig,
+# context and namespace have their own keys.
+PROVIDER_OPTIONS = {"renderYamlToDirectory", "deleteUnreachable", "skipUpdateUnreachable",
+                    "enableConfigMapMutable", "enableSecretMutable", "clusterIdentifier",
+                    "suppressDeprecationWarnings", "suppressHelmHookWarnings",
+                    "kubeClientSettings", "helmReleaseSettings"}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -94,6 +102,12 @@ class StackConfig(_Strict):
     monitoringNamespace: str | None = "monitoring"
     grafanaDashboardNamespace: str | None = None
     schedulerAddress: str = "127.0.0.1:9004"
+    resourceDelivery: Literal["crd", "scheduler"] = "crd"
+    installCrds: bool = True
+    skipAwait: bool = False
+    strimziInstallOperator: bool = True
+    strimziGlobalResources: bool = False
+    kubernetesProvider: dict[str, Any] = {}
     dataflowReplicas: dict[str, int] = {}
     resources: dict[str, dict[str, str]] = {}
     deployerSubjects: list[dict[str, str]] = []
@@ -120,6 +134,14 @@ class StackConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"servers: duplicate name(s) {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _provider_options(self):
+        unknown = sorted(set(self.kubernetesProvider) - PROVIDER_OPTIONS)
+        if unknown:
+            raise ValueError(f"kubernetesProvider: unknown option(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(PROVIDER_OPTIONS))}")
         return self
 
     def kubeconfig_ref(self) -> str | None:

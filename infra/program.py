@@ -15,6 +15,10 @@ from components import (
     Server,
     ServerArgs,
 )
+from components.envoy import LISTEN_PORT
+from components.envoy import NAME as ENVOY_SERVICE
+from components.resources import version_key
+from components.seldon import SeldonCrds, seldon_object
 from components.server import TRITON_IMAGE
 from infra import config as stack_config
 from infra.config import StackConfig
@@ -28,6 +32,7 @@ def platform_args(cfg: StackConfig) -> PlatformArgs:
         security_protocol=cfg.kafkaSecurityProtocol, sasl_mechanism=cfg.kafkaSaslMechanism,
         sasl_secret=cfg.kafkaSaslSecret, ca_secret=cfg.kafkaCaSecret,
         strimzi_chart_version=cfg.strimziChartVersion,
+        install_operator=cfg.strimziInstallOperator, global_resources=cfg.strimziGlobalResources,
         strimzi_api_version=cfg.strimziApiVersion, replicas=cfg.kafkaReplicas,
         storage_size=cfg.kafkaStorageSize, storage_class=cfg.storageClass,
         topic_replicas=cfg.kafkaTopicReplication)
@@ -65,25 +70,49 @@ def server_args(cfg: StackConfig) -> list[ServerArgs]:
 def build(cfg: StackConfig) -> dict:
     """Declare every resource of the stack; returns the stack outputs."""
     outputs: dict = {"target": cfg.target}
-    deps: list[pulumi.Resource] = []
-    if cfg.target == "kubernetes":
-        provider = k8s.Provider(
-            "k8s", kubeconfig=pulumi.Output.secret(cfg.kubeconfig_ref()), context=cfg.context,
-            namespace=cfg.namespace, enable_server_side_apply=True)
-        on_cluster = pulumi.ResourceOptions(provider=provider)
-        platform = Platform("core2", platform_args(cfg), on_cluster)
-        servers = [Server(f"server-{a.name}", a, pulumi.ResourceOptions(
-            provider=provider, depends_on=[platform])) for a in server_args(cfg)]
-        conn = Connection(kubeconfig=cfg.kubeconfig_ref(), context=cfg.context,
-                          namespace=cfg.namespace)
-        deps = [platform, *servers]
-        outputs.update(namespace=cfg.namespace, schedulerAddress=platform.scheduler_address,
-                       kafkaBootstrap=platform.kafka.bootstrap_servers,
-                       servers=[a.name for a in server_args(cfg)])
-    else:
+    if cfg.target == "local":
         conn = Connection(address=cfg.schedulerAddress)
         outputs["schedulerAddress"] = cfg.schedulerAddress
+        return {**outputs, **scheduler_resources(cfg, conn, [])}
 
+    if cfg.skipAwait:
+        pulumi.runtime.register_resource_transform(skip_await)
+    provider = k8s.Provider(
+        "k8s", kubeconfig=pulumi.Output.secret(cfg.kubeconfig_ref()), context=cfg.context,
+        namespace=cfg.namespace, enable_server_side_apply=True,
+        **{_snake(k): v for k, v in cfg.kubernetesProvider.items()})
+    on_cluster = pulumi.ResourceOptions(provider=provider)
+    platform = Platform("core2", platform_args(cfg), on_cluster)
+    servers = [Server(f"server-{a.name}", a, pulumi.ResourceOptions(
+        provider=provider, depends_on=[platform])) for a in server_args(cfg)]
+    outputs.update(namespace=cfg.namespace, schedulerAddress=platform.scheduler_address,
+                   inferenceEndpoint=f"{ENVOY_SERVICE}.{cfg.namespace}.svc:{LISTEN_PORT}",
+                   kafkaBootstrap=platform.kafka.bootstrap_servers,
+                   servers=[a.name for a in server_args(cfg)])
+    deps: list[pulumi.Resource] = [platform, *servers]
+    if cfg.resourceDelivery == "scheduler":
+        conn = Connection(kubeconfig=cfg.kubeconfig_ref(), context=cfg.context,
+                          namespace=cfg.namespace)
+        return {**outputs, **scheduler_resources(cfg, conn, deps)}
+    if cfg.installCrds:
+        deps.append(SeldonCrds("seldon-crds", on_cluster))
+    for kind in ("Model", "Pipeline", "Experiment"):
+        made = {r.name: seldon_object(kind, r.name, r.spec.model_dump(exclude_none=True),
+                                      cfg.namespace, pulumi.ResourceOptions(
+                                          provider=provider, depends_on=deps))
+                for r in cfg.resources_of(kind)}
+        if kind == "Model":
+            # the version key: it changes exactly when the scheduler makes a new version
+            outputs["models"] = {r.name: version_key(r.spec) for r in cfg.resources_of(kind)}
+        else:
+            outputs[f"{kind.lower()}s"] = sorted(made)
+    return outputs
+
+
+def scheduler_resources(cfg: StackConfig, conn: Connection,
+                        deps: list[pulumi.Resource]) -> dict:
+    """Models, Pipelines and Experiments through the scheduler API (dynamic providers)."""
+    outputs = {}
     # Models first, then pipelines over them, then experiments over either.
     for kind in ("Model", "Pipeline", "Experiment"):
         made = [RESOURCE_CLASSES[kind](f"{kind.lower()}-{r.name}", r.spec, conn, name=r.name,
@@ -94,6 +123,19 @@ def build(cfg: StackConfig) -> dict:
                                                         strict=True)}
         deps = deps + made
     return outputs
+
+
+def skip_await(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
+    """pulumi.com/skipAwait on every Kubernetes object: deploy without waiting for pods."""
+    if not args.type_.startswith("kubernetes:") or "metadata" not in args.props:
+        return None
+    meta = dict(args.props["metadata"] or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), "pulumi.com/skipAwait": "true"}
+    return pulumi.ResourceTransformResult({**args.props, "metadata": meta}, args.opts)
+
+
+def _snake(key: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
 
 
 def main() -> None:

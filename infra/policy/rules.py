@@ -11,12 +11,22 @@ from runtime.specs.common import SpecError, parse_quantity
 from runtime.specs.experiment import ExperimentSpec
 from runtime.specs.model import ModelSpec
 
-DYNAMIC = "pulumi-python:dynamic/core2:"
+DYNAMIC = "pulumi-python:dynamic/core2:"  # through the scheduler API (target local)
+CUSTOM = "kubernetes:mlops.seldon.io/v1alpha1:"  # mlops.seldon.io objects (cluster stacks)
 WORKLOADS = {"kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet",
              "kubernetes:apps/v1:DaemonSet", "kubernetes:batch/v1:Job",
              "kubernetes:batch/v1:CronJob", "kubernetes:core/v1:Pod"}
 ENVIRONMENT_LABEL = "core2.io/environment"
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def seldon(resource_type: str, props: dict, kind: str) -> tuple[str, dict] | None:
+    """(name, spec) of a Model, Pipeline or Experiment, whichever way the stack delivers it."""
+    if resource_type == f"{DYNAMIC}{kind}":
+        return props.get("name", "?"), props.get("spec") or {}
+    if resource_type == f"{CUSTOM}{kind}":
+        return (props.get("metadata") or {}).get("name", "?"), props.get("spec") or {}
+    return None
 
 
 def _pod_spec(resource_type: str, props: dict) -> dict | None:
@@ -81,11 +91,11 @@ def no_open_load_balancer_in_production(resource_type: str, props: dict) -> list
 
 
 def experiment_weights(resource_type: str, props: dict) -> list[str]:
-    if resource_type != f"{DYNAMIC}Experiment":
+    if not (found := seldon(resource_type, props, "Experiment")):
         return []
-    name = props.get("name", "?")
+    name, raw = found
     try:
-        spec = ExperimentSpec.parse(props.get("spec") or {}, f"experiment {name}")
+        spec = ExperimentSpec.parse(raw, f"experiment {name}")
     except SpecError as e:
         return [str(e)]
     if spec.candidates and sum(c.weight for c in spec.candidates) <= 0:
@@ -132,11 +142,11 @@ def model_requirements_satisfiable(resources: list[tuple[str, dict]]) -> list[st
         return []
     out = []
     for rtype, props in resources:
-        if rtype != f"{DYNAMIC}Model":
+        if not (found := seldon(rtype, props, "Model")):
             continue
-        name = props.get("name", "?")
+        name, raw = found
         try:
-            spec = ModelSpec.parse(props.get("spec") or {}, f"model {name}")
+            spec = ModelSpec.parse(raw, f"model {name}")
         except SpecError as e:
             out.append(str(e))
             continue
@@ -159,22 +169,21 @@ def experiment_targets_exist(resources: list[tuple[str, dict]]) -> list[str]:
     """Experiment candidates and mirrors name Models/Pipelines this stack manages."""
     names = {"model": set(), "pipeline": set()}
     for rtype, props in resources:
-        if rtype == f"{DYNAMIC}Model":
-            names["model"].add(props.get("name"))
-        elif rtype == f"{DYNAMIC}Pipeline":
-            names["pipeline"].add(props.get("name"))
+        for kind in ("Model", "Pipeline"):
+            if found := seldon(rtype, props, kind):
+                names[kind.lower()].add(found[0])
     out = []
     for rtype, props in resources:
-        if rtype != f"{DYNAMIC}Experiment":
+        if not (found := seldon(rtype, props, "Experiment")):
             continue
-        spec = props.get("spec") or {}
+        name, spec = found
         kind = spec.get("resourceType", "model")
         targets = [c.get("name") for c in spec.get("candidates") or []]
         if spec.get("mirror"):
             targets.append(spec["mirror"].get("name"))
         missing = [t for t in targets if t not in names.get(kind, set())]
         if missing:
-            out.append(f"experiment {props.get('name')}: {kind}(s) {', '.join(missing)} "
+            out.append(f"experiment {name}: {kind}(s) {', '.join(missing)} "
                        "are not in this stack")
     return out
 

@@ -47,6 +47,13 @@ class Render:
                 and "apiVersion" in r.inputs and "kind" in r.inputs]
 
 
+    def builtin_objects(self) -> list[Captured]:
+        """The objects of Kubernetes' own kinds (custom resources are checked by their CRDs)."""
+        custom = ("kafka.strimzi.io/", "mlops.seldon.io/")
+        return [o for o in self.kubernetes_objects()
+                if not o.manifest["apiVersion"].startswith(custom)]
+
+
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's marker for a secret value
 
 

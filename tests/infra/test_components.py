@@ -67,4 +67,4 @@ def test_the_entry_point_pulumi_runs_builds_the_stack():
                          and {}, config=config)
     types = {r.type for r in render.resources}
     assert {"core2:index:Platform", "core2:index:Server",
-            "pulumi-python:dynamic/core2:Experiment"} <= types
+            "kubernetes:mlops.seldon.io/v1alpha1:Experiment"} <= types

@@ -58,10 +58,9 @@ def test_promoted_stacks_still_render_validate_and_pass_policies(stacks):
     promote("iris-ab", "staging", ["prod-aws", "prod-gcp", "onprem"], stacks)
     for stack in ("prod-aws", "prod-gcp", "onprem"):
         render = render_stack(stack, stacks / f"Pulumi.{stack}.yaml")
-        for obj in render.kubernetes_objects():
-            if not obj.manifest["apiVersion"].startswith("kafka.strimzi.io/"):
-                kubernetes_validate.validate(obj.manifest, render.config.kubernetesVersion,
-                                             strict=True)
+        for obj in render.builtin_objects():
+            kubernetes_validate.validate(obj.manifest, render.config.kubernetesVersion,
+                                         strict=True)
         violations = check_all([(r.type, r.inputs) for r in render.resources])
         assert not any(violations.values()), violations
         (iris,) = [r for r in render.resources if r.type.endswith(":Model")]
