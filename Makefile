@@ -1,8 +1,13 @@
 # The two commands a new user runs (see README.md): `make up` and `make test`.
-.PHONY: setup up down test lint protos
+.PHONY: setup tools up down test lint protos
 
 setup:
 	scripts/setup
+
+# etcd, kube-apiserver, the Pulumi CLI and its kubernetes plugin, Strimzi's CRDs: built from
+# their registries once per machine into ~/.cache/core2/tools (the cluster tests need them)
+tools:
+	scripts/tools
 
 up: setup
 	.venv/bin/core2 up --detach
@@ -14,7 +19,7 @@ down:
 lint:
 	.venv/bin/ruff check .
 
-test: setup lint
+test: setup tools lint
 	.venv/bin/pytest -q
 
 protos:
