@@ -220,8 +220,17 @@ def _start_local_server(args, r) -> None:
         raise CliError(str(e)) from None
 
 
+def _admit_manifest_folders(args, paths: list[str]) -> None:
+    """Local mode: the agents may fetch from the folders of manifests the user applies."""
+    from runtime.local.roots import remember_manifest_folders
+
+    if _state(args) and not args.scheduler:
+        remember_manifest_folders(_run_dir(args), paths)
+
+
 def cmd_apply(args) -> None:
     resources = [r for path in args.file for r in _load_manifests(path)]
+    _admit_manifest_folders(args, args.file)
     _apply_all(args, resources, wait=not args.no_wait)
 
 
@@ -261,7 +270,9 @@ def _unload_cmd(kind: str):
 
 def _load_cmd(kind: str):
     def run(args) -> None:
-        _apply_all(args, _load_manifests(args.file, {kind}), wait=not args.no_wait)
+        resources = _load_manifests(args.file, {kind})
+        _admit_manifest_folders(args, [args.file])
+        _apply_all(args, resources, wait=not args.no_wait)
     return run
 
 

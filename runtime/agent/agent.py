@@ -5,6 +5,7 @@ least-recently-used model, and reloads evicted models when the proxy asks for th
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections import defaultdict
 
@@ -14,6 +15,7 @@ import grpc
 from runtime.agent import modelsettings
 from runtime.agent.config import AgentConfig
 from runtime.agent.fetch import FetchError, fetch
+from runtime.agent.fetch_rules import read_roots
 from runtime.agent.metrics import AgentMetrics
 from runtime.agent.models import Placed, Placements, State
 from runtime.agent.server_client import ServerClient, ServerError
@@ -48,6 +50,8 @@ class Agent:
         self._channel: grpc.aio.Channel | None = None
         self._stub: agent_pb2_grpc.AgentStub | None = None
         self._tasks: set[asyncio.Task] = set()
+        # a fetch in progress per model: set by an unload so a deleted model stops copying
+        self.fetch_cancels: dict[str, threading.Event] = {}
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -205,8 +209,14 @@ class Agent:
             raise CannotLoad(f"spec: {e}") from None
         if not model.memory:
             model.memory = spec.memory_bytes
-        artifact = await asyncio.to_thread(fetch, spec.storageUri, self.config.cache_dir,
-                                           spec.artifactVersion)
+        rules = self.config.fetch_rules
+        roots = [*(rules.localRoots or []), *read_roots(self.config.local_roots_file)]
+        cancel = self.fetch_cancels[model.internal_name] = threading.Event()
+        try:
+            artifact = await asyncio.to_thread(fetch, spec.storageUri, self.config.cache_dir,
+                                               spec.artifactVersion, rules, roots, cancel)
+        finally:
+            self.fetch_cancels.pop(model.internal_name, None)
         await asyncio.to_thread(modelsettings.write_model, self.config.repository,
                                 model.internal_name, spec, artifact, model.record())
 
@@ -252,6 +262,8 @@ class Agent:
                  time.time() - victim.last_used)
 
     async def unload(self, ref: agent_pb2.ModelRef) -> None:
+        if cancel := self.fetch_cancels.get(ref.internal_name):
+            cancel.set()  # the load holds the model's lock while it fetches: stop it first
         async with self.model_locks[ref.internal_name]:
             model = self.placements.get(ref.internal_name) or Placed(
                 name=ref.name, version=ref.version, internal_name=ref.internal_name, memory=0)

@@ -1,10 +1,13 @@
 """The agent's command line."""
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.specs.common import parse_quantity
+from pydantic import ValidationError
+
+from runtime.specs.common import describe, parse_quantity
+from runtime.specs.fetch import FetchRules
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,8 @@ class AgentConfig:
     repository: Path
     cache_dir: Path
     server_metrics_port: int | None = None  # model server's /metrics; None: no per-model series
+    fetch_rules: FetchRules = field(default_factory=FetchRules)
+    local_roots_file: Path | None = None     # more fetch.localRoots, one a line, read per fetch
 
 
 def _quantity(value: str) -> int:
@@ -31,6 +36,13 @@ def _quantity(value: str) -> int:
         return parse_quantity(value)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _rules(value: str) -> FetchRules:
+    try:
+        return FetchRules.model_validate_json(value)
+    except ValidationError as e:
+        raise argparse.ArgumentTypeError(describe(e, "fetch")) from None
 
 
 def parse_args(argv: list[str] | None = None) -> AgentConfig:
@@ -53,6 +65,11 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
     p.add_argument("--server-metrics-port", type=int, default=None,
                    help="the model server's Prometheus port (MLServer or Triton, told apart by "
                         "metric names); its per-model counters become seldon_model_* metrics")
+    p.add_argument("--fetch-rules", type=_rules, default=FetchRules(),
+                   help="JSON: allowedSchemes, localRoots, allowedNetworks, maxBytes (default: "
+                        "any local path, no loopback/link-local/metadata address, 10Gi)")
+    p.add_argument("--local-roots-file", type=Path, default=None,
+                   help="more local roots, one folder a line, read at every fetch")
     a = p.parse_args(argv)
     caps = [c.strip() for c in a.capabilities.split(",") if c.strip()]
     return AgentConfig(
@@ -61,5 +78,6 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         server_http_port=a.server_http_port, server_grpc_port=a.server_grpc_port,
         http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port,
         repository=a.repository.resolve(), cache_dir=a.cache_dir.resolve(),
-        server_metrics_port=a.server_metrics_port,
+        server_metrics_port=a.server_metrics_port, fetch_rules=a.fetch_rules,
+        local_roots_file=a.local_roots_file,
     )

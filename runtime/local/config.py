@@ -7,11 +7,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runtime.local.supervision import RestartPolicy
 from runtime.specs.common import SpecError, check_name, describe
+from runtime.specs.fetch import FetchRules
 from runtime.specs.server import ServerSpec
 
 
 class LocalServer(ServerSpec):
     name: str = Field(min_length=1)
+    # What this server's agents may fetch. Local paths: the samples, the folders of manifests
+    # applied with `core2 apply`/`load`, and fetch.localRoots (relative to the config file).
+    fetch: FetchRules = FetchRules(localRoots=[])
 
 
 class Ports(BaseModel):
@@ -70,8 +74,10 @@ class LocalConfig(BaseModel):
                 raise SpecError(describe(e, str(path))) from None
             except (OSError, yaml.YAMLError) as e:
                 raise SpecError(f"{path}: {e}") from None
+        base = Path(path).parent if path else Path.cwd()
         for s in cfg.servers:
             check_name(s.name, f"servers[{s.name}].name")
+            s.fetch.localRoots = [(base / r).resolve() for r in s.fetch.localRoots or []]
         if cfg.envoyTls is not None:
             cfg.envoyTls = _resolved(cfg.envoyTls, Path(path).parent if path else Path.cwd())
         return cfg

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from runtime.envoy import envoy_argv, write_bootstrap
 from runtime.local.config import LocalConfig, LocalServer
+from runtime.local.roots import ROOTS_FILE, local_fetch_rules
 from runtime.procs import Service, free_port, http_ok, python_module, tcp_open
 
 STATE_FILE = "state.json"
@@ -134,7 +135,9 @@ class Platform:
                 "--http-port", str(ports["agent_http"]), "--grpc-port", str(ports["agent_grpc"]),
                 "--metrics-port", str(ports["agent_metrics"]),
                 "--server-metrics-port", str(ports["metrics"]),
-                "--repository", str(home / "repository"), "--cache-dir", str(home / "cache")),
+                "--repository", str(home / "repository"), "--cache-dir", str(home / "cache"),
+                "--fetch-rules", local_fetch_rules(server).model_dump_json(),
+                "--local-roots-file", str(self.run_dir / ROOTS_FILE)),
                 lambda ports=ports: http_ok(f"http://127.0.0.1:{ports['agent_metrics']}/ready"))
             started += [f"{base}-mlserver", f"{base}-agent"]
         return started

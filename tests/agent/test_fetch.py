@@ -6,6 +6,9 @@ import pytest
 
 from runtime.agent.fetch import FetchError, cache_folder, fetch
 from runtime.procs import Service, free_port, tcp_open, wait_until
+from runtime.specs.fetch import FetchRules
+
+LOOPBACK_ALLOWED = FetchRules(allowedNetworks=["127.0.0.0/8"])
 
 
 @pytest.fixture
@@ -51,17 +54,18 @@ def test_http_folder_and_file(artifact, tmp_path):
     try:
         wait_until(lambda: tcp_open(port), 15, "http.server", server)
         base = f"http://127.0.0.1:{port}/artifact"
-        assert files(fetch(base, tmp_path / "cache")) == EXPECTED
-        assert files(fetch(f"{base}/sub/extra.txt", tmp_path / "cache")) == {
+        cache, rules = tmp_path / "cache", LOOPBACK_ALLOWED
+        assert files(fetch(base, cache, rules=rules)) == EXPECTED
+        assert files(fetch(f"{base}/sub/extra.txt", cache, rules=rules)) == {
             "extra.txt": b"more"}
         with pytest.raises(FetchError, match="nothing found"):
-            fetch(f"http://127.0.0.1:{port}/missing", tmp_path / "cache")
+            fetch(f"http://127.0.0.1:{port}/missing", cache, rules=rules)
     finally:
         server.stop()
 
 
 @pytest.mark.parametrize("uri, says", [
-    ("foo://bucket/model", "unsupported scheme 'foo'"),
+    ("foo://bucket/model", "scheme 'foo' is not allowed on this server"),
     ("s3://bucket/model", r"install core2\[s3\]"),
     ("gs://bucket/model", r"install core2\[gcs\]"),
 ])
@@ -69,6 +73,12 @@ def test_unusable_scheme_is_a_clear_error(uri, says, tmp_path):
     with pytest.raises(FetchError, match=says):
         fetch(uri, tmp_path / "cache")
     assert not list((tmp_path / "cache").glob("*"))
+
+
+def test_allowed_scheme_without_a_backend_is_a_clear_error(tmp_path):
+    rules = FetchRules(allowedSchemes=["foo"])
+    with pytest.raises(FetchError, match="unsupported scheme 'foo'"):
+        fetch("foo://bucket/model", tmp_path / "cache", rules=rules)
 
 
 def test_missing_path_and_empty_folder(tmp_path):
