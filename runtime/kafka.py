@@ -17,6 +17,9 @@ H_STEP = "step"
 H_MODEL = "model"
 H_ERROR = "error"
 H_VERSION = "pipeline-version"
+# When the caller stops waiting, epoch milliseconds: the model gateway retries transient model
+# failures until then. Set by the pipeline gateway, carried along every step.
+H_DEADLINE = "seldon-deadline-ms"
 
 
 @dataclass
@@ -32,7 +35,20 @@ class KafkaConfig:
     sasl_password: str = ""
     ssl_ca_location: str = ""
     fetch_wait_ms: int = int(os.environ.get("KAFKA_FETCH_WAIT_MS", "2"))
+    assignment: str = "auto"   # "group" | "static" | "auto" (see resolved_assignment)
     extra: dict = field(default_factory=dict)
+
+    def resolved_assignment(self) -> str:
+        """"static" (one process takes all partitions, no group membership) or "group".
+        auto: static when every bootstrap server is on loopback (local mode and tests, where
+        one replica of each service runs and the broker may be the embedded Tansu, whose
+        group rejoin after a crash can take minutes), group otherwise (a cluster, where
+        replicas share partitions)."""
+        if self.assignment in ("group", "static"):
+            return self.assignment
+        hosts = [s.rsplit(":", 1)[0].strip("[]") for s in self.bootstrap.split(",") if s]
+        loopback = all(h in ("localhost", "::1") or h.startswith("127.") for h in hosts)
+        return "static" if hosts and loopback else "group"
 
     # -- client configs -------------------------------------------------------------------
     def common(self) -> dict:
@@ -73,6 +89,9 @@ class KafkaConfig:
             conf["group.id"] = group
             conf["enable.auto.commit"] = True
             conf["auto.commit.interval.ms"] = 200
+            # At-least-once: the service stores a record's offset itself once what the record
+            # produced is acknowledged (runtime.dataflow.offsets); auto-commit commits that.
+            conf["enable.auto.offset.store"] = False
         else:
             # Assign-only consumers never join a group but librdkafka still wants an id.
             conf["group.id"] = "core2-unused"
@@ -147,6 +166,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="consumer fetch.wait.max.ms: bounds each hop's latency; lower "
                              "costs the broker more CPU while idle (Tansu: ~80%% of a core "
                              "at 2 ms, ~40%% at 10 ms, ~7%% at 100 ms with 9 pipelines)")
+    parser.add_argument("--kafka-assignment", choices=("auto", "group", "static"),
+                        default=env("KAFKA_ASSIGNMENT", "auto"),
+                        help="group: replicas share partitions as consumer-group members; "
+                             "static: this process reads every partition (one replica), "
+                             "resuming at once after a restart; auto: static when the "
+                             "bootstrap servers are on loopback, else group")
     parser.add_argument("--kafka-security-protocol", default=env("KAFKA_SECURITY_PROTOCOL", ""),
                         help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
     parser.add_argument("--kafka-sasl-mechanism", default=env("KAFKA_SASL_MECHANISM", ""),
@@ -161,6 +186,7 @@ def from_args(args: argparse.Namespace) -> KafkaConfig:
         bootstrap=args.kafka_bootstrap, prefix=args.kafka_prefix,
         namespace=args.kafka_namespace, partitions=args.kafka_partitions,
         replication=args.kafka_replication, fetch_wait_ms=args.kafka_fetch_wait_ms,
+        assignment=args.kafka_assignment,
         security_protocol=args.kafka_security_protocol,
         sasl_mechanism=args.kafka_sasl_mechanism, sasl_username=args.kafka_sasl_username,
         sasl_password=args.kafka_sasl_password, ssl_ca_location=args.kafka_ssl_ca_location)

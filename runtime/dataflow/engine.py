@@ -17,6 +17,7 @@ from prometheus_client import Counter, start_http_server
 from runtime import kafka
 from runtime.dataflow.control import SchedulerLink
 from runtime.dataflow.flow import INPUT, OUTPUT, STEP, Dataflow, Emit
+from runtime.dataflow.offsets import OffsetTracker, Token
 from runtime.dataflow.plan import Plan, build_plan
 from runtime.dataflow.records import (
     decode,
@@ -27,13 +28,26 @@ from runtime.dataflow.records import (
     setup_service,
 )
 from runtime.dataflow.refs import RefError
-from runtime.kafka import H_PIPELINE, H_STEP, H_VERSION, KafkaConfig
+from runtime.dataflow.subscription import Subscription
+from runtime.dataflow.validate import InvalidInput, check_tensors
+from runtime.kafka import H_DEADLINE, H_ERROR, H_PIPELINE, H_STEP, H_VERSION, KafkaConfig
 from runtime.specs.pipeline import PipelineSpec
 
 log = logging.getLogger("engine")
 GROUP = "seldon-dataflow-engine"
 RECORDS = Counter("seldon_dataflow_engine_records_total", "records consumed", ["kind"])
 EMITS = Counter("seldon_dataflow_engine_emits_total", "records produced", ["kind"])
+REFUSED = Counter("seldon_dataflow_engine_refused_total",
+                  "records that could not be processed (sent to the errors topic)", ["kind"])
+Source = tuple[str, str | None, str]
+
+
+class BadRecord(Exception):
+    """A record the engine cannot use: reported on the errors topic, never raised further."""
+
+    def __init__(self, pipeline: str, step: str, status: int, reason: str):
+        super().__init__(reason)
+        self.pipeline, self.step, self.status = pipeline, step, status
 
 
 def _no_report(name: str, version: int, ready: bool, reason: str = "") -> None:
@@ -46,9 +60,9 @@ class Engine:
         self.flow = Dataflow()
         self.report = _no_report
         self._ops: queue.Queue = queue.Queue()
-        self._assigned: set[str] = set()
-        self._subscribed: list[str] = []
         self._unready: dict[str, Plan] = {}
+        self.sub: Subscription | None = None
+        self.tracker: OffsetTracker | None = None
 
     # -- control (any thread) -------------------------------------------------------------
     def set_pipeline(self, name: str, version: int, spec: PipelineSpec) -> None:
@@ -79,6 +93,8 @@ class Engine:
             except queue.Empty:
                 break
             changed = True
+            if op[0] == "retry":
+                continue
             if op[0] == "remove":
                 self.flow.remove(op[1])
                 self._unready.pop(op[1], None)
@@ -107,49 +123,57 @@ class Engine:
         if changed:
             wanted = sorted({self.cfg.pipeline_inputs(p) for p in self.flow.plans}
                             | {t for s in self.flow.sources() if (t := self._source_topic(s))})
-            if wanted != self._subscribed:
-                self._subscribed = wanted
-                if wanted:
-                    consumer.subscribe(wanted, on_assign=self._on_assign,
-                                       on_revoke=self._on_revoke)
-                else:
-                    consumer.unsubscribe()
-                    self._assigned = set()
-
-    def _on_assign(self, consumer, partitions) -> None:
-        self._assigned = {p.topic for p in partitions}
-        log.info("assigned %d partitions", len(partitions))
-
-    def _on_revoke(self, consumer, partitions) -> None:
-        self._assigned = set()
+            try:
+                self.sub.set_topics(wanted)
+            except Exception as e:  # noqa: BLE001 - broker away: retried on the next change
+                log.warning("reading %d topics failed (%s); retrying", len(wanted), e)
+                self._ops.put(("retry",))
+                time.sleep(1)
 
     def _report_ready(self) -> None:
         for name, plan in list(self._unready.items()):
-            if self._plan_topics(plan) <= self._assigned:
+            if self._plan_topics(plan) <= self.sub.assigned:
                 del self._unready[name]
                 log.info("pipeline %s v%d running", name, plan.version)
                 self.report(name, plan.version, True, "")
 
     # -- data -----------------------------------------------------------------------------
-    def _source_of(self, msg) -> tuple[tuple[str, str | None, str], list[dict]] | None:
+    def _source_of(self, msg) -> tuple[Source, list[dict]] | None:
+        """The event a record is, or None for records no pipeline uses; raises BadRecord for
+        one that names a pipeline but cannot be used."""
         parsed = self.cfg.parse_topic(msg.topic())
-        doc = decode(msg.value())
-        if parsed is None or doc is None:
+        if parsed is None:
             return None
         kind, name, direction = parsed
-        RECORDS.labels(kind).inc()
-        if kind == "pipeline":
-            tensors = doc.get("inputs" if direction == "inputs" else "outputs") or []
-            return (name, None, direction), tensors
-        if kind == "model" and direction == "outputs":
-            h = headers_of(msg)
-            if H_PIPELINE not in h:
+        h = headers_of(msg)
+        if kind == "model":
+            if direction != "outputs" or H_PIPELINE not in h:
                 return None
-            return (h[H_PIPELINE], h.get(H_STEP) or name, "outputs"), doc.get("outputs") or []
-        return None
+            pipeline, step = h[H_PIPELINE], h.get(H_STEP) or name
+            where, status, field = f"step {step} (model {name}) outputs", 502, "outputs"
+        elif kind == "pipeline":
+            pipeline, step = name, None
+            where, status = f"pipeline {name} {direction}", 400
+            field = "inputs" if direction == "inputs" else "outputs"
+        else:
+            return None
+        RECORDS.labels(kind).inc()
+        doc = decode(msg.value())
+        if doc is None:
+            raise BadRecord(pipeline, step or direction, status,
+                            f"{where}: the record is not a JSON object")
+        try:
+            tensors = check_tensors(doc.get(field, []), field,
+                                    strict=kind == "pipeline" and direction == "inputs")
+        except InvalidInput as e:
+            raise BadRecord(pipeline, step or direction, status, f"{where}: {e}") from None
+        return (pipeline, step, direction), tensors
 
-    def _produce(self, producer: Producer, e: Emit) -> None:
+    def _produce(self, producer: Producer, e: Emit, token: Token | None,
+                 deadline: str | None) -> None:
         headers = [(H_PIPELINE, e.pipeline), (H_VERSION, str(e.version))]
+        if deadline:
+            headers.append((H_DEADLINE, deadline))
         if e.kind == STEP:
             topic = self.cfg.model_inputs(e.step)
             headers.append((H_STEP, e.step))
@@ -163,15 +187,52 @@ class Engine:
         else:
             return
         EMITS.labels(e.kind).inc()
-        producer.produce(topic, key=e.key, value=encode(value), headers=headers)
+        self.tracker.produce(producer, token, topic, key=e.key, value=encode(value),
+                             headers=headers)
+
+    def _refuse(self, producer: Producer, msg, token: Token, bad: BadRecord) -> None:
+        """The errors topic gets the reason and the failing step; a caller waiting on the
+        pipeline gateway gets it as its answer (bad.status)."""
+        REFUSED.labels(bad.step).inc()
+        key = key_of(msg)
+        log.warning("request %s refused: %s", key, bad)
+        self.tracker.produce(
+            producer, token, self.cfg.errors(), key=key,
+            value=encode({"error": str(bad), "status": bad.status, "step": bad.step,
+                          "pipeline": bad.pipeline}),
+            headers=[(H_PIPELINE, bad.pipeline), (H_STEP, bad.step), (H_ERROR, str(bad)),
+                     ("status", str(bad.status))])
+
+    def _handle(self, producer: Producer, msg) -> None:
+        token = self.tracker.begin(msg.topic(), msg.partition(), msg.offset())
+        try:
+            got = self._source_of(msg)
+            if got is not None:
+                deadline = headers_of(msg).get(H_DEADLINE)
+                for e in self.flow.on_event(got[0], key_of(msg), got[1], time.monotonic()):
+                    self._produce(producer, e, token, deadline)
+        except BadRecord as bad:
+            self._refuse(producer, msg, token, bad)
+        except Exception as e:  # noqa: BLE001 - a bug must cost one request, not the engine
+            log.exception("record %s[%d]@%d", msg.topic(), msg.partition(), msg.offset())
+            parsed = self.cfg.parse_topic(msg.topic()) or ("", "", "")
+            pipeline = headers_of(msg).get(H_PIPELINE) or parsed[1]
+            self._refuse(producer, msg, token, BadRecord(
+                pipeline, "engine", 500, f"pipeline {pipeline}: the engine failed: {e!r}"))
+        finally:
+            self.tracker.release(token)
 
     def run(self, stop: threading.Event) -> None:
         consumer = Consumer(self.cfg.consumer(self.group))
         producer = Producer(self.cfg.producer())
+        self.tracker = OffsetTracker(consumer)
+        self.sub = Subscription(consumer, self.cfg.resolved_assignment(),
+                                on_revoked=self.tracker.forget)
+        log.info("partition assignment: %s", self.sub.mode)
         try:
             while not stop.is_set():
                 self._apply_ops(consumer)
-                if not self._subscribed:
+                if not self.sub.wanted:
                     stop.wait(0.05)
                     continue
                 for msg in next_batch(consumer, 0.02):
@@ -179,13 +240,9 @@ class Engine:
                         if msg.error().code() != KafkaError._PARTITION_EOF:
                             log.warning("consume: %s", msg.error())
                         continue
-                    got = self._source_of(msg)
-                    if got is None:
-                        continue
-                    for e in self.flow.on_event(got[0], key_of(msg), got[1], time.monotonic()):
-                        self._produce(producer, e)
+                    self._handle(producer, msg)
                 for e in self.flow.expire(time.monotonic()):
-                    self._produce(producer, e)
+                    self._produce(producer, e, None, None)
                 producer.poll(0)
                 self._report_ready()
         finally:

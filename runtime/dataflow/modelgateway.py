@@ -22,6 +22,7 @@ from prometheus_client import Counter, Histogram, start_http_server
 from runtime import kafka
 from runtime.dataflow.batching import Batcher, merge, split
 from runtime.dataflow.control import SchedulerLink
+from runtime.dataflow.offsets import OffsetTracker, Token
 from runtime.dataflow.records import (
     decode,
     encode,
@@ -30,7 +31,9 @@ from runtime.dataflow.records import (
     next_batch,
     setup_service,
 )
-from runtime.kafka import H_ERROR, H_MODEL, H_PIPELINE, H_STEP, KafkaConfig
+from runtime.dataflow.subscription import Subscription
+from runtime.dataflow.validate import InvalidInput, check_request
+from runtime.kafka import H_DEADLINE, H_ERROR, H_MODEL, H_PIPELINE, H_STEP, KafkaConfig
 from runtime.specs.pipeline import Batch, PipelineSpec
 
 log = logging.getLogger("modelgateway")
@@ -38,24 +41,33 @@ MODEL_CALLS = Counter("seldon_modelgateway_calls_total", "model calls from pipel
                       ["model", "code"])
 MODEL_SECONDS = Histogram("seldon_modelgateway_call_seconds", "model call latency", ["model"],
                           buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30))
+MODEL_RETRIES = Counter("seldon_modelgateway_retries_total",
+                        "model calls retried after a transient failure", ["model", "code"])
 GROUP = "seldon-modelgateway"
+# Worth another try until the request's deadline: the model server is away or restarting
+# (502: no connection, 503: Envoy has no healthy upstream, 404: the model is being (re)loaded).
+TRANSIENT = frozenset({404, 429, 502, 503})
+MAX_IN_FLIGHT = 20_000  # records taken but not finished: stop fetching beyond this
 
 
 class ModelGateway:
     def __init__(self, cfg: KafkaConfig, envoy: str, timeout_s: float = 30,
-                 concurrency: int = 256, group: str = GROUP, envoy_ca: str | None = None):
+                 concurrency: int = 256, group: str = GROUP, envoy_ca: str | None = None,
+                 retry_s: float = 120):
         self.cfg, self.envoy = cfg, envoy.rstrip("/")
         # https Envoy: verify it with this CA file (else the system's trust store)
         self.ssl = ssl.create_default_context(cafile=envoy_ca) if envoy_ca else None
         self.timeout_s, self.group = timeout_s, group
+        self.retry_s = retry_s  # retry budget of a record that carries no deadline
         self.report = lambda name, version, ready, reason="": None
         self._lock = threading.Lock()
         self._pipelines: dict[str, tuple[int, set[str]]] = {}
         self._batching: dict[tuple[str, str], Batch] = {}  # (pipeline, step) -> batch spec
         self._batcher = Batcher(self._flush)
         self._dirty = threading.Event()
-        self._assigned: set[str] = set()
         self._unready: set[str] = set()
+        self.sub: Subscription | None = None
+        self.tracker: OffsetTracker | None = None
         self._sem = asyncio.Semaphore(concurrency)
 
     # -- control --------------------------------------------------------------------------
@@ -80,14 +92,10 @@ class ModelGateway:
     # -- consuming (its own thread) -------------------------------------------------------
     def _consume(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
         consumer = Consumer(self.cfg.consumer(self.group))
-        subscribed: list[str] = []
-
-        def on_assign(_c, parts):
-            self._assigned = {p.topic for p in parts}
-
-        def on_revoke(_c, _parts):
-            self._assigned = set()
-
+        self.tracker = OffsetTracker(consumer)
+        self.sub = Subscription(consumer, self.cfg.resolved_assignment(),
+                                on_revoked=self.tracker.forget)
+        log.info("partition assignment: %s", self.sub.mode)
         try:
             while not stop.is_set():
                 if self._dirty.is_set():
@@ -99,25 +107,20 @@ class ModelGateway:
                         if wanted:
                             kafka.ensure_topics(self.cfg, wanted + [
                                 self.cfg.model_outputs(m) for m in models] + [self.cfg.errors()])
+                        self.sub.set_topics(wanted)
                     except Exception as e:  # noqa: BLE001 - broker away: retry soon
-                        log.warning("creating topics failed (%s); retrying", e)
+                        log.warning("creating or reading topics failed (%s); retrying", e)
                         self._dirty.set()
                         stop.wait(1)
                         continue
-                    if wanted != subscribed:
-                        subscribed = wanted
-                        if wanted:
-                            consumer.subscribe(wanted, on_assign=on_assign, on_revoke=on_revoke)
-                        else:
-                            consumer.unsubscribe()
-                            self._assigned = set()
-                if not subscribed:
+                if not self.sub.wanted or self.tracker.in_flight() > MAX_IN_FLIGHT:
                     stop.wait(0.05)
                     continue
                 msgs = []
                 for m in next_batch(consumer, 0.05):
                     if not m.error():
-                        msgs.append(m)
+                        msgs.append((m, self.tracker.begin(m.topic(), m.partition(),
+                                                           m.offset())))
                     elif m.error().code() != KafkaError._PARTITION_EOF:
                         log.warning("consume: %s", m.error())
                 if msgs:
@@ -129,33 +132,65 @@ class ModelGateway:
     def _report_ready(self) -> None:
         with self._lock:
             done = [(n, self._pipelines[n][0]) for n in self._unready
-                    if self._topics_of(self._pipelines[n][1]) <= self._assigned]
+                    if self._topics_of(self._pipelines[n][1]) <= self.sub.assigned]
             self._unready -= {n for n, _ in done}
         for name, version in done:
             self.report(name, version, True, "")
 
     # -- calling models (event loop) ------------------------------------------------------
-    def _dispatch(self, msgs) -> None:
-        for m in msgs:
+    def _dispatch(self, msgs: list[tuple]) -> None:
+        for m, token in msgs:
             parsed = self.cfg.parse_topic(m.topic())
             if parsed is None:
+                self.tracker.release(token)
                 continue
             model, headers = parsed[1], headers_of(m)
             step = headers.get(H_STEP, model)
+            try:
+                check_request(decode(m.value()))
+            except InvalidInput as e:
+                self._error(token, key_of(m), list(headers.items()), step, model, 400,
+                            f"invalid request record: {e}")
+                self.tracker.release(token)
+                continue
             batch = self._batching.get((headers.get(H_PIPELINE, ""), step))
             if batch:
-                self._batcher.add((headers.get(H_PIPELINE, ""), step, model), m,
+                self._batcher.add((headers.get(H_PIPELINE, ""), step, model), (m, token),
                                   batch.size, batch.windowMs)
             else:
-                asyncio.ensure_future(self._infer(m, model, step, headers))
+                asyncio.ensure_future(self._infer(m, token, model, step, headers))
         self._batcher.end_of_fetch()
 
-    def _flush(self, group: tuple, msgs: list) -> None:
+    def _flush(self, group: tuple, items: list) -> None:
         _, step, model = group
-        if len(msgs) == 1:
-            asyncio.ensure_future(self._infer(msgs[0], model, step, headers_of(msgs[0])))
+        if len(items) == 1:
+            m, token = items[0]
+            asyncio.ensure_future(self._infer(m, token, model, step, headers_of(m)))
         else:
-            asyncio.ensure_future(self._infer_batch(msgs, model, step))
+            asyncio.ensure_future(self._infer_batch(items, model, step))
+
+    def _deadline(self, headers: dict) -> float:
+        """The monotonic time until which a failed call may be retried: the caller's deadline
+        when the record carries one, else retry_s from now."""
+        try:
+            left = float(headers[H_DEADLINE]) / 1000 - time.time()
+        except (KeyError, ValueError):
+            left = self.retry_s
+        return time.monotonic() + min(left, self.retry_s)
+
+    async def _call_retrying(self, model: str, key: str, value: bytes,
+                             deadline: float) -> tuple[int, bytes | str]:
+        """_call, again with backoff while it fails for a transient reason and the deadline
+        allows; the last answer otherwise."""
+        delay = 0.05
+        while True:
+            status, body = await self._call(model, key, value)
+            if (isinstance(body, bytes) or status not in TRANSIENT
+                    or time.monotonic() + delay >= deadline):
+                return status, body
+            MODEL_RETRIES.labels(model, str(status)).inc()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     async def _call(self, model: str, key: str, value: bytes) -> tuple[int, bytes | str]:
         """(HTTP status, body) of one model call, or (502|504, reason) if it failed."""
@@ -183,51 +218,66 @@ class ModelGateway:
             detail = doc.get("error") or doc.get("detail")
         return status, f"HTTP {status}: {detail}"
 
-    async def _infer(self, msg, model: str, step: str, headers: dict) -> None:
+    async def _infer(self, msg, token: Token, model: str, step: str, headers: dict) -> None:
         key, out_headers = key_of(msg), list(headers.items())
-        status, body = await self._call(model, key, msg.value())
-        if isinstance(body, bytes):
-            self.producer.produce(self.cfg.model_outputs(model), key=key, value=body,
-                                  headers=out_headers)
-        else:
-            self._error(key, out_headers, step, model, status, body)
+        try:
+            status, body = await self._call_retrying(model, key, msg.value(),
+                                                     self._deadline(headers))
+            if isinstance(body, bytes):
+                self.tracker.produce(self.producer, token, self.cfg.model_outputs(model),
+                                     key=key, value=body, headers=out_headers)
+            else:
+                self._error(token, key, out_headers, step, model, status, body)
+        except Exception as e:  # noqa: BLE001 - one record's bug must not stop the rest
+            log.exception("request %s to model %s", key, model)
+            self._error(token, key, out_headers, step, model, 500,
+                        f"the model gateway failed: {e!r}")
+        finally:
+            self.tracker.release(token)
         self.producer.poll(0)
 
-    async def _infer_batch(self, msgs: list, model: str, step: str) -> None:
-        """One call for all `msgs`: outputs split back per record; any failure to each."""
+    async def _infer_batch(self, items: list, model: str, step: str) -> None:
+        """One call for all records: outputs split back per record; any failure to each."""
+        msgs = [m for m, _ in items]
         docs = [decode(m.value()) for m in msgs]
         merged = merge(docs) if all(docs) else None
         if merged is None:  # not batchable together: one by one
-            for m in msgs:
-                asyncio.ensure_future(self._infer(m, model, step, headers_of(m)))
+            for m, token in items:
+                asyncio.ensure_future(self._infer(m, token, model, step, headers_of(m)))
             return
         request, sizes = merged
         keys = [key_of(m) for m in msgs]
-        status, body = await self._call(model, keys[0], encode({"id": keys[0], **request}))
-        parts = None
-        if isinstance(body, bytes):
-            doc = decode(body) or {}
-            parts = split(doc, sizes)
-            if parts is None:
-                status, body = 500, (f"the batched response of {len(msgs)} requests does "
-                                     "not split along the first dimension")
-        for i, m in enumerate(msgs):
-            out_headers = list(headers_of(m).items())
-            if parts is None:
-                self._error(keys[i], out_headers, step, model, status,
-                            f"{body} (batch of {len(msgs)})")
-            else:
-                value = encode({**doc, "id": keys[i], "outputs": parts[i]})
-                self.producer.produce(self.cfg.model_outputs(model), key=keys[i],
-                                      value=value, headers=out_headers)
+        deadline = min(self._deadline(headers_of(m)) for m in msgs)
+        try:
+            status, body = await self._call_retrying(
+                model, keys[0], encode({"id": keys[0], **request}), deadline)
+            parts = None
+            if isinstance(body, bytes):
+                doc = decode(body) or {}
+                parts = split(doc, sizes)
+                if parts is None:
+                    status, body = 502, (f"the batched response of {len(msgs)} requests "
+                                         "does not split along the first dimension")
+            for i, (m, token) in enumerate(items):
+                out_headers = list(headers_of(m).items())
+                if parts is None:
+                    self._error(token, keys[i], out_headers, step, model, status,
+                                f"{body} (batch of {len(msgs)})")
+                else:
+                    value = encode({**doc, "id": keys[i], "outputs": parts[i]})
+                    self.tracker.produce(self.producer, token, self.cfg.model_outputs(model),
+                                         key=keys[i], value=value, headers=out_headers)
+        finally:
+            for _, token in items:
+                self.tracker.release(token)
         self.producer.poll(0)
 
-    def _error(self, key, headers, step, model, status, reason) -> None:
+    def _error(self, token, key, headers, step, model, status, reason) -> None:
         pipeline = dict(headers).get(H_PIPELINE, "")
         msg = f"step {step} (model {model}): {reason}"
         log.info("pipeline %s request %s: %s", pipeline, key, msg)
-        self.producer.produce(
-            self.cfg.errors(), key=key,
+        self.tracker.produce(
+            self.producer, token, self.cfg.errors(), key=key,
             value=encode({"error": msg, "status": status, "step": step, "model": model,
                           "pipeline": pipeline}),
             headers=headers + [(H_ERROR, msg), (H_MODEL, model), ("status", str(status))])
@@ -258,6 +308,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--envoy-ca", default=os.environ.get("CORE2_ENVOY_TLS_CA") or None,
                    help="CA file to verify an https Envoy with (env CORE2_ENVOY_TLS_CA)")
     p.add_argument("--model-timeout", type=float, default=30, help="seconds per model call")
+    p.add_argument("--retry-seconds", type=float, default=120,
+                   help="how long a model call failing for a transient reason (no connection, "
+                        "503, 404 while the model loads) is retried, at most; a request "
+                        "through the pipeline gateway is retried until its own deadline")
     p.add_argument("--metrics-port", type=int, default=0)
     kafka.add_arguments(p)
     args = p.parse_args(argv)
@@ -265,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.metrics_port:
         start_http_server(args.metrics_port)
     gw = ModelGateway(kafka.from_args(args), args.envoy, args.model_timeout,
-                      envoy_ca=args.envoy_ca)
+                      envoy_ca=args.envoy_ca, retry_s=args.retry_seconds)
     link = SchedulerLink(args.scheduler, gw, "modelgateway")
     gw.report = link.report
     link.start()

@@ -16,6 +16,7 @@ import uuid
 import grpc
 from aiohttp import web
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from google.protobuf.message import DecodeError
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from runtime import kafka
@@ -28,7 +29,8 @@ from runtime.dataflow.records import (
     next_batch,
     setup_service,
 )
-from runtime.kafka import H_PIPELINE, H_VERSION, KafkaConfig
+from runtime.dataflow.validate import InvalidInput, check_request, parse_request
+from runtime.kafka import H_DEADLINE, H_PIPELINE, H_VERSION, KafkaConfig
 from runtime.oip import TensorError, request_to_json, response_from_json
 from runtime.pb import grpc_service_pb2 as oip
 from runtime.pb import grpc_service_pb2_grpc as oip_grpc
@@ -41,6 +43,9 @@ INFER_SECONDS = Histogram("seldon_pipeline_infer_seconds", "pipeline inference l
                           ["pipeline", "method_type"],
                           buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
 TIMEOUT_HEADER = "seldon-timeout-ms"
+MAX_TIMEOUT_MS = 86_400_000   # a day: beyond it a timeout header is a mistake
+MAX_REQUEST_ID = 256
+DEFAULT_MAX_REQUEST_BYTES = 16 * 2**20
 
 
 class InferError(Exception):
@@ -50,8 +55,10 @@ class InferError(Exception):
 
 
 class PipelineGateway:
-    def __init__(self, cfg: KafkaConfig, timeout_s: float = 30):
+    def __init__(self, cfg: KafkaConfig, timeout_s: float = 30,
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
         self.cfg, self.timeout_s = cfg, timeout_s
+        self.max_request_bytes = max_request_bytes
         self.report = lambda name, version, ready, reason="": None
         self.versions: dict[str, int] = {}
         self.ready: set[str] = set()
@@ -152,15 +159,19 @@ class PipelineGateway:
             raise InferError(404, f"pipeline {pipeline!r} not found")
         if pipeline not in self.ready:
             raise InferError(503, f"pipeline {pipeline!r} is not ready yet")
+        if len(request_id) > MAX_REQUEST_ID:
+            raise InferError(400, f"x-request-id: longer than {MAX_REQUEST_ID} characters")
         if request_id in self._waiters:
             raise InferError(409, f"request id {request_id!r} is already in flight")
         fut = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = (fut, pipeline)
         timeout = timeout_s or self.timeout_s
+        deadline_ms = str(int((time.time() + timeout) * 1000))
         try:
             self.producer.produce(self.cfg.pipeline_inputs(pipeline), key=request_id,
                                   value=encode({**doc, "id": request_id}),
-                                  headers=[(H_PIPELINE, pipeline), (H_VERSION, str(version))])
+                                  headers=[(H_PIPELINE, pipeline), (H_VERSION, str(version)),
+                                           (H_DEADLINE, deadline_ms)])
             self.producer.poll(0)
             try:
                 value = await asyncio.wait_for(fut, timeout)
@@ -185,21 +196,31 @@ class PipelineGateway:
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         start = time.perf_counter()
         try:
-            doc = decode(await request.read())
-            if doc is None or not isinstance(doc.get("inputs"), list):
-                raise InferError(400, "body: expected a JSON object with an 'inputs' list "
-                                 "(Open Inference Protocol InferenceRequest)")
+            doc = parse_request(await self._body(request))
             timeout = _timeout_of(request.headers.get(TIMEOUT_HEADER))
             value, version = await self.infer(pipeline, doc, rid, timeout)
+        except InvalidInput as e:
+            INFER_TOTAL.labels(pipeline, "rest", "400").inc()
+            return _json_error(400, str(e), rid)
         except InferError as e:
             INFER_TOTAL.labels(pipeline, "rest", str(e.status)).inc()
-            resp = _json_error(e.status, str(e))
-            resp.headers["x-request-id"] = rid
-            return resp
+            return _json_error(e.status, str(e), rid)
         INFER_TOTAL.labels(pipeline, "rest", "200").inc()
         INFER_SECONDS.labels(pipeline, "rest").observe(time.perf_counter() - start)
         return web.Response(body=value, content_type="application/json",
                             headers={"x-request-id": rid, "x-pipeline-version": str(version)})
+
+    async def _body(self, request: web.Request) -> bytes:
+        """The body, refused (413) beyond max_request_bytes: by its Content-Length before
+        reading any of it, else (chunked) as soon as the limit is passed."""
+        limit = self.max_request_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise InferError(413, f"body: {request.content_length} bytes is more than the "
+                             f"limit of {limit} bytes")
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise InferError(413, f"body: more than the limit of {limit} bytes") from None
 
     async def _rest_ready(self, request: web.Request) -> web.Response:
         name = request.match_info["pipeline"]
@@ -216,7 +237,8 @@ class PipelineGateway:
         return resp
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 2**20)
+        app = web.Application(client_max_size=self.max_request_bytes,
+                               middlewares=[_oip_errors])
         ok = web.json_response
         app.add_routes([
             web.post("/v2/pipelines/{pipeline}/infer", self._rest_infer),
@@ -237,8 +259,11 @@ class PipelineGateway:
         runner = web.AppRunner(self.app(), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, http_port).start()
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])  # a taken port fails
-        oip_grpc.add_GRPCInferenceServiceServicer_to_server(GrpcService(self), server)
+        server = grpc.aio.server(options=[
+            ("grpc.so_reuseport", 0),  # a taken port fails
+            ("grpc.max_receive_message_length", self.max_request_bytes),
+            ("grpc.max_send_message_length", 4 * self.max_request_bytes)])
+        server.add_generic_rpc_handlers((GrpcService(self).handler(),))
         server.add_insecure_port(f"{host}:{grpc_port}")
         await server.start()
         log.info("pipeline gateway on http %s:%d grpc %s:%d", host, http_port, host, grpc_port)
@@ -273,16 +298,39 @@ class GrpcService(oip_grpc.GRPCInferenceServiceServicer):
         return oip.ModelReadyResponse(ready=request.name.removesuffix(".pipeline")
                                       in self.gw.ready)
 
-    async def ModelInfer(self, request, context):
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The service's methods; ModelInfer takes the request's bytes, so a message that does
+        not decode is answered INVALID_ARGUMENT here (grpc's own decoding answers INTERNAL)."""
+        def method(fn, request_type, response_type):
+            return grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=request_type and request_type.FromString,
+                response_serializer=response_type.SerializeToString)
+        return grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
+            "ServerLive": method(self.ServerLive, oip.ServerLiveRequest,
+                                 oip.ServerLiveResponse),
+            "ServerReady": method(self.ServerReady, oip.ServerReadyRequest,
+                                  oip.ServerReadyResponse),
+            "ModelReady": method(self.ModelReady, oip.ModelReadyRequest,
+                                 oip.ModelReadyResponse),
+            "ModelInfer": method(self.ModelInfer, None, oip.ModelInferResponse),
+        })
+
+    async def ModelInfer(self, raw: bytes, context):
         meta = {k: v for k, v in context.invocation_metadata() or ()}
+        rid = str(meta.get("x-request-id") or uuid.uuid4().hex)
+        try:
+            request = oip.ModelInferRequest.FromString(raw)
+        except (DecodeError, RecursionError, ValueError) as e:
+            await context.send_initial_metadata((("x-request-id", rid),))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"ModelInferRequest: the message does not decode ({e})")
         pipeline = (_pipeline_header(meta) or request.model_name).removesuffix(".pipeline")
-        rid = meta.get("x-request-id") or uuid.uuid4().hex
         start = time.perf_counter()
         try:
-            doc = request_to_json(request)
+            doc = check_request(_request_json(request))
             value, version = await self.gw.infer(pipeline, doc, rid,
                                                  _timeout_of(meta.get(TIMEOUT_HEADER)))
-        except (InferError, TensorError) as e:
+        except (InferError, InvalidInput) as e:
             status = e.status if isinstance(e, InferError) else 400
             INFER_TOTAL.labels(pipeline, "grpc", str(status)).inc()
             code = _GRPC_CODES.get(status, grpc.StatusCode.INVALID_ARGUMENT if status < 500
@@ -293,7 +341,26 @@ class GrpcService(oip_grpc.GRPCInferenceServiceServicer):
                                              ("x-pipeline-version", str(version))))
         INFER_TOTAL.labels(pipeline, "grpc", "200").inc()
         INFER_SECONDS.labels(pipeline, "grpc").observe(time.perf_counter() - start)
-        return response_from_json(decode(value) or {}, raw=bool(request.raw_input_contents))
+        try:
+            return response_from_json(decode(value) or {}, raw=bool(request.raw_input_contents))
+        except (TensorError, ValueError, TypeError, OverflowError) as e:
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                f"pipeline {pipeline!r}: its outputs do not convert to gRPC: {e}")
+
+
+def _request_json(request: oip.ModelInferRequest) -> dict:
+    """The request as OIP JSON; conversion errors (raw contents that do not divide into the
+    datatype, unknown datatypes) become InvalidInput naming the tensor."""
+    raw = len(request.raw_input_contents)
+    if raw and raw != len(request.inputs):
+        raise InvalidInput(f"raw_input_contents: {raw} entries for {len(request.inputs)} "
+                           "inputs (one per input is required)")
+    try:
+        return request_to_json(request)
+    except TensorError as e:
+        raise InvalidInput(str(e)) from None
+    except (ValueError, TypeError, OverflowError) as e:
+        raise InvalidInput(f"inputs: raw contents do not match the tensors ({e})") from None
 
 
 def _pipeline_header(headers) -> str:
@@ -303,14 +370,41 @@ def _pipeline_header(headers) -> str:
 
 
 def _timeout_of(value: str | None) -> float | None:
+    """Seconds from the seldon-timeout-ms header (None: the gateway's default)."""
+    if value is None or value == "":
+        return None
     try:
-        return max(float(value) / 1000, 0.001) if value else None
+        ms = float(value)
     except ValueError:
-        raise InferError(400, f"header {TIMEOUT_HEADER}: {value!r} is not milliseconds") from None
+        ms = float("nan")
+    if not 0 < ms <= MAX_TIMEOUT_MS:  # also refuses nan and inf
+        raise InferError(400, f"header {TIMEOUT_HEADER}: {value[:64]!r} is not a number of "
+                         f"milliseconds between 1 and {MAX_TIMEOUT_MS}")
+    return ms / 1000
 
 
-def _json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _json_error(status: int, message: str, request_id: str | None = None) -> web.Response:
+    resp = web.json_response({"error": message}, status=status)
+    if request_id:
+        resp.headers["x-request-id"] = request_id
+    return resp
+
+
+@web.middleware
+async def _oip_errors(request: web.Request, handler):
+    """aiohttp's own refusals (unknown path, wrong method, oversized body) in the OIP error
+    format instead of plain text."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return _json_error(e.status, e.reason or e.text or f"HTTP {e.status}")
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception as e:  # noqa: BLE001 - a bug: still an OIP body, and logged
+        log.exception("%s %s", request.method, request.path)
+        return _json_error(500, f"pipeline gateway: internal error ({type(e).__name__})")
 
 
 async def _async(value):
@@ -324,10 +418,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--http-port", type=int, default=9010)
     p.add_argument("--grpc-port", type=int, default=9011)
     p.add_argument("--timeout", type=float, default=30, help="seconds a call waits for its answer")
+    p.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+                   help="largest request body (REST) or message (gRPC) accepted; larger ones "
+                        "get 413 / RESOURCE_EXHAUSTED (default 16 MiB)")
     kafka.add_arguments(p)
     args = p.parse_args(argv)
     stop = setup_service("pipelinegateway")
-    gw = PipelineGateway(kafka.from_args(args), args.timeout)
+    gw = PipelineGateway(kafka.from_args(args), args.timeout, args.max_request_bytes)
     link = SchedulerLink(args.scheduler, gw, "gateway")
     gw.report = link.report
     link.start()

@@ -23,9 +23,11 @@ def encode(doc: dict) -> bytes:
 
 
 def decode(value: bytes | None) -> dict | None:
+    """The JSON object in `value`, or None (not JSON, not an object, or nested so deeply
+    that the parser gives up: RecursionError, which must not escape as a 500)."""
     try:
         doc = json.loads(value or b"")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None
 

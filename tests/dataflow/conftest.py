@@ -42,21 +42,36 @@ def running_broker(logs):
 broker = pytest.fixture(scope="session", name="broker")(running_broker)
 
 
+def start_mlserver(logs: Path, repo: Path, name: str = "mlserver") -> tuple[Service, str]:
+    """MLServer serving the sample models from `repo` under their own names, ready; returns
+    the service (restartable on the same ports) and its base URL."""
+    for model in SAMPLE_MODELS:
+        if not (repo / model).exists():
+            shutil.copytree(ROOT / "samples/models" / model, repo / model)
+    http, grpc_port, metrics = free_port(), free_port(), free_port()
+    svc = Service(name, [str(ROOT / ".venv/bin/mlserver"), "start", str(repo)], logs,
+                  env={"MLSERVER_HTTP_PORT": str(http), "MLSERVER_GRPC_PORT": str(grpc_port),
+                       "MLSERVER_METRICS_PORT": str(metrics), "MLSERVER_PARALLEL_WORKERS": "0"})
+    url = f"http://127.0.0.1:{http}"
+    try:
+        start_and_wait_mlserver(svc, url)
+    except BaseException:
+        svc.stop()
+        raise
+    return svc, url
+
+
+def start_and_wait_mlserver(svc: Service, url: str, timeout: float = 90) -> None:
+    svc.start()
+    wait_until(lambda: all(http_ok(f"{url}/v2/models/{m}/ready") for m in SAMPLE_MODELS),
+               timeout, "MLServer sample models ready", proc=svc, interval=0.3)
+
+
 @pytest.fixture(scope="session")
 def mlserver(logs, tmp_path_factory):
     """MLServer serving the sample models under their own names; returns its base URL."""
-    repo = tmp_path_factory.mktemp("models")
-    for name in SAMPLE_MODELS:
-        shutil.copytree(ROOT / "samples/models" / name, repo / name)
-    http, grpc_port, metrics = free_port(), free_port(), free_port()
-    svc = Service("mlserver", [str(ROOT / ".venv/bin/mlserver"), "start", str(repo)], logs,
-                  env={"MLSERVER_HTTP_PORT": str(http), "MLSERVER_GRPC_PORT": str(grpc_port),
-                       "MLSERVER_METRICS_PORT": str(metrics), "MLSERVER_PARALLEL_WORKERS": "0"})
-    svc.start()
-    url = f"http://127.0.0.1:{http}"
+    svc, url = start_mlserver(logs, tmp_path_factory.mktemp("models"))
     try:
-        wait_until(lambda: all(http_ok(f"{url}/v2/models/{m}/ready") for m in SAMPLE_MODELS),
-                   90, "MLServer sample models ready", proc=svc, interval=0.3)
         yield url
     finally:
         svc.stop()
@@ -99,7 +114,7 @@ class Dataflow:
             return
         svc = self.services[name].start()
         if name == "gateway":
-            wait_until(lambda: http_ok(f"{self.url}/v2/health/ready"), 30,
+            wait_until(lambda: http_ok(f"{self.url}/v2/health/ready"), 60,
                        "pipeline gateway HTTP", proc=svc)
 
     def stop(self, name: str) -> None:

@@ -50,8 +50,8 @@ def test_requests_made_while_the_engine_is_down_are_answered_when_it_returns(dat
     try:
         before = input_offset(dataflow, "chain")
         with ThreadPoolExecutor(5) as pool:
-            pending = [pool.submit(dataflow.infer, "chain", [tensor("x", [float(i)])], 90,
-                                   **{"seldon-timeout-ms": "60000"}) for i in range(5)]
+            pending = [pool.submit(dataflow.infer, "chain", [tensor("x", [float(i)])], 30,
+                                   **{"seldon-timeout-ms": "20000"}) for i in range(5)]
             wait_until(lambda: input_offset(dataflow, "chain") >= before + 5, 30,
                        "the five requests on the pipeline's input topic")
             assert not any(f.done() for f in pending)  # nobody moved them: the engine is down
@@ -85,16 +85,21 @@ def test_pipeline_loaded_and_unloaded_at_runtime(dataflow, scheduler):
     assert dataflow.infer("late-chain", [tensor("x", [5.0])]).status_code == 404
 
 
-def test_engine_crash_loses_no_request(dataflow):
-    """SIGKILL (no clean group leave): requests made meanwhile are answered once it is back."""
+@pytest.mark.parametrize("crash", [1, 2])
+def test_engine_crash_loses_no_request(dataflow, crash):
+    """SIGKILL (no clean group leave), twice in a row: requests made meanwhile are answered
+    once it is back, within a deadline far below the old wait. (With consumer-group
+    membership on the embedded broker a restarted engine waited for the dead member's session
+    and a join phase: 11 s on a quiet machine, 200 s measured on a loaded one, so requests
+    timed out; the engine now takes its partitions itself on a loopback broker.)"""
     assert outputs_of(dataflow.infer("chain", [tensor("x", [1.0])])) == {"OUTPUT": [110.0]}
     dataflow.services["engine"].kill()
     try:
         with ThreadPoolExecutor(3) as pool:
-            pending = [pool.submit(dataflow.infer, "chain", [tensor("x", [float(i)])], 90,
-                                   **{"seldon-timeout-ms": "60000"}) for i in range(3)]
+            pending = [pool.submit(dataflow.infer, "chain", [tensor("x", [float(i)])], 30,
+                                   **{"seldon-timeout-ms": "20000"}) for i in range(3)]
             dataflow.start("engine")
-            answers = [outputs_of(f.result()) for f in pending]
+            answers = [f.result() for f in pending]
     finally:
         dataflow.start("engine")
-    assert answers == [{"OUTPUT": [(i + 10.0) * 10]} for i in range(3)]
+    assert [outputs_of(a) for a in answers] == [{"OUTPUT": [(i + 10.0) * 10]} for i in range(3)]

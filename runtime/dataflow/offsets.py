@@ -1,0 +1,117 @@
+"""At-least-once bookkeeping for a consumer whose records produce other records: a record's
+offset may be committed only once everything it produced (outputs or an error record) has
+been acknowledged by the broker. Records finish out of order (model calls run concurrently),
+so per partition only the longest prefix of finished records is stored; librdkafka's
+auto-commit then commits what was stored (`enable.auto.offset.store` is off).
+
+A crash therefore replays every record whose results were not yet acknowledged: duplicates are
+possible, losses are not. Duplicates are harmless downstream: records are keyed by request id
+and the pipeline gateway answers a request once."""
+
+import logging
+import threading
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+log = logging.getLogger(__name__)
+
+Part = tuple[str, int]
+
+
+class Token:
+    """One consumed record: finished when it was released and all its produces are acked."""
+
+    __slots__ = ("part", "offset", "pending", "released")
+
+    def __init__(self, part: Part, offset: int):
+        self.part, self.offset = part, offset
+        self.pending = 0
+        self.released = False
+
+
+class OffsetTracker:
+    def __init__(self, consumer: Consumer):
+        self._consumer = consumer
+        self._lock = threading.Lock()
+        self._open: dict[Part, dict[int, Token]] = {}   # offset -> token, in consume order
+
+    def begin(self, topic: str, partition: int, offset: int) -> Token:
+        token = Token((topic, partition), offset)
+        with self._lock:
+            self._open.setdefault(token.part, {})[offset] = token
+        return token
+
+    def produced(self, token: Token) -> None:
+        """A produce was started on behalf of the record (call before produce())."""
+        with self._lock:
+            token.pending += 1
+
+    def acked(self, token: Token) -> None:
+        with self._lock:
+            token.pending -= 1
+            done = token.released and token.pending == 0
+        if done:
+            self._advance(token.part)
+
+    def release(self, token: Token) -> None:
+        """The service is done with the record (its produces, if any, were started)."""
+        with self._lock:
+            token.released = True
+            done = token.pending == 0
+        if done:
+            self._advance(token.part)
+
+    def forget(self, parts: list[Part]) -> None:
+        """Partitions revoked: what was in flight for them will be consumed again by whoever
+        gets them, so nothing more is stored for them here."""
+        with self._lock:
+            for part in parts:
+                self._open.pop(part, None)
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._open.values())
+
+    def _advance(self, part: Part) -> None:
+        with self._lock:
+            tokens = self._open.get(part)
+            if not tokens:
+                return
+            last = None
+            for offset, token in list(tokens.items()):  # insertion order = consume order
+                if not token.released or token.pending:
+                    break
+                last = offset
+                del tokens[offset]
+            if last is None:
+                return
+            try:  # under the lock: two threads must not store a partition out of order
+                self._consumer.store_offsets(
+                    offsets=[TopicPartition(part[0], part[1], last + 1)])
+            except KafkaException as e:  # revoked meanwhile: the new owner replays it
+                log.debug("store offset %s[%d]@%d: %s", part[0], part[1], last + 1, e)
+
+    def produce(self, producer, token: Token | None, topic: str, **kwargs) -> None:
+        """producer.produce on behalf of `token`'s record (None: no record waits on it). A
+        produce the broker refused is produced again: the record's offset stays uncommitted
+        until it is acknowledged, which is the point."""
+        if token is not None:
+            self.produced(token)
+
+        def delivered(err, _msg) -> None:
+            if err is not None:
+                log.warning("produce to %s failed (%s); producing it again", topic, err)
+                _produce(producer, topic, delivered, kwargs)
+            elif token is not None:
+                self.acked(token)
+
+        _produce(producer, topic, delivered, kwargs)
+
+
+def _produce(producer, topic: str, delivered, kwargs: dict) -> None:
+    while True:
+        try:
+            producer.produce(topic, on_delivery=delivered, **kwargs)
+            return
+        except BufferError:  # local queue full: let deliveries drain it
+            producer.poll(0.05)

@@ -1,0 +1,91 @@
+"""How a dataflow consumer gets its partitions, and what `assigned` means for readiness.
+
+Two modes (KafkaConfig.assignment):
+- "group": subscribe as a member of the consumer group; replicas share the partitions. For a
+  real Kafka cluster with several replicas of a service.
+- "static": one process takes every partition of its topics itself (assign) and resumes from
+  the group's committed offsets. No group membership, so a restart reads again at once.
+  Needed with the embedded Tansu broker: rejoining a group after a crash waits for the dead
+  member's session to end and then for a join phase, and on a busy machine that wait was
+  seen to last minutes (200 s measured; pipelines time out meanwhile: the CI failure of
+  tests/dataflow/test_restarts.py).
+"""
+
+import logging
+from collections.abc import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+class Subscription:
+    def __init__(self, consumer: Consumer, mode: str, offset_reset: str = "earliest",
+                 on_revoked: Callable[[list[tuple[str, int]]], None] | None = None):
+        self.consumer, self.mode = consumer, mode
+        self._reset = OFFSET_BEGINNING if offset_reset == "earliest" else OFFSET_END
+        self._on_revoked = on_revoked or (lambda parts: None)
+        self.wanted: list[str] = []
+        self.assigned: set[str] = set()
+        self._parts: dict[str, list[TopicPartition]] = {}
+
+    def set_topics(self, topics: list[str]) -> None:
+        """Consume exactly `topics` (sorted list); raises KafkaException if the broker is away
+        (static mode reads metadata and committed offsets), so the caller retries."""
+        topics = sorted(topics)
+        if topics == self.wanted:
+            return
+        if self.mode == "group":
+            self.wanted = topics
+            if topics:
+                self.consumer.subscribe(topics, on_assign=self._assign_cb,
+                                        on_revoke=self._revoke_cb, on_lost=self._revoke_cb)
+            else:
+                self.consumer.unsubscribe()
+                self._revoked(list(self._parts.values()))
+                self._parts, self.assigned = {}, set()
+            return
+        gone = [t for t in self._parts if t not in topics]
+        if gone:
+            parts = [p for t in gone for p in self._parts[t]]
+            self.consumer.incremental_unassign(parts)
+            self._revoked([parts])
+            for t in gone:
+                del self._parts[t]
+        new = [t for t in topics if t not in self._parts]
+        if new:
+            parts = []
+            for t in new:
+                meta = self.consumer.list_topics(t, timeout=10).topics[t]
+                if meta.error is not None or not meta.partitions:
+                    raise RuntimeError(f"topic {t}: {meta.error or 'no partitions'}")
+                parts += [TopicPartition(t, p) for p in sorted(meta.partitions)]
+            committed = self.consumer.committed(parts, timeout=10)
+            for p in committed:
+                if p.offset < 0:  # nothing committed yet for the group
+                    p.offset = self._reset
+            self.consumer.incremental_assign(committed)
+            for p in committed:
+                self._parts.setdefault(p.topic, []).append(p)
+        self.wanted = topics
+        self.assigned = set(self._parts)
+
+    # -- group mode callbacks -------------------------------------------------------------
+    def _assign_cb(self, _consumer, partitions) -> None:
+        for p in partitions:
+            self._parts.setdefault(p.topic, []).append(p)
+        self.assigned = set(self._parts)
+        log.info("assigned %d partitions", len(partitions))
+
+    def _revoke_cb(self, _consumer, partitions) -> None:
+        self._revoked([partitions])
+        for p in partitions:
+            kept = [q for q in self._parts.get(p.topic, []) if q.partition != p.partition]
+            if kept:
+                self._parts[p.topic] = kept
+            else:
+                self._parts.pop(p.topic, None)
+        self.assigned = set(self._parts)
+
+    def _revoked(self, groups: list[list[TopicPartition]]) -> None:
+        self._on_revoked([(p.topic, p.partition) for parts in groups for p in parts])

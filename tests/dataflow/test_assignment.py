@@ -1,0 +1,52 @@
+"""Which partition assignment a dataflow service uses, and the at-least-once bookkeeping."""
+
+import pytest
+
+from runtime.dataflow.offsets import OffsetTracker
+from runtime.kafka import KafkaConfig
+
+
+@pytest.mark.parametrize("bootstrap, mode", [
+    ("127.0.0.1:9092", "static"),
+    ("localhost:9092,127.0.0.2:9093", "static"),
+    ("[::1]:9092", "static"),
+    ("kafka.core2.svc:9092", "group"),
+    ("127.0.0.1:9092,kafka:9092", "group"),
+])
+def test_auto_assignment_is_static_only_on_loopback(bootstrap, mode):
+    assert KafkaConfig(bootstrap=bootstrap).resolved_assignment() == mode
+    assert KafkaConfig(bootstrap=bootstrap, assignment="group").resolved_assignment() == "group"
+
+
+class FakeConsumer:
+    def __init__(self):
+        self.stored: list[tuple[str, int, int]] = []
+
+    def store_offsets(self, offsets):
+        self.stored += [(p.topic, p.partition, p.offset) for p in offsets]
+
+
+def test_offsets_are_stored_only_for_the_finished_prefix():
+    consumer = FakeConsumer()
+    t = OffsetTracker(consumer)
+    a, b, c = (t.begin("in", 0, n) for n in (10, 11, 12))
+    t.produced(a)
+    t.produced(b)
+    t.release(b)
+    t.acked(b)                     # 11 finished, but 10 is still producing: nothing stored
+    t.release(c)
+    assert consumer.stored == []
+    t.release(a)
+    assert consumer.stored == []   # released, its output not acknowledged yet
+    t.acked(a)
+    assert consumer.stored == [("in", 0, 13)]  # 10, 11, 12 all done: next to read is 13
+    assert t.in_flight() == 0
+
+
+def test_revoked_partitions_store_nothing_more():
+    consumer = FakeConsumer()
+    t = OffsetTracker(consumer)
+    a = t.begin("in", 1, 5)
+    t.forget([("in", 1)])
+    t.release(a)
+    assert consumer.stored == []
