@@ -4,10 +4,12 @@ from components.k8s import (
     RESTRICTED_CONTAINER,
     RESTRICTED_POD,
     Resources,
+    disruption_budget,
     http_probe,
     metadata,
     scrape_annotations,
     selector,
+    spread,
     tmp_volume,
 )
 from components.scheduler import API_PORT
@@ -76,19 +78,32 @@ def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int
                                                      period=5)
             container["livenessProbe"] = http_probe(GATEWAY_HTTP, "/v2/health/live",
                                                     initial=15, failures=6)
+        else:
+            # the engine and model gateway serve nothing but /metrics (prometheus_client's
+            # server, started first): its answer is the sign of a live process
+            container["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT}]
+            container["readinessProbe"] = http_probe(METRICS_PORT, "/metrics", period=10)
+            container["livenessProbe"] = http_probe(METRICS_PORT, "/metrics", initial=15,
+                                                    failures=6)
+        count = replicas.get(name, 1)
+        pod_spec = {"serviceAccountName": service_account,
+                    "automountServiceAccountToken": False,
+                    "securityContext": RESTRICTED_POD,
+                    "containers": [container], "volumes": volumes}
+        if count > 1:
+            pod_spec["topologySpreadConstraints"] = spread(selector(name))
+            # consumers rebalance when one goes; one at a time keeps the group consuming
+            out.append(disruption_budget(name, namespace, name, selector(name)))
         out.append({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": metadata(name, namespace, name),
             "spec": {
-                "replicas": replicas.get(name, 1),
+                "replicas": count,
                 "selector": {"matchLabels": selector(name)},
                 "template": {
                     "metadata": {"labels": selector(name),
                                  "annotations": scrape_annotations(METRICS_PORTS[name])},
-                    "spec": {"serviceAccountName": service_account,
-                             "automountServiceAccountToken": False,
-                             "securityContext": RESTRICTED_POD,
-                             "containers": [container], "volumes": volumes},
+                    "spec": pod_spec,
                 },
             },
         })

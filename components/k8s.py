@@ -115,3 +115,20 @@ def with_pull_secrets(manifests: list[dict], secrets: list[str]) -> list[dict]:
         if pod is not None and secrets:
             pod["imagePullSecrets"] = [{"name": s} for s in secrets]
     return manifests
+
+
+def spread(pod_selector: dict) -> list[dict]:
+    """Spread a replicated workload's pods over zones and nodes. ScheduleAnyway: a cluster with
+    one zone (or fewer nodes than replicas) still schedules every pod, only less evenly."""
+    return [{"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": dict(pod_selector)}}
+            for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")]
+
+
+def disruption_budget(name: str, namespace: str, component: str, pod_selector: dict,
+                      instance: str | None = None) -> dict:
+    """At most one pod of the workload evicted at a time (node drains, cluster upgrades).
+    maxUnavailable, not minAvailable: it stays right when an HPA changes the replica count."""
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": metadata(name, namespace, component, instance),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(pod_selector)}}}

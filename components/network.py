@@ -7,7 +7,7 @@ Prometheus (in the configured monitoring namespace) may scrape metrics ports.
 
 from components.dataflow import GATEWAY, GATEWAY_GRPC, GATEWAY_HTTP, SERVICES
 from components.dataflow import METRICS_PORT as DATAFLOW_METRICS
-from components.envoy import ADMIN_PORT, LISTEN_PORT
+from components.envoy import HEALTH_PORT, LISTEN_PORT
 from components.envoy import NAME as ENVOY
 from components.k8s import PART_OF, metadata, selector
 from components.scheduler import AGENT_PORT, API_PORT, METRICS_PORT, XDS_PORT
@@ -60,7 +60,7 @@ def render(namespace: str, monitoring_namespace: str | None) -> list[dict]:
         # the ingress itself: open to every source the Service lets in
         _policy("core2-envoy", namespace, selector(ENVOY), [
             {"ports": _ports(LISTEN_PORT)},
-            *scrape(ADMIN_PORT),
+            *scrape(HEALTH_PORT),  # /stats/prometheus; the admin port is loopback-only
         ]),
         _policy("core2-pipelinegateway", namespace, selector(GATEWAY), [
             {"from": [envoy], "ports": _ports(GATEWAY_HTTP, GATEWAY_GRPC)},

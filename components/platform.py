@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import dashboard, dataflow, envoy, network, rbac, scheduler, secrets
+from components import claims, dashboard, dataflow, envoy, network, rbac, scheduler, secrets
 from components.k8s import ENVIRONMENT_LABEL, Resources, labels, with_pull_secrets
 from components.kafka import Kafka, KafkaArgs
 from components.objects import register
@@ -85,11 +85,14 @@ class Platform(pulumi.ComponentResource):
         # the scheduler hands the gateway to Envoy as an endpoint: it needs the Service's IP
         gateway_ip = self.objects[f"Service/{dataflow.GATEWAY}"].spec.apply(
             lambda spec: spec.cluster_ip)
-        self._add(name, scheduler.render(
+        scheduler_objects = scheduler.render(
             ns, args.image, args.image_pull_policy,
             Resources.from_config(res.get("scheduler"), scheduler.DEFAULT_RESOURCES),
             args.scheduler_storage, args.storage_class, rbac.ACCOUNTS["scheduler"],
-            gateway_ip, args.replica_lost_after_seconds, token_env), child)
+            gateway_ip, args.replica_lost_after_seconds, token_env)
+        # a new schedulerStorage/storageClass must not replace the StatefulSet (components.claims)
+        self._add(name, scheduler_objects, pulumi.ResourceOptions.merge(
+            child, pulumi.ResourceOptions(ignore_changes=[claims.IGNORED])))
         self._add(name, envoy.render(
             ns, args.envoy_image, args.envoy_replicas,
             Resources.from_config(res.get("envoy"), envoy.DEFAULT_RESOURCES),
@@ -102,6 +105,11 @@ class Platform(pulumi.ComponentResource):
 
         self.scheduler_address = f"{scheduler.NAME}.{ns}.svc:{scheduler.API_PORT}"
         self.scheduler = self.objects[f"StatefulSet/{scheduler.NAME}"]
+        self.scheduler_claims = claims.ClaimGuard(
+            f"{name}-scheduler-claims",
+            next(m for m in scheduler_objects if m["kind"] == "StatefulSet"),
+            "schedulerStorage", pulumi.ResourceOptions(parent=self, depends_on=[self.scheduler]),
+            owner="scheduler")
         self.envoy_service = self.objects[f"Service/{envoy.NAME}"]
         self.register_outputs({
             "namespace": ns,

@@ -10,21 +10,23 @@ from typing import Literal
 
 import pulumi
 
+from components import claims
 from components.k8s import (
     RESTRICTED_CONTAINER,
     RESTRICTED_POD,
     Resources,
+    disruption_budget,
     env_from_field,
     http_probe,
     metadata,
     scrape_annotations,
     selector,
+    spread,
     tmp_volume,
     with_pull_secrets,
 )
 from components.network import SERVER_PORTS, SERVER_ROLE
 from components.objects import register
-from components.rbac import ACCOUNTS
 from components.scheduler import AGENT_PORT
 from components.scheduler import NAME as SCHEDULER
 from components.secrets import scheduler_token_env
@@ -34,6 +36,11 @@ REPOSITORY, CACHE = "/mnt/models", "/mnt/cache"
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"
 SERVER_RESOURCES = Resources("500m", "1Gi", "2", "4Gi")
 AGENT_RESOURCES = Resources("100m", "128Mi", "500m", "512Mi")
+# storageSecret protocols -> the fsspec protocol whose options the Secret's keys become
+STORAGE_PROTOCOLS = {"s3": "S3", "gs": "GS", "az": "AZ"}
+RESERVED_VOLUMES = {"models", "cache", "tmp"}
+RESERVED_MOUNTS = {REPOSITORY, CACHE, "/tmp"}
+GRACE_SECONDS = 60
 
 
 @dataclass
@@ -60,6 +67,25 @@ class ServerArgs:
     image_pull_secrets: list[str] = field(default_factory=list)
     # Secret (key `token`) with the scheduler's bearer token, when the Platform requires one
     scheduler_token_secret: str | None = None
+    # Artifact-store credentials, for the agent (which fetches storageUris):
+    env: list[dict] = field(default_factory=list)  # extra EnvVars
+    env_from: list[dict] = field(default_factory=list)  # extra EnvFromSources
+    volumes: list[dict] = field(default_factory=list)  # extra pod volumes
+    volume_mounts: list[dict] = field(default_factory=list)  # mounted into the agent
+    # on the server's own ServiceAccount: IRSA (eks.amazonaws.com/role-arn), GKE Workload
+    # Identity (iam.gke.io/gcp-service-account)
+    service_account_annotations: dict[str, str] = field(default_factory=dict)
+    # {name, protocol: s3|gs|az}: a Secret whose keys are fsspec storage options
+    # (endpoint_url, key, secret, ...) for that protocol
+    storage_secret: dict | None = None
+
+    @property
+    def service_account(self) -> str:
+        return f"core2-server-{self.name}"
+
+    @property
+    def replicated(self) -> bool:
+        return self.replicas > 1 or bool(self.hpa)
 
     def all_capabilities(self) -> list[str]:
         base = self.capabilities if self.capabilities is not None else DEFAULT_CAPABILITIES[
@@ -74,22 +100,25 @@ def _server_container(a: ServerArgs) -> dict:
     ports = [{"name": "http", "containerPort": SERVER_PORTS["http"]},
              {"name": "grpc", "containerPort": SERVER_PORTS["grpc"]},
              {"name": "server-metrics", "containerPort": SERVER_PORTS["server-metrics"]}]
+    _, tmp_mount = tmp_volume()
     common = {"ports": ports, "resources": res.render(),
+              # a slow start (Triton on a GPU node, a large image) gets up to 10 minutes
+              # before liveness applies; then a hung server is restarted within a minute
+              "startupProbe": http_probe(SERVER_PORTS["http"], "/v2/health/live", period=5,
+                                         initial=5, failures=120),
               "readinessProbe": http_probe(SERVER_PORTS["http"], "/v2/health/ready", period=5),
-              "livenessProbe": http_probe(SERVER_PORTS["http"], "/v2/health/live", initial=30,
+              "livenessProbe": http_probe(SERVER_PORTS["http"], "/v2/health/live", initial=0,
                                           failures=6),
-              "volumeMounts": [{"name": "models", "mountPath": REPOSITORY}]}
+              # the same restricted context as every core2 container (Triton included)
+              "securityContext": RESTRICTED_CONTAINER,
+              "volumeMounts": [{"name": "models", "mountPath": REPOSITORY}, tmp_mount]}
     if a.type == "triton":
         return {"name": "triton", "image": a.triton_image, "command": ["tritonserver"],
                 "args": [f"--model-repository={REPOSITORY}", "--model-control-mode=explicit",
                          f"--http-port={SERVER_PORTS['http']}",
                          f"--grpc-port={SERVER_PORTS['grpc']}",
                          f"--metrics-port={SERVER_PORTS['server-metrics']}"],
-                "securityContext": {"allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]}},
                 **common}
-    _, tmp_mount = tmp_volume()
-    common["volumeMounts"].append(tmp_mount)
     return {"name": "mlserver", "image": a.image, "imagePullPolicy": a.image_pull_policy,
             "command": ["python", "-m", "runtime.agent.modelserver"],
             # all interfaces: Envoy and the kubelet's probes reach it on the pod IP
@@ -97,7 +126,7 @@ def _server_container(a: ServerArgs) -> dict:
                      "--http-port", str(SERVER_PORTS["http"]),
                      "--grpc-port", str(SERVER_PORTS["grpc"]),
                      "--metrics-port", str(SERVER_PORTS["server-metrics"])],
-            "securityContext": RESTRICTED_CONTAINER, **common}
+            **common}
 
 
 def _agent_container(a: ServerArgs) -> dict:
@@ -123,25 +152,64 @@ def _agent_container(a: ServerArgs) -> dict:
             # the StatefulSet ordinal, from the pod-index label Kubernetes sets (1.28+)
             env_from_field("REPLICA_IDX", "metadata.labels['apps.kubernetes.io/pod-index']"),
             *scheduler_token_env(a.scheduler_token_secret),
+            *a.env,
         ],
+        "envFrom": [*storage_env_from(a.storage_secret), *a.env_from],
         "ports": [{"name": "agent-http", "containerPort": SERVER_PORTS["agent-http"]},
                   {"name": "agent-grpc", "containerPort": SERVER_PORTS["agent-grpc"]},
                   {"name": "agent-metrics", "containerPort": SERVER_PORTS["agent-metrics"]}],
         # the agent answers /ready on its metrics port once registered with the scheduler
         "readinessProbe": http_probe(SERVER_PORTS["agent-metrics"], "/ready", period=5),
+        "livenessProbe": http_probe(SERVER_PORTS["agent-metrics"], "/live", initial=10,
+                                    failures=6),
         "resources": Resources.from_config(a.agent_resources, AGENT_RESOURCES).render(),
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [{"name": "models", "mountPath": REPOSITORY},
-                         {"name": "cache", "mountPath": CACHE}, tmp_mount],
+                         {"name": "cache", "mountPath": CACHE}, tmp_mount,
+                         *a.volume_mounts],
     }
 
 
-def render(a: ServerArgs) -> list[dict]:
+def storage_env_from(secret: dict | None) -> list[dict]:
+    """The Secret's keys as FSSPEC_<PROTOCOL>_<key> variables: fsspec applies them as default
+    options of every filesystem of that protocol the agent opens (fsspec.config), so e.g.
+    endpoint_url/key/secret point s3:// at MinIO without any code knowing about it."""
+    if not secret:
+        return []
+    return [{"prefix": f"FSSPEC_{STORAGE_PROTOCOLS[secret['protocol']]}_",
+             "secretRef": {"name": secret["name"]}}]
+
+
+def validate(a: ServerArgs) -> None:
+    """Refuse what would render a broken pod, naming the stack field."""
+    where = f"servers[{a.name}]"
     if a.type not in DEFAULT_CAPABILITIES:
-        raise ValueError(f"servers[{a.name}].type: {a.type!r} is not one of "
+        raise ValueError(f"{where}.type: {a.type!r} is not one of "
                          f"{', '.join(DEFAULT_CAPABILITIES)}")
+    if a.storage_secret is not None:
+        if not a.storage_secret.get("name"):
+            raise ValueError(f"{where}.storageSecret.name: required")
+        if a.storage_secret.get("protocol") not in STORAGE_PROTOCOLS:
+            raise ValueError(f"{where}.storageSecret.protocol: "
+                             f"{a.storage_secret.get('protocol')!r} is not one of "
+                             f"{', '.join(STORAGE_PROTOCOLS)}")
+    names = [v.get("name") for v in a.volumes]
+    for name in names:
+        if name in RESERVED_VOLUMES or names.count(name) > 1 or not name:
+            raise ValueError(f"{where}.volumes: name {name!r} is missing, repeated or "
+                             f"reserved ({', '.join(sorted(RESERVED_VOLUMES))})")
+    for m in a.volume_mounts:
+        if m.get("name") not in names:
+            raise ValueError(f"{where}.volumeMounts: {m.get('name')!r} is not one of the "
+                             "server's volumes")
+        if m.get("mountPath") in RESERVED_MOUNTS:
+            raise ValueError(f"{where}.volumeMounts: {m.get('mountPath')} is used by core2")
+
+
+def render(a: ServerArgs) -> list[dict]:
+    validate(a)
     tmp, _ = tmp_volume()
-    volumes = [{"name": "models", "emptyDir": {}}, tmp]
+    volumes = [{"name": "models", "emptyDir": {}}, tmp, *a.volumes]
     claims = []
     if a.cache_size:
         claim = {"metadata": {"name": "cache"},
@@ -154,13 +222,16 @@ def render(a: ServerArgs) -> list[dict]:
         volumes.append({"name": "cache", "emptyDir": {}})
     pod_labels = {**selector("server", a.name), **SERVER_ROLE}
     pod_spec = {
-        "serviceAccountName": ACCOUNTS["server"],
+        # its own account, so cloud identities (IRSA, Workload Identity) are per server
+        "serviceAccountName": a.service_account,
         "automountServiceAccountToken": False,
         "securityContext": RESTRICTED_POD,
-        "terminationGracePeriodSeconds": 60,  # let the agent drain its models
+        "terminationGracePeriodSeconds": GRACE_SECONDS,
         "containers": [_server_container(a), _agent_container(a)],
         "volumes": volumes,
     }
+    if a.replicated:
+        pod_spec["topologySpreadConstraints"] = spread(selector("server", a.name))
     if a.node_selector:
         pod_spec["nodeSelector"] = dict(a.node_selector)
     tolerations = list(a.tolerations)
@@ -192,7 +263,14 @@ def render(a: ServerArgs) -> list[dict]:
     }
     if not a.hpa:  # with an HPA, the autoscaler owns the replica count
         statefulset["spec"]["replicas"] = a.replicas
-    out = [headless, statefulset]
+    account = {"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": metadata(a.service_account, a.namespace, "server", a.name,
+                                    annotations=dict(a.service_account_annotations) or None),
+               "automountServiceAccountToken": False}
+    out = [account, headless, statefulset]
+    if a.replicated:  # node drains take one replica at a time; its models stay served
+        out.append(disruption_budget(a.name, a.namespace, "server", selector("server", a.name),
+                                     a.name))
     if a.hpa:
         out.append({
             "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
@@ -217,8 +295,21 @@ class Server(pulumi.ComponentResource):
         self.args = args
         child = pulumi.ResourceOptions(parent=self)
         manifests = with_pull_secrets(render(args), args.image_pull_secrets)
-        self.objects = {f"{m['kind']}/{m['metadata']['name']}": register(name, m, child)
-                        for m in manifests}
-        self.statefulset = self.objects[f"StatefulSet/{args.name}"]
+        sts_key = f"StatefulSet/{args.name}"
+        # volumeClaimTemplates are immutable: a change would replace the StatefulSet (every
+        # replica, and its cache volumes). Pulumi keeps the old templates; the claim guard
+        # resizes the claims in place or refuses the change, saying what to do.
+        keep_claims = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+            ignore_changes=[claims.IGNORED]))
+        self.objects = {
+            f"{m['kind']}/{m['metadata']['name']}": register(
+                name, m, keep_claims if f"{m['kind']}/{m['metadata']['name']}" == sts_key
+                else child)
+            for m in manifests}
+        self.statefulset = self.objects[sts_key]
+        self.claim_guard = claims.ClaimGuard(
+            f"{name}-claims", next(m for m in manifests if m["kind"] == "StatefulSet"),
+            f"servers[{args.name}].cacheSize",
+            pulumi.ResourceOptions(parent=self, depends_on=[self.statefulset]))
         self.register_outputs({"name": args.name, "replicas": args.replicas,
                                "capabilities": args.all_capabilities()})

@@ -46,6 +46,22 @@ class ServerEntry(_Strict):
     tritonImage: str | None = None
     resources: dict[str, dict[str, str]] = {}  # {"server": {...}, "agent": {...}}
     hpa: dict[str, int] | None = None
+    # artifact-store credentials for the agent (Kubernetes EnvVar/EnvFromSource/Volume/
+    # VolumeMount objects, camelCase, checked by the API server's schema)
+    env: list[dict[str, Any]] = []
+    envFrom: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    volumeMounts: list[dict[str, Any]] = []
+    serviceAccountAnnotations: dict[str, str] = {}  # IRSA / GKE Workload Identity
+    storageSecret: "StorageSecret | None" = None
+
+
+class StorageSecret(_Strict):
+    """A Secret whose keys are fsspec options (endpoint_url, key, secret, token, ...) for
+    every `protocol` URI the server's agent fetches."""
+
+    name: str = Field(min_length=1)
+    protocol: Literal["s3", "gs", "az"] = "s3"
 
 
 class ResourceEntry(_Strict):
@@ -102,6 +118,9 @@ class StackConfig(_Strict):
     monitoringNamespace: str | None = "monitoring"
     grafanaDashboardNamespace: str | None = None
     schedulerAddress: str = "127.0.0.1:9004"
+    # what `core2 promote` may write into this stack's models (runtime.promote)
+    storageScheme: str | None = None
+    storageUriMap: dict[str, str] = {}
     resourceDelivery: Literal["crd", "scheduler"] = "crd"
     installCrds: bool = True
     skipAwait: bool = False
@@ -174,6 +193,9 @@ class StackConfig(_Strict):
         if dupes:
             raise SpecError(f"{kind.lower()}s: duplicate name(s) {', '.join(dupes)}")
         return out
+
+
+ServerEntry.model_rebuild()
 
 
 def parse(values: dict[str, Any]) -> StackConfig:

@@ -64,7 +64,11 @@ def server_args(cfg: StackConfig) -> list[ServerArgs]:
         triton_image=s.tritonImage or TRITON_IMAGE, image_pull_policy=cfg.imagePullPolicy,
         server_resources=s.resources.get("server"), agent_resources=s.resources.get("agent"),
         hpa=s.hpa, image_pull_secrets=cfg.imagePullSecrets,
-        scheduler_token_secret=cfg.schedulerTokenSecret) for s in cfg.servers]
+        scheduler_token_secret=cfg.schedulerTokenSecret, env=s.env, env_from=s.envFrom,
+        volumes=s.volumes, volume_mounts=s.volumeMounts,
+        service_account_annotations=s.serviceAccountAnnotations,
+        storage_secret=s.storageSecret.model_dump() if s.storageSecret else None)
+        for s in cfg.servers]
 
 
 def build(cfg: StackConfig) -> dict:

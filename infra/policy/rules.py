@@ -7,6 +7,7 @@ Each rule returns a list of violation messages (empty: compliant).
 import re
 from collections.abc import Iterable
 
+from runtime.scheduler_auth import TOKEN as TOKEN_ENV
 from runtime.specs.common import SpecError, parse_quantity
 from runtime.specs.experiment import ExperimentSpec
 from runtime.specs.model import ModelSpec
@@ -188,7 +189,35 @@ def experiment_targets_exist(resources: list[tuple[str, dict]]) -> list[str]:
     return out
 
 
+def _production(resources: list[tuple[str, dict]]) -> bool:
+    """The Platform labels its Namespace and Envoy Service with the stack's environment."""
+    return any(((props.get("metadata") or {}).get("labels") or {}).get(ENVIRONMENT_LABEL)
+               == "production" for _, props in resources)
+
+
+def production_scheduler_token(resources: list[tuple[str, dict]]) -> list[str]:
+    """In production the scheduler's API (models, pipelines, server registration) takes no
+    anonymous client: its container reads a bearer token from a Secret."""
+    if not _production(resources):
+        return []
+    out = []
+    for rtype, props in resources:
+        for c in _containers(rtype, props):
+            if (c.get("command") or [])[-1:] != ["runtime.scheduler"]:
+                continue
+            env = {e.get("name"): e for e in c.get("env") or []}
+            ref = ((env.get(TOKEN_ENV) or {}).get("valueFrom") or {}).get("secretKeyRef")
+            if not ref:
+                out.append(f"{_where(props)}: a production stack must set "
+                           "schedulerTokenSecret (a Secret with key `token`), so the "
+                           "scheduler refuses unauthenticated clients")
+    return out
+
+
 STACK_RULES = {
+    "core2-production-scheduler-token": (
+        "Production stacks set schedulerTokenSecret: the scheduler requires a bearer token.",
+        production_scheduler_token),
     "core2-model-requirements-satisfiable": (
         "Every Model's requirements and memory fit a Server of the stack.",
         model_requirements_satisfiable),

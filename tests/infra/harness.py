@@ -23,6 +23,7 @@ class Captured:
     name: str
     parent: str
     inputs: dict
+    ignore_changes: list[str] = field(default_factory=list)
 
     @property
     def manifest(self) -> dict:
@@ -100,7 +101,8 @@ class _Monitor(pulumi_mocks.MockMonitor):
             self.render.urns.append(urn)
             inputs = _ints(self.resources[urn].state)
             self.render.resources.append(Captured(urn, request.type, request.name,
-                                                  request.parent, inputs))
+                                                  request.parent, inputs,
+                                                  list(request.ignoreChanges)))
         return resp
 
 

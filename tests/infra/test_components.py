@@ -43,8 +43,11 @@ def test_server_component_parents_its_objects_and_exposes_options():
                       over_commit=50, cache_size="5Gi", storage_class="fast")
     render = run_program("dev", lambda: Server("cpu", args) and {})
     (component,) = render.of_type("core2:index:Server")
-    children = [r for r in render.resources if r.parent == component.urn]
-    assert {r.inputs["kind"] for r in children} == {"Service", "StatefulSet"}
+    children = [r for r in render.resources if r.parent == component.urn
+                and r.type.startswith("kubernetes:")]
+    # its own ServiceAccount (cloud identities per server) and, replicated, a disruption budget
+    assert {r.inputs["kind"] for r in children} == {"ServiceAccount", "Service", "StatefulSet",
+                                                   "PodDisruptionBudget"}
     (sts,) = [r.inputs for r in children if r.inputs["kind"] == "StatefulSet"]
     assert sts["metadata"]["namespace"] == "ml" and sts["spec"]["replicas"] == 2
     agent = sts["spec"]["template"]["spec"]["containers"][1]

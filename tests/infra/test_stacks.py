@@ -170,9 +170,8 @@ def test_scheduler_token_and_envoy_tls_reach_every_service_that_needs_them():
     assert tls["secret"]["secretName"] == cfg.envoyTlsSecret
     assert {"name": tls["name"], "mountPath": "/etc/envoy/tls", "readOnly": True} in \
         pod["containers"][0]["volumeMounts"]
-    (cm,) = [o for o in by_kind(render, "ConfigMap") if "envoy.json" in o["data"]]
-    [chain] = json.loads(cm["data"]["envoy.json"])["static_resources"]["listeners"][0][
-        "filter_chains"]
+    _, boot = envoy_bootstrap(render)
+    [chain] = boot["static_resources"]["listeners"][0]["filter_chains"]
     tls_context = chain["transport_socket"]["typed_config"]["common_tls_context"]
     assert tls_context["tls_certificates"][0]["private_key"]["filename"] == \
         "/etc/envoy/tls/tls.key"
@@ -196,29 +195,38 @@ def test_scheduler_token_and_envoy_tls_reach_every_service_that_needs_them():
     assert args[args.index("--envoy") + 1] == f"http://envoy.{staging.config.namespace}.svc:9000"
 
 
+def envoy_bootstrap(render) -> tuple[dict, dict]:
+    """(the bootstrap ConfigMap, its parsed envoy.json); the name carries a content hash."""
+    (cm,) = [o for o in by_kind(render, "ConfigMap")
+             if o["metadata"]["name"].startswith("envoy-bootstrap-")]
+    return cm, json.loads(cm["data"]["envoy.json"])
+
+
 def test_envoy_bootstrap_points_at_the_scheduler_and_pods_roll_on_change():
     render = rendered("staging")
-    (cm,) = by_kind(render, "ConfigMap", "envoy-bootstrap")
-    boot = json.loads(cm["data"]["envoy.json"])
-    (cluster,) = boot["static_resources"]["clusters"]
-    assert cluster["name"] == XDS_CLUSTER
+    cm, boot = envoy_bootstrap(render)
+    clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
+    cluster = clusters[XDS_CLUSTER]
     endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert endpoint["address"]["socket_address"] == {
         "address": "scheduler.core2-staging.svc", "port_value": 9002}
     assert boot["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
     assert boot["dynamic_resources"]["cds_config"]["ads"] == {}
-    (listener,) = boot["static_resources"]["listeners"]
+    listener = next(x for x in boot["static_resources"]["listeners"]
+                    if x["name"] == "core2_ingress")
     assert listener["address"]["socket_address"]["port_value"] == 9000
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     assert hcm["rds"]["config_source"]["ads"] == {}
     (dep,) = by_kind(render, "Deployment", "envoy")
     pod = dep["spec"]["template"]
-    probe = pod["spec"]["containers"][0]["readinessProbe"]["httpGet"]
-    assert probe == {"port": 9901, "path": "/ready"}
     assert pod["spec"]["containers"][0]["image"] == "envoyproxy/envoy:v1.40.0"
-    # another namespace means another bootstrap, hence another pod template
+    assert {"name": "bootstrap", "configMap": {"name": cm["metadata"]["name"]}} in \
+        pod["spec"]["volumes"]
+    # another namespace means another bootstrap, hence another ConfigMap and pod template
     other = render_values("staging", {**_values("staging"), "namespace": "elsewhere"})
     (dep2,) = by_kind(other, "Deployment", "envoy")
+    cm2, _ = envoy_bootstrap(other)
+    assert cm2["metadata"]["name"] != cm["metadata"]["name"]
     key = "core2.io/bootstrap-checksum"
     assert pod["metadata"]["annotations"][key] != \
         dep2["spec"]["template"]["metadata"]["annotations"][key]
