@@ -7,6 +7,7 @@ outputs. One consumer group, so a restarted engine resumes where it stopped.
 
 import argparse
 import logging
+import os
 import queue
 import threading
 import time
@@ -254,11 +255,14 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m runtime.dataflow.engine")
     p.add_argument("--scheduler", required=True, help="HOST:PORT of the scheduler API")
     p.add_argument("--metrics-port", type=int, default=0)
+    p.add_argument("--metrics-host", default=os.environ.get("CORE2_METRICS_HOST", "0.0.0.0"),
+                   help="address /metrics binds (local mode: 127.0.0.1; in a pod 0.0.0.0, "
+                        "for Prometheus to scrape)")
     kafka.add_arguments(p)
     args = p.parse_args(argv)
     stop = setup_service("engine")
     if args.metrics_port:
-        start_http_server(args.metrics_port)
+        start_http_server(args.metrics_port, addr=args.metrics_host)
     engine = Engine(kafka.from_args(args))
     link = SchedulerLink(args.scheduler, engine, "engine")
     engine.report = link.report

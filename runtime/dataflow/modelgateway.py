@@ -313,11 +313,14 @@ def main(argv: list[str] | None = None) -> None:
                         "503, 404 while the model loads) is retried, at most; a request "
                         "through the pipeline gateway is retried until its own deadline")
     p.add_argument("--metrics-port", type=int, default=0)
+    p.add_argument("--metrics-host", default=os.environ.get("CORE2_METRICS_HOST", "0.0.0.0"),
+                   help="address /metrics binds (local mode: 127.0.0.1; in a pod 0.0.0.0, "
+                        "for Prometheus to scrape)")
     kafka.add_arguments(p)
     args = p.parse_args(argv)
     stop = setup_service("modelgateway")
     if args.metrics_port:
-        start_http_server(args.metrics_port)
+        start_http_server(args.metrics_port, addr=args.metrics_host)
     gw = ModelGateway(kafka.from_args(args), args.envoy, args.model_timeout,
                       envoy_ca=args.envoy_ca, retry_s=args.retry_seconds)
     link = SchedulerLink(args.scheduler, gw, "modelgateway")
