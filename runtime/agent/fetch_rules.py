@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
+from fsspec.registry import known_implementations
 from yarl import URL
 
 from runtime.specs.fetch import FetchRules
@@ -56,8 +57,12 @@ def check_uri(uri: str, rules: FetchRules, roots: list[Path]) -> None:
     now (rules.localRoots plus any the caller adds), ignored when rules.localRoots is None."""
     scheme = scheme_of(uri)
     if scheme not in rules.allowedSchemes:
+        allowed = ", ".join(rules.allowedSchemes)
+        if scheme not in known_implementations:
+            raise FetchRefused(f"{FIELD}: {uri!r}: unsupported scheme {scheme!r} "
+                               f"(fetch.allowedSchemes: {allowed})")
         raise FetchRefused(f"{FIELD}: {uri!r}: scheme {scheme!r} is not allowed on this server "
-                           f"(fetch.allowedSchemes: {', '.join(rules.allowedSchemes)})")
+                           f"(fetch.allowedSchemes: {allowed})")
     if scheme == "file":
         check_local(local_path(uri), uri, rules, roots)
     elif scheme in ("http", "https"):

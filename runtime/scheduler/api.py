@@ -20,6 +20,8 @@ async def _guard(context, fn, *args):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
     except NotFound as e:
         await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+    except RecursionError:  # a document the depth checks did not catch
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "spec: nested too deeply")
 
 
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):

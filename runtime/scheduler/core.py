@@ -23,6 +23,7 @@ KEYS = {pb.MODEL: "model", pb.SERVER: "server", pb.PIPELINE: "pipeline",
         pb.EXPERIMENT: "experiment"}
 BAD_KIND = "kind: must be MODEL, SERVER, PIPELINE or EXPERIMENT"
 GONE = {pb.MODEL: st.TERMINATED, pb.PIPELINE: "PipelineTerminated"}
+ROUTED = (pb.MODEL, pb.PIPELINE, pb.EXPERIMENT)
 
 __all__ = ["Scheduler", "NotFound", "KEYS"]
 
@@ -89,9 +90,27 @@ class Scheduler:
 
     def apply(self, kind: int, name: str, spec_json: str) -> pb.ResourceStatus:
         table = self._table(kind)
-        table.apply(name, parse_spec(KIND_NAMES[kind], name, spec_json))
+        spec = parse_spec(KIND_NAMES.get(kind, ""), name, spec_json)
+        self._check_name_free(kind, name)
+        table.apply(name, spec)
         self.spawn(self.publish_routes())
         return self.status(kind, name)[0]
+
+    def _check_name_free(self, kind: int, name: str) -> None:
+        """Models, Pipelines and Experiments share one name space: each claims the name in
+        the `seldon-model` route (`name`, `name.pipeline`, `name.experiment`) and in
+        /v2/models|pipelines/{name}, where an experiment's default takes the name over."""
+        if kind not in ROUTED:
+            return
+        m = self.models.models.get(name)
+        owners = {pb.MODEL: m is not None and not m.deleted,
+                  pb.PIPELINE: name in self.pipelines.docs,
+                  pb.EXPERIMENT: name in self.experiments.docs}
+        for other, taken in owners.items():
+            if other != kind and taken:
+                raise SpecError(f"metadata.name: {name!r} is already a {KIND_NAMES[other]}; "
+                                "Models, Pipelines and Experiments need distinct names (they "
+                                "share the seldon-model route)")
 
     def delete(self, kind: int, name: str) -> pb.ResourceStatus:
         self._table(kind).delete(name)

@@ -4,12 +4,16 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from runtime.specs.common import Spec
+from runtime.specs.common import Spec, SpecError
+
+# Envoy multiplies weights into its own integers: bounded, a weight can neither overflow
+# them nor round every other candidate down to nothing.
+MAX_WEIGHT = 1_000_000
 
 
 class Candidate(Spec):
     name: str = Field(min_length=1)
-    weight: int = Field(gt=0)
+    weight: int = Field(ge=1, le=MAX_WEIGHT)
 
 
 class Mirror(Spec):
@@ -35,4 +39,15 @@ class ExperimentSpec(Spec):
             raise ValueError(f"default: {self.default!r} is not one of the candidates")
         if self.mirror is not None and self.mirror.name in names:
             raise ValueError(f"mirror: {self.mirror.name!r} is also a candidate")
+        return self
+
+    def validate_for(self, name: str) -> "ExperimentSpec":
+        """Checks that need the experiment's name: it may not route to itself."""
+        named = [("default", self.default)]
+        named += [(f"candidates[{i}].name", c.name) for i, c in enumerate(self.candidates)]
+        named += [("mirror.name", self.mirror.name if self.mirror else None)]
+        for field, value in named:
+            if value == name:
+                raise SpecError(f"Experiment {name}: spec.{field}: an experiment may not name "
+                                "itself")
         return self

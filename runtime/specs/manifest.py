@@ -6,6 +6,7 @@ from pathlib import Path
 import yaml
 
 from runtime.specs.common import Spec, SpecError, check_name
+from runtime.specs.depth import check_json_depth, check_yaml_depth
 from runtime.specs.experiment import ExperimentSpec
 from runtime.specs.model import ModelSpec
 from runtime.specs.pipeline import PipelineSpec
@@ -43,14 +44,20 @@ def parse_document(doc: dict, where: str = "document") -> Resource:
     name = check_name(meta.get("name", "") if isinstance(meta, dict) else "",
                       f"{where}.metadata.name")
     spec = KINDS[kind].parse(doc.get("spec"), f"{kind} {name}: spec")
+    validate_for = getattr(spec, "validate_for", None)
+    if validate_for is not None:  # rules that need the resource's name
+        validate_for(name)
     return Resource(kind, name, spec)
 
 
 def load_manifests(text: str, source: str = "input") -> list[Resource]:
+    check_yaml_depth(text, source)
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as e:
         raise SpecError(f"{source}: not valid YAML: {e}") from None
+    except RecursionError:  # what the depth check missed (e.g. aliases)
+        raise SpecError(f"{source}: nested too deeply") from None
     return [parse_document(d, f"{source}[{i}]") for i, d in enumerate(docs)]
 
 
@@ -75,8 +82,17 @@ def parse_spec(kind: str, name: str, spec_json: str) -> Spec:
     if kind not in KINDS:
         raise SpecError(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
     check_name(name, "name")
+    check_json_depth(spec_json or "", f"{kind} {name}: spec")
     try:
         data = json.loads(spec_json or "{}")
     except json.JSONDecodeError as e:
         raise SpecError(f"spec: not valid JSON: {e}") from None
-    return KINDS[kind].parse(data, f"{kind} {name}: spec")
+    except RecursionError:
+        raise SpecError(f"{kind} {name}: spec: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{kind} {name}: spec: expected a JSON object")
+    spec = KINDS[kind].parse(data, f"{kind} {name}: spec")
+    validate_for = getattr(spec, "validate_for", None)
+    if validate_for is not None:
+        validate_for(name)
+    return spec

@@ -61,6 +61,7 @@ class PipelineSpec(Spec):
         """Checks that need the pipeline's name: no step named like it, and `X.inputs` refs
         name this pipeline. Raises SpecError."""
         problems = _graph_problems(self, pipeline=name)
+        problems += _own_external_refs(self, name)
         if name in {s.name for s in self.steps}:
             problems.insert(0, f"steps: a step is named like the pipeline ({name!r})")
         if problems:
@@ -108,6 +109,24 @@ def _graph_problems(spec: PipelineSpec, pipeline: str | None) -> list[str]:
     if cycle and not spec.allowCycles:
         problems.append(f"steps: cycle {' -> '.join(cycle)}; set allowCycles "
                         "(and maxStepRevisits) to allow it")
+    return problems
+
+
+def _own_external_refs(spec: PipelineSpec, name: str) -> list[str]:
+    """externalInputs/externalTriggers naming this pipeline: it would feed on itself."""
+    from runtime.dataflow.refs import RefError, parse_external_ref
+
+    problems = []
+    for field in ("externalInputs", "externalTriggers"):
+        for i, r in enumerate(getattr(spec.input, field) if spec.input else []):
+            try:
+                ref = parse_external_ref(r)
+            except RefError:
+                continue  # reported by _graph_problems
+            if ref.pipeline == name:
+                problems.append(f"input.{field}[{i}]: {r!r} is this pipeline's own "
+                                f"{ref.direction}; a pipeline may not take its own data as "
+                                "external input (use steps, or allowCycles)")
     return problems
 
 

@@ -65,7 +65,8 @@ def test_http_folder_and_file(artifact, tmp_path):
 
 
 @pytest.mark.parametrize("uri, says", [
-    ("foo://bucket/model", "scheme 'foo' is not allowed on this server"),
+    ("foo://bucket/model", r"^spec\.storageUri: .*unsupported scheme 'foo'"),
+    ("ftp://127.0.0.1/model", r"scheme 'ftp' is not allowed on this server"),
     ("s3://bucket/model", r"install core2\[s3\]"),
     ("gs://bucket/model", r"install core2\[gcs\]"),
 ])
