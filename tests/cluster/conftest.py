@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client, config
+from kubernetes.client.rest import ApiException
 
 from tests.cluster.controlplane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
+STRIMZI_CRDS = ROOT / ".tools" / "strimzi-crds"
 ENGINE_TIMEOUT = 900  # one preview/up/destroy on a slow machine
 
 
@@ -29,6 +31,27 @@ def control_plane(tmp_path_factory):
 @pytest.fixture(scope="session")
 def kube(control_plane) -> client.ApiClient:
     return config.new_client_from_config(str(control_plane.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def cluster(kube):
+    """What a platform team provides before any stack runs: Strimzi's CRDs (the stacks do not
+    install cluster-wide objects unless asked) and the monitoring namespaces."""
+    ext = client.ApiextensionsV1Api(kube)
+    for path in sorted(STRIMZI_CRDS.glob("*.yaml")):
+        try:
+            ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
+        except ApiException as e:
+            if e.status != 409:
+                raise
+    core = client.CoreV1Api(kube)
+    for ns in ("monitoring", "observability"):
+        try:
+            core.create_namespace({"metadata": {"name": ns}})
+        except ApiException as e:
+            if e.status != 409:
+                raise
+    return kube
 
 
 @dataclass

@@ -30,6 +30,10 @@ def engine_env(state_dir: Path) -> dict[str, str]:
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
         "PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK": "true",
         "PULUMI_SKIP_CONFIRMATIONS": "true",
+        # dynamic providers and the policy analyzer run with this interpreter and import the
+        # project's packages
+        "PULUMI_PYTHON_CMD": sys.executable,
+        "PYTHONPATH": str(ROOT),
     }
 
 

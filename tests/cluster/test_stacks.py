@@ -7,34 +7,7 @@ import ast
 import re
 
 import pytest
-import yaml
 from kubernetes import client
-from kubernetes.client.rest import ApiException
-
-from tests.cluster.conftest import ROOT
-
-STRIMZI_CRDS = ROOT / ".tools" / "strimzi-crds"
-
-
-@pytest.fixture(scope="module")
-def cluster(kube):
-    """What a platform team provides before any stack runs: Strimzi's CRDs (the stacks do not
-    install cluster-wide objects unless asked) and the monitoring namespaces."""
-    ext = client.ApiextensionsV1Api(kube)
-    for path in sorted(STRIMZI_CRDS.glob("*.yaml")):
-        try:
-            ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
-        except ApiException as e:
-            if e.status != 409:
-                raise
-    core = client.CoreV1Api(kube)
-    for ns in ("monitoring", "observability"):
-        try:
-            core.create_namespace({"metadata": {"name": ns}})
-        except ApiException as e:
-            if e.status != 409:
-                raise
-    return kube
 
 
 def changes(output: str) -> dict:
