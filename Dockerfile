@@ -4,8 +4,9 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# Artifact-store extras to bake in, e.g. --build-arg EXTRAS=s3,gcs (storageUri s3:// / gs://).
-ARG EXTRAS=""
+# Artifact-store extras baked in: the agent fetches s3:// (AWS, MinIO), gs:// and az://
+# storageUris. Narrow with e.g. --build-arg EXTRAS=s3 for a smaller image.
+ARG EXTRAS="s3,gcs,azure"
 
 WORKDIR /opt/core2
 COPY pyproject.toml requirements.lock ./

@@ -11,6 +11,21 @@ import tempfile
 import threading
 
 
+def is_path(kubeconfig: str) -> bool:
+    """A kubeconfig given as a path, not as its YAML (or JSON) contents."""
+    text = kubeconfig.lstrip()
+    return "\n" not in text and not text.startswith(("{", "apiVersion:"))
+
+
+def check_kubeconfig(kubeconfig: str | None) -> None:
+    """A path that does not exist is a typo or a missing file, not kubeconfig contents: say
+    so, naming the stack config key, instead of failing to parse the path as YAML."""
+    if kubeconfig and is_path(kubeconfig) and not os.path.isfile(kubeconfig):
+        raise ValueError(f"kubeconfig: no file at {kubeconfig} (stack config "
+                         "`core2:kubeconfig`: a path to a kubeconfig file, or its contents "
+                         "as a secret)")
+
+
 def api_client(kubeconfig: str | None, context: str | None):
     """A kubernetes ApiClient from the stack's kubeconfig (a path or the YAML itself) and
     context. Never falls back to the ambient ~/.kube/config."""
@@ -18,8 +33,9 @@ def api_client(kubeconfig: str | None, context: str | None):
 
     if not kubeconfig:
         raise ValueError("kubeconfig: required to reach the scheduler through a port-forward")
+    check_kubeconfig(kubeconfig)
     path, tmp = kubeconfig, None
-    if not os.path.isfile(kubeconfig):
+    if not is_path(kubeconfig):
         tmp = tempfile.NamedTemporaryFile("w", suffix=".kubeconfig", delete=False)
         tmp.write(kubeconfig)
         tmp.close()

@@ -4,6 +4,12 @@ Every operation talks to the scheduler API (components.scheduler_api). Props:
   name, spec (the manifest's `spec`), scheduler (Connection props), timeoutSeconds,
   retryGraceSeconds; outputs add version, state, reason, ready.
 The classes hold no state, so the serialized provider stays the same between runs.
+
+Which scheduler to call: for create and update, the new inputs'; for read and delete, the
+connection the stack config names now (`configure` reads it), and only without stack config
+the one recorded in the state. So a changed `schedulerAddress`/`kubeconfig` is used by every
+operation, including deleting a resource removed in the same change; a change of the
+connection alone is an update that records it.
 """
 
 import contextlib
@@ -12,6 +18,7 @@ import json
 from pulumi.dynamic import (
     CheckFailure,
     CheckResult,
+    ConfigureRequest,
     CreateResult,
     DiffResult,
     ReadResult,
@@ -61,6 +68,15 @@ def spec_changes(kind: str, old_spec: dict, new_spec: dict) -> tuple[list[str], 
 
 class SchedulerResourceProvider(ResourceProvider):
     kind = "Model"
+    current: api.Connection | None = None  # from the stack config, when there is one
+
+    def configure(self, req: ConfigureRequest) -> None:
+        self.current = api.Connection.from_stack_config(req.config.get)
+
+    def _connection(self, props: dict) -> api.Connection:
+        """The stack config's connection, else the one in `props` (no stack config: a
+        program that builds Connections itself)."""
+        return self.current or api.Connection.from_props(props.get("scheduler"))
 
     def check(self, _olds: dict, news: dict) -> CheckResult:
         try:
@@ -71,6 +87,7 @@ class SchedulerResourceProvider(ResourceProvider):
 
     def _apply(self, props: dict, undo_on_failure: bool = False) -> dict:
         name, spec = props["name"], props["spec"]
+        # the new inputs name the scheduler to use (a config change included)
         with api.connect(api.Connection.from_props(props.get("scheduler"))) as stub:
             applied = api.apply(stub, self.kind, name, spec)
             try:
@@ -90,17 +107,28 @@ class SchedulerResourceProvider(ResourceProvider):
         return CreateResult(f"{self.kind.lower()}/{props['name']}",
                             self._apply(props, undo_on_failure=True))
 
-    def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
+    def update(self, _id: str, olds: dict, news: dict) -> UpdateResult:
+        fields, _ = spec_changes(self.kind, olds.get("spec") or {}, news.get("spec") or {})
+        if not fields:  # only the connection moved: check it reaches the resource
+            with api.connect(api.Connection.from_props(news.get("scheduler"))) as stub:
+                st = api.status(stub, self.kind, news["name"])
+            if st is not None and st.state not in api.GONE:
+                return UpdateResult({**news, **_status_outs(st)})
+        # a spec change, or a scheduler that does not have it (e.g. a new one): apply
         return UpdateResult(self._apply(news))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
         if olds.get("name") != news.get("name"):
-            return DiffResult(changes=True, replaces=["name"], delete_before_replace=True)
+            # another name is another scheduler resource: create it first, then delete the
+            # old one, so whatever serves under the old name keeps serving until then
+            return DiffResult(changes=True, replaces=["name"], delete_before_replace=False)
         fields, _ = spec_changes(self.kind, olds.get("spec") or {}, news.get("spec") or {})
-        return DiffResult(changes=bool(fields), replaces=[], stables=["name"])
+        # a new connection alone is an update too: the state must record where to delete
+        moved = olds.get("scheduler") != news.get("scheduler")
+        return DiffResult(changes=bool(fields) or moved, replaces=[], stables=["name"])
 
     def read(self, id_: str, props: dict) -> ReadResult:
-        with api.connect(api.Connection.from_props(props.get("scheduler"))) as stub:
+        with api.connect(self._connection(props)) as stub:
             st = api.status(stub, self.kind, props["name"])
         if st is None or st.state in api.GONE:
             return ReadResult(None, {})
@@ -108,7 +136,8 @@ class SchedulerResourceProvider(ResourceProvider):
         return ReadResult(id_, {**props, "spec": spec, **_status_outs(st)})
 
     def delete(self, _id: str, props: dict) -> None:
-        with api.connect(api.Connection.from_props(props.get("scheduler"))) as stub:
+        # `props` is the state: its connection may be stale (the config moved the scheduler)
+        with api.connect(self._connection(props)) as stub:
             api.delete(stub, self.kind, props["name"])
             api.wait_gone(stub, self.kind, props["name"],
                           float(props.get("timeoutSeconds", 600)))

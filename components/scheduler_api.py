@@ -3,6 +3,7 @@ port-forward), apply, delete, and wait for a resource to settle."""
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -49,6 +50,27 @@ class Connection:
         if not self.address and not (self.kubeconfig and self.namespace):
             raise ValueError("scheduler: give an address, or a kubeconfig and namespace "
                              "to port-forward to the scheduler pod")
+        if not self.address:
+            from components.portforward import check_kubeconfig
+
+            check_kubeconfig(self.kubeconfig)
+
+    @classmethod
+    def from_stack_config(cls, get) -> "Connection | None":
+        """The connection the stack config names now (`get(key)` reads `core2:<key>`), as
+        infra/program.py builds it; None when the config names no scheduler connection."""
+        target = get("target") or "kubernetes"
+        if target == "local":
+            return cls(address=get("schedulerAddress") or "127.0.0.1:9004")
+        if (get("resourceDelivery") or "crd") != "scheduler" or not get("kubeconfig"):
+            return None
+        kubeconfig = get("kubeconfig")
+        from components.portforward import is_path
+
+        if is_path(kubeconfig):
+            kubeconfig = os.path.expanduser(kubeconfig)
+        return cls(kubeconfig=kubeconfig, context=get("context") or None,
+                   namespace=get("namespace") or "core2")
 
 
 @contextlib.contextmanager

@@ -10,6 +10,11 @@ What changes in each target stack (stacks/Pulumi.<stack>.yaml):
   else in the stack still uses them.
 The winner is `--winner`, or else the experiment's only candidate besides the default.
 
+Clouds: a target stack that sets `core2:storageScheme` (s3, gs, az) reads artifacts from that
+store only. The winner's `storageUri` is first rewritten by the target's `core2:storageUriMap`
+({source prefix: target prefix}, longest prefix wins; the artifact must have been copied
+there); a URI still in another cloud's store is refused, naming the model, URI and stack.
+
 The files are rewritten block by block: only the `core2:models` and `core2:experiments` blocks
 are re-emitted, and within them only the entries that change (PyYAML has no round-trip mode;
 comments and formatting elsewhere are kept byte for byte).
@@ -29,6 +34,9 @@ from runtime.specs.model import ModelSpec
 
 PREFIX = "core2:"
 SCALING = ("replicas", "minReplicas", "maxReplicas")
+# object-store schemes, by cloud (aliases fsspec accepts for the same store)
+CLOUD_SCHEMES = {"s3": "s3", "s3a": "s3", "gs": "gs", "gcs": "gs", "az": "az", "abfs": "az",
+                 "abfss": "az", "adl": "az"}
 
 
 class PromoteError(Exception):
@@ -100,6 +108,36 @@ def promoted_spec(target: dict | None, winner: dict) -> dict:
     return ordered
 
 
+def _scheme(uri: str) -> str | None:
+    """The cloud of an object-store URI (None: a local path, http(s), ... reachable as is)."""
+    if "://" not in uri:
+        return None
+    return CLOUD_SCHEMES.get(uri.split("://", 1)[0].lower())
+
+
+def for_target(config: dict, stack: str, model: str, spec: dict) -> dict:
+    """The winner's spec as the target stack can load it: storageUri mapped by the stack's
+    storageUriMap, and refused when it still names another cloud's store."""
+    uri = spec.get("storageUri")
+    if not isinstance(uri, str):
+        return spec
+    mapping = config.get(f"{PREFIX}storageUriMap") or {}
+    if not isinstance(mapping, dict):
+        raise PromoteError(f"stack {stack!r}: storageUriMap must map URI prefixes to prefixes")
+    prefixes = sorted((p for p in mapping if uri.startswith(p)), key=len, reverse=True)
+    if prefixes:
+        uri = mapping[prefixes[0]] + uri[len(prefixes[0]):]
+    wanted = config.get(f"{PREFIX}storageScheme") or None
+    found = _scheme(uri)
+    if wanted and found and found != CLOUD_SCHEMES.get(str(wanted).lower(), wanted):
+        raise PromoteError(
+            f"stack {stack!r}: model {model}'s storageUri {spec['storageUri']} is in a "
+            f"{found}:// store, but the stack reads {wanted}:// (core2:storageScheme). Copy "
+            f"the artifact there and map it in the stack's core2:storageUriMap, e.g. "
+            f"'{spec['storageUri'].rsplit('/', 1)[0]}/': '{wanted}://<bucket>/<path>/'")
+    return {**spec, "storageUri": uri}
+
+
 def _uses(config: dict, model: str) -> bool:
     for exp in config.get(f"{PREFIX}experiments") or []:
         spec = exp.get("spec") or {}
@@ -132,6 +170,7 @@ def rewrite(path: Path, stack: str, experiment: str, exp: ExperimentSpec, winner
                                "promote rewrites inline entries only")
     default = exp.default
     current = next((m for m in models if m["name"] == default), None)
+    winner_spec = for_target(config, stack, default, winner_spec)
     spec = promoted_spec(current["spec"] if current else None, winner_spec)
     ModelSpec.parse(spec, f"stack {stack}: model {default}")
     if current is None:

@@ -34,12 +34,14 @@ def test_promote_makes_the_winner_the_default_and_ends_the_experiment(stacks, ca
                      "--stacks-dir", str(stacks)]) == 0
     diff = capsys.readouterr().out
     winner_uri = "gs://core2-models/iris-sklearn/v2"
-    assert f"+      storageUri: {winner_uri}" in diff
+    # prod-aws reads S3: its storageUriMap points the winner at the copy in its bucket
+    uris = {"prod-gcp": winner_uri, "prod-aws": "s3://core2-models-eu-west-1/iris-sklearn/v2"}
+    assert all(f"+      storageUri: {u}" in diff for u in uris.values())
     assert "-  core2:experiments:" in diff
     for stack in ("prod-aws", "prod-gcp"):
         path = stacks / f"Pulumi.{stack}.yaml"
         iris = models(path)["iris"]
-        assert iris["storageUri"] == winner_uri
+        assert iris["storageUri"] == uris[stack]
         assert iris["replicas"] == 3  # the environment keeps its own scaling
         assert "core2:experiments" not in config(path)
         # only the models/experiments blocks changed: header comments and the rest survive
@@ -64,7 +66,7 @@ def test_promoted_stacks_still_render_validate_and_pass_policies(stacks):
         violations = check_all([(r.type, r.inputs) for r in render.resources])
         assert not any(violations.values()), violations
         (iris,) = [r for r in render.resources if r.type.endswith(":Model")]
-        assert iris.inputs["spec"]["storageUri"] == "gs://core2-models/iris-sklearn/v2"
+        assert iris.inputs["spec"]["storageUri"].endswith("/iris-sklearn/v2")
 
 
 def test_dry_run_prints_and_writes_nothing(stacks, capsys):
@@ -89,7 +91,7 @@ def test_promotion_adds_the_default_model_where_a_stack_lacks_it(stacks):
     path.write_text(text)
     promote("iris-ab", "staging", ["onprem"], stacks)
     assert set(models(path)) == {"fraud", "iris"}
-    assert models(path)["iris"]["storageUri"] == "gs://core2-models/iris-sklearn/v2"
+    assert models(path)["iris"]["storageUri"] == "s3://models/iris-sklearn/v2"  # mapped
 
 
 @pytest.mark.parametrize("argv, message", [
