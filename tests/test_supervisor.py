@@ -12,8 +12,15 @@ import pytest
 import yaml
 
 from runtime.local.platform import pid_alive, read_state
-from runtime.local.supervision import (CRASH_LOOP, NOT_READY, READY, RESTARTING, STARTING,
-                                       RestartPolicy, Supervision)
+from runtime.local.supervision import (
+    CRASH_LOOP,
+    NOT_READY,
+    READY,
+    RESTARTING,
+    STARTING,
+    RestartPolicy,
+    Supervision,
+)
 from runtime.procs import Service
 from tests.conftest import free_ports
 from tests.test_cli import core2
