@@ -13,7 +13,6 @@ from tests.conftest import free_ports
 
 # Dataflow services without a bind-address flag for their metrics port (runtime/dataflow
 # calls prometheus_client.start_http_server(port), which binds every interface).
-KNOWN_GAPS = {"dataflow-engine", "model-gateway"}
 LISTEN = "0A"
 
 
@@ -94,15 +93,7 @@ def test_every_service_listens_and_only_on_loopback(sockets):
     assert all(sockets.values()), f"a service with no listening socket: {sockets}"
     exposed = {name: [a for a in addrs if not _is_loopback(a[0])]
                for name, addrs in sockets.items()}
-    exposed = {n: a for n, a in exposed.items() if a and n not in KNOWN_GAPS}
+    exposed = {n: a for n, a in exposed.items() if a}
     assert exposed == {}, f"listening beyond loopback: {exposed}"
     envoy = sockets["envoy"]
     assert len(envoy) >= 2 and all(_is_loopback(a) for a, _ in envoy)  # listener and admin
-
-
-@pytest.mark.xfail(strict=True, reason="runtime/dataflow engine and model gateway have no "
-                                       "metrics bind-address flag: their /metrics port binds "
-                                       "0.0.0.0 (remove from KNOWN_GAPS once they do)")
-def test_dataflow_metrics_ports_are_loopback(sockets):
-    for name in KNOWN_GAPS:
-        assert all(_is_loopback(a) for a, _ in sockets[name]), (name, sockets[name])

@@ -25,7 +25,7 @@ def start_dataflow(platform) -> None:
     ):
         metrics = free_port()
         platform._add(name, python_module(module, *common, *extra, "--metrics-port",
-                                          str(metrics)),
+                                          str(metrics), "--metrics-host", "127.0.0.1"),
                       lambda metrics=metrics: http_ok(f"http://127.0.0.1:{metrics}/metrics"))
     platform._add("pipeline-gateway", python_module(
         "runtime.dataflow.pipelinegateway", *common, "--host", "127.0.0.1",
