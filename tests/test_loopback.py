@@ -11,8 +11,6 @@ from runtime.local.config import LocalConfig
 from runtime.local.platform import Platform
 from tests.conftest import free_ports
 
-# Dataflow services without a bind-address flag for their metrics port (runtime/dataflow
-# calls prometheus_client.start_http_server(port), which binds every interface).
 LISTEN = "0A"
 
 
