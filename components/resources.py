@@ -47,6 +47,7 @@ class _SchedulerResource(pulumi.dynamic.Resource):
         else:  # refuse a bad spec at preview time, naming the field
             parsed = KINDS[self.kind].parse(spec, f"{self.kind} {name}: spec")
         scheduler.validate()
+        scheduler.check_files()  # a missing kubeconfig file fails the preview, naming the key
         conn = scheduler.to_props()
         props = {
             "name": name,

@@ -50,6 +50,10 @@ class Connection:
         if not self.address and not (self.kubeconfig and self.namespace):
             raise ValueError("scheduler: give an address, or a kubeconfig and namespace "
                              "to port-forward to the scheduler pod")
+
+    def check_files(self) -> None:
+        """At preview: the kubeconfig a port-forward will read exists (api_client checks
+        again when it connects)."""
         if not self.address:
             from components.portforward import check_kubeconfig
 

@@ -8,6 +8,8 @@ from pulumi.dynamic import Config, ConfigureRequest
 
 from components import scheduler_api as api
 from components.providers import ModelProvider
+from components.resources import Model
+from tests.infra.harness import run_program
 
 SPEC = {"storageUri": "gs://bucket/iris", "requirements": ["sklearn"]}
 
@@ -85,12 +87,13 @@ def test_the_cluster_connection_follows_kubeconfig_context_and_namespace(monkeyp
 
 def test_a_missing_kubeconfig_file_names_the_config_key(tmp_path):
     missing = str(tmp_path / "nope.yaml")
+    conn = api.Connection(kubeconfig=missing, namespace="core2")
     with pytest.raises(ValueError, match=r"kubeconfig: no file at .*nope\.yaml.*core2:kubeconfig"):
-        api.Connection(kubeconfig=missing, namespace="core2").validate()
+        run_program("dev", lambda: Model("iris", SPEC, conn) and {})
     from components.portforward import api_client
 
     with pytest.raises(ValueError, match="core2:kubeconfig"):
         api_client(missing, None)
     # the kubeconfig's contents (a secret) are not a path
-    api.Connection(kubeconfig="apiVersion: v1\nkind: Config\n", namespace="x").validate()
+    api.Connection(kubeconfig="apiVersion: v1\nkind: Config\n", namespace="x").check_files()
 
