@@ -30,6 +30,7 @@ from runtime.dataflow.records import (
 )
 from runtime.dataflow.refs import RefError
 from runtime.dataflow.subscription import Subscription
+from runtime.dataflow.topicguard import TopicGuard
 from runtime.dataflow.validate import InvalidInput, check_tensors
 from runtime.kafka import H_DEADLINE, H_ERROR, H_PIPELINE, H_STEP, H_VERSION, KafkaConfig
 from runtime.specs.pipeline import PipelineSpec
@@ -86,6 +87,22 @@ class Engine:
         consumed.add(self.cfg.pipeline_inputs(plan.name))
         return consumed
 
+    def _written_topics(self) -> set[str]:
+        plans = list(self.flow.plans.values())
+        out = {self.cfg.model_inputs(m) for p in plans for m in p.models}
+        return out | {self.cfg.pipeline_outputs(p.name) for p in plans} | {self.cfg.errors()}
+
+    def _reread(self) -> None:
+        self.guard.lost.clear()
+        try:
+            self.sub.reread()
+            self.guard.remember(self.sub.wanted)
+            log.info("reading %d topics afresh", len(self.sub.wanted))
+        except Exception as e:  # noqa: BLE001 - broker away: the guard flags it again
+            log.warning("reading topics afresh failed: %s", e)
+            self.guard.lost.set()
+            time.sleep(1)
+
     def _apply_ops(self, consumer: Consumer) -> None:
         changed = False
         while True:
@@ -126,6 +143,7 @@ class Engine:
                             | {t for s in self.flow.sources() if (t := self._source_topic(s))})
             try:
                 self.sub.set_topics(wanted)
+                self.guard.remember(wanted)
             except Exception as e:  # noqa: BLE001 - broker away: retried on the next change
                 log.warning("reading %d topics failed (%s); retrying", len(wanted), e)
                 self._ops.put(("retry",))
@@ -230,9 +248,14 @@ class Engine:
         self.sub = Subscription(consumer, self.cfg.resolved_assignment(),
                                 on_revoked=self.tracker.forget)
         log.info("partition assignment: %s", self.sub.mode)
+        self.guard = TopicGuard(self.cfg, lambda: set(self.sub.wanted),
+                                self._written_topics)
+        self.guard.start(stop)
         try:
             while not stop.is_set():
                 self._apply_ops(consumer)
+                if self.guard.lost.is_set():
+                    self._reread()
                 if not self.sub.wanted:
                     stop.wait(0.05)
                     continue

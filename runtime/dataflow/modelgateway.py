@@ -32,6 +32,7 @@ from runtime.dataflow.records import (
     setup_service,
 )
 from runtime.dataflow.subscription import Subscription
+from runtime.dataflow.topicguard import TopicGuard
 from runtime.dataflow.validate import InvalidInput, check_request
 from runtime.kafka import H_DEADLINE, H_ERROR, H_MODEL, H_PIPELINE, H_STEP, KafkaConfig
 from runtime.specs.pipeline import Batch, PipelineSpec
@@ -96,8 +97,19 @@ class ModelGateway:
         self.sub = Subscription(consumer, self.cfg.resolved_assignment(),
                                 on_revoked=self.tracker.forget)
         log.info("partition assignment: %s", self.sub.mode)
+        guard = TopicGuard(self.cfg, lambda: set(self.sub.wanted), self._written).start(stop)
         try:
             while not stop.is_set():
+                if guard.lost.is_set():
+                    guard.lost.clear()
+                    try:
+                        self.sub.reread()
+                        guard.remember(self.sub.wanted)
+                        log.info("reading %d topics afresh", len(self.sub.wanted))
+                    except Exception as e:  # noqa: BLE001 - broker away: flagged again
+                        log.warning("reading topics afresh failed: %s", e)
+                        guard.lost.set()
+                        stop.wait(1)
                 if self._dirty.is_set():
                     self._dirty.clear()
                     with self._lock:
@@ -108,6 +120,7 @@ class ModelGateway:
                             kafka.ensure_topics(self.cfg, wanted + [
                                 self.cfg.model_outputs(m) for m in models] + [self.cfg.errors()])
                         self.sub.set_topics(wanted)
+                        guard.remember(wanted)
                     except Exception as e:  # noqa: BLE001 - broker away: retry soon
                         log.warning("creating or reading topics failed (%s); retrying", e)
                         self._dirty.set()
@@ -128,6 +141,11 @@ class ModelGateway:
                 self._report_ready()
         finally:
             consumer.close()
+
+    def _written(self) -> set[str]:
+        with self._lock:
+            models = set().union(*(m for _, m in self._pipelines.values()))
+        return {self.cfg.model_outputs(m) for m in models} | {self.cfg.errors()}
 
     def _report_ready(self) -> None:
         with self._lock:

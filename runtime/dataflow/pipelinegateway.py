@@ -29,6 +29,7 @@ from runtime.dataflow.records import (
     next_batch,
     setup_service,
 )
+from runtime.dataflow.topicguard import TopicGuard
 from runtime.dataflow.validate import InvalidInput, check_request, parse_request
 from runtime.kafka import H_DEADLINE, H_PIPELINE, H_VERSION, KafkaConfig
 from runtime.oip import TensorError, request_to_json, response_from_json
@@ -89,20 +90,40 @@ class PipelineGateway:
             parts.append(TopicPartition(topic, p, high))
         consumer.incremental_assign(parts)
 
-    def _consume(self, loop: asyncio.AbstractEventLoop) -> None:
-        consumer = Consumer(self.cfg.consumer(None, offset_reset="latest"))
-        assigned: set[str] = set()
+    def _read_errors(self, consumer: Consumer) -> None:
         errors = self.cfg.errors()
         while not self._stop.is_set():
             try:
                 kafka.ensure_topics(self.cfg, [errors])
                 self._assign_at_end(consumer, errors)
-                break
+                return
             except Exception as e:  # noqa: BLE001 - broker not up yet
                 log.warning("cannot read %s yet (%s); retrying", errors, e)
                 self._stop.wait(1)
+
+    def _consume(self, loop: asyncio.AbstractEventLoop) -> None:
+        consumer = Consumer(self.cfg.consumer(None, offset_reset="latest"))
+        assigned: set[str] = set()
+        errors = self.cfg.errors()
+        self._read_errors(consumer)
+
+        def inputs() -> set[str]:
+            with self._lock:
+                return {self.cfg.pipeline_inputs(n) for n in self.versions}
+
+        guard = TopicGuard(self.cfg, lambda: assigned | {errors}, inputs)
+        guard.remember([errors])
+        guard.start(self._stop)
         try:
             while not self._stop.is_set():
+                if guard.lost.is_set():  # topics created again: read them from their start
+                    guard.lost.clear()
+                    consumer.unassign()
+                    assigned = set()
+                    self._read_errors(consumer)
+                    guard.remember([errors])
+                    with self._lock:
+                        self._todo |= set(self.versions)
                 with self._lock:
                     todo, self._todo = self._todo, set()
                 for name in todo:
@@ -111,6 +132,7 @@ class PipelineGateway:
                         if topic not in assigned:
                             kafka.ensure_topics(self.cfg, [self.cfg.pipeline_inputs(name), topic])
                             self._assign_at_end(consumer, topic)
+                            guard.remember([topic])
                             assigned.add(topic)
                     except Exception as e:  # noqa: BLE001 - retried on the next pass
                         log.warning("pipeline %s: cannot read %s yet: %s", name, topic, e)

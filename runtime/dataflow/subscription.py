@@ -70,6 +70,18 @@ class Subscription:
         self.wanted = topics
         self.assigned = set(self._parts)
 
+    def reread(self) -> None:
+        """Read the topics afresh (they were created again): drop every partition and take
+        them back, from the group's committed offsets or the start."""
+        wanted = self.wanted
+        if self.mode == "group":
+            self.consumer.unsubscribe()
+        else:
+            self.consumer.unassign()
+        self._revoked(list(self._parts.values()))
+        self._parts, self.assigned, self.wanted = {}, set(), []
+        self.set_topics(wanted)
+
     # -- group mode callbacks -------------------------------------------------------------
     def _assign_cb(self, _consumer, partitions) -> None:
         for p in partitions:

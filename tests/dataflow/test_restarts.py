@@ -26,13 +26,25 @@ scheduler = pytest.fixture(scope="module", name="scheduler")(running_scheduler)
 dataflow = pytest.fixture(scope="module", name="dataflow")(running_dataflow)
 
 
-def input_offset(dataflow, pipeline: str) -> int:
-    consumer = Consumer(dataflow.kafka.consumer(None))
-    try:
-        topic = dataflow.kafka.pipeline_inputs(pipeline)
-        return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
-    finally:
-        consumer.close()
+class InputOffset:
+    """The end offset of a pipeline's input topic, read with one consumer (a consumer per look
+    was one more load on the broker every 50 ms)."""
+
+    def __init__(self, dataflow, pipeline: str):
+        self.consumer = Consumer(dataflow.kafka.consumer(None))
+        self.part = TopicPartition(dataflow.kafka.pipeline_inputs(pipeline), 0)
+
+    def __call__(self) -> int:
+        return self.consumer.get_watermark_offsets(self.part, timeout=10, cached=False)[1]
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def answers(dataflow) -> bool:
+    r = dataflow.infer("chain", [tensor("x", [1.0])], timeout=15,
+                       **{"seldon-timeout-ms": "5000"})
+    return r.status_code == 200 and outputs_of(r) == {"OUTPUT": [110.0]}
 
 
 def test_gateway_restart_between_requests(dataflow):
@@ -47,23 +59,27 @@ def test_gateway_restart_between_requests(dataflow):
 def test_requests_made_while_the_engine_is_down_are_answered_when_it_returns(dataflow):
     assert outputs_of(dataflow.infer("chain", [tensor("x", [1.0])])) == {"OUTPUT": [110.0]}
     dataflow.stop("engine")
+    input_offset = InputOffset(dataflow, "chain")
     try:
-        before = input_offset(dataflow, "chain")
+        before = input_offset()
         with ThreadPoolExecutor(5) as pool:
             pending = [pool.submit(dataflow.infer, "chain", [tensor("x", [float(i)])], 30,
                                    **{"seldon-timeout-ms": "20000"}) for i in range(5)]
-            wait_until(lambda: input_offset(dataflow, "chain") >= before + 5, 30,
-                       "the five requests on the pipeline's input topic")
+            wait_until(lambda: input_offset() >= before + 5, 20,
+                       "the five requests on the pipeline's input topic", interval=0.2)
             assert not any(f.done() for f in pending)  # nobody moved them: the engine is down
             dataflow.start("engine")
             answers = [outputs_of(f.result()) for f in pending]
     finally:
+        input_offset.close()
         dataflow.start("engine")  # the next tests need it, whatever happened here
     assert answers == [{"OUTPUT": [(i + 10.0) * 10]} for i in range(5)]
     assert outputs_of(dataflow.infer("chain", [tensor("x", [3.0])])) == {"OUTPUT": [130.0]}
 
 
 def test_pipelines_keep_running_while_the_scheduler_is_away(dataflow, scheduler):
+    # running before the scheduler goes (an engine restarted just now needs it for its specs)
+    wait_until(lambda: answers(dataflow), 60, "chain answering", interval=0.2)
     port = int(scheduler.address.rsplit(":", 1)[1])
     scheduler.stop()
     try:

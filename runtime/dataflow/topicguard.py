@@ -1,0 +1,90 @@
+"""Recovery from vanished topics. The embedded broker keeps topics in memory, so a broker
+restart loses them all; nothing would create them again (services create topics only when a
+pipeline is set) and every pipeline would time out for good. A guard thread per service
+checks every few seconds that the topics the service reads and writes exist, creates the
+missing ones, and flags `lost` when one it reads was among them, so the service reads its
+topics afresh (offsets start over on a new topic)."""
+
+import logging
+import threading
+from collections.abc import Callable
+
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
+from confluent_kafka.admin import AdminClient
+
+from runtime.kafka import KafkaConfig, ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+class TopicGuard:
+    def __init__(self, cfg: KafkaConfig, read: Callable[[], set[str]],
+                 written: Callable[[], set[str]], interval: float = 2.0):
+        self.cfg, self.interval = cfg, interval
+        self._read, self._written = read, written
+        self._ids: dict[str, str] = {}   # topic -> the id it had when last seen
+        self._lock = threading.Lock()
+        self._admin = AdminClient(cfg.common())
+        self.lost = threading.Event()
+
+    def remember(self, topics: list[str]) -> None:
+        """Record the ids of topics the service starts reading (call right after assigning
+        them, before reporting ready), so a broker restart at any later moment is noticed.
+        Best effort: an unanswered lookup leaves it to the next pass."""
+        try:
+            ids = self._describe(self._admin, sorted(topics))
+        except Exception as e:  # noqa: BLE001
+            log.debug("topic ids: %s", e)
+            return
+        with self._lock:
+            self._ids.update({t: i for t, i in ids.items() if i is not None})
+
+    def start(self, stop: threading.Event) -> "TopicGuard":
+        threading.Thread(target=self._run, args=(stop,), name="topic-guard",
+                         daemon=True).start()
+        return self
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval):
+            try:
+                self.check(self._admin)
+            except Exception as e:  # noqa: BLE001 - broker away, or sets changing: next pass
+                log.debug("topic check: %s", e)
+
+    def check(self, admin: AdminClient) -> None:
+        """One pass. A topic read by the service counts as lost when it is missing or has a
+        new topic id: another service may have created it again already, between passes."""
+        read, written = self._read(), self._written()
+        topics = sorted(read | written)
+        if not topics:
+            return
+        ids = self._describe(admin, topics)
+        missing = sorted(t for t, i in ids.items() if i is None)
+        if missing:
+            log.warning("%d topics are gone (broker restarted?): creating them again, e.g. %s",
+                        len(missing), missing[0])
+            ensure_topics(self.cfg, missing, timeout=5)
+        with self._lock:
+            renewed = {t for t in read if t in self._ids and ids.get(t) != self._ids[t]}
+            renewed |= set(missing) & read
+            self._ids.update({t: i for t, i in ids.items() if i is not None})
+            for t in missing:
+                self._ids.pop(t, None)
+        if renewed:
+            log.warning("%d topics this service reads were created again: reading them afresh",
+                        len(renewed))
+            self.lost.set()
+
+    @staticmethod
+    def _describe(admin: AdminClient, topics: list[str]) -> dict[str, str | None]:
+        """topic -> its topic id, or None when the broker does not know it."""
+        ids: dict[str, str | None] = {}
+        for topic, fut in admin.describe_topics(TopicCollection(topics),
+                                                request_timeout=5).items():
+            try:
+                ids[topic] = str(fut.result().topic_id)
+            except KafkaException as e:
+                if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise
+                ids[topic] = None
+        return ids
