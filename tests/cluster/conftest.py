@@ -72,6 +72,7 @@ class StackDir:
         self.dir, self.stack = workdir, stack
         (workdir / "stacks").mkdir(parents=True)
         shutil.copy(ROOT / "Pulumi.yaml", workdir / "Pulumi.yaml")
+        (workdir / "infra").symlink_to(ROOT / "infra")  # the project's `main`
         self.file = workdir / "stacks" / f"Pulumi.{stack}.yaml"
         self.data = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())
         self.values.update({
