@@ -268,6 +268,7 @@ class Engine:
                 for e in self.flow.expire(time.monotonic()):
                     self._produce(producer, e, None, None)
                 producer.poll(0)
+                self.tracker.flush()
                 self._report_ready()
         finally:
             producer.flush(5)

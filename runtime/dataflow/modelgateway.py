@@ -138,6 +138,7 @@ class ModelGateway:
                         log.warning("consume: %s", m.error())
                 if msgs:
                     loop.call_soon_threadsafe(self._dispatch, msgs)
+                self.tracker.flush()
                 self._report_ready()
         finally:
             consumer.close()

@@ -34,6 +34,7 @@ class OffsetTracker:
         self._consumer = consumer
         self._lock = threading.Lock()
         self._open: dict[Part, dict[int, Token]] = {}   # offset -> token, in consume order
+        self._finished: dict[Part, int] = {}            # next offset to store, per partition
 
     def begin(self, topic: str, partition: int, offset: int) -> Token:
         token = Token((topic, partition), offset)
@@ -67,6 +68,7 @@ class OffsetTracker:
         with self._lock:
             for part in parts:
                 self._open.pop(part, None)
+                self._finished.pop(part, None)
 
     def in_flight(self) -> int:
         with self._lock:
@@ -83,13 +85,22 @@ class OffsetTracker:
                     break
                 last = offset
                 del tokens[offset]
-            if last is None:
-                return
-            try:  # under the lock: two threads must not store a partition out of order
-                self._consumer.store_offsets(
-                    offsets=[TopicPartition(part[0], part[1], last + 1)])
-            except KafkaException as e:  # revoked meanwhile: the new owner replays it
-                log.debug("store offset %s[%d]@%d: %s", part[0], part[1], last + 1, e)
+            if last is not None:
+                self._finished[part] = last + 1
+
+    def flush(self) -> None:
+        """Store the offsets finished since the last call. Called by the consumer's own thread
+        between polls: store_offsets from another thread waits on the consumer while it polls
+        (measured: +50 ms p99 per hop when the model gateway's event loop stored them)."""
+        with self._lock:
+            finished, self._finished = self._finished, {}
+        if not finished:
+            return
+        try:
+            self._consumer.store_offsets(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in finished.items()])
+        except KafkaException as e:  # revoked meanwhile: the new owner replays them
+            log.debug("store offsets: %s", e)
 
     def produce(self, producer, token: Token | None, topic: str, **kwargs) -> None:
         """producer.produce on behalf of `token`'s record (None: no record waits on it). A

@@ -6,6 +6,7 @@ missing ones, and flags `lost` when one it reads was among them, so the service 
 topics afresh (offsets start over on a new topic)."""
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -19,8 +20,11 @@ log = logging.getLogger(__name__)
 
 class TopicGuard:
     def __init__(self, cfg: KafkaConfig, read: Callable[[], set[str]],
-                 written: Callable[[], set[str]], interval: float = 2.0):
-        self.cfg, self.interval = cfg, interval
+                 written: Callable[[], set[str]], interval: float | None = None):
+        self.cfg = cfg
+        # seconds between checks (env CORE2_TOPIC_CHECK_SECONDS; 0 turns the checks off)
+        self.interval = (float(os.environ.get("CORE2_TOPIC_CHECK_SECONDS", "2"))
+                         if interval is None else interval)
         self._read, self._written = read, written
         self._ids: dict[str, str] = {}   # topic -> the id it had when last seen
         self._lock = threading.Lock()
@@ -40,6 +44,8 @@ class TopicGuard:
             self._ids.update({t: i for t, i in ids.items() if i is not None})
 
     def start(self, stop: threading.Event) -> "TopicGuard":
+        if self.interval <= 0:
+            return self
         threading.Thread(target=self._run, args=(stop,), name="topic-guard",
                          daemon=True).start()
         return self

@@ -39,6 +39,8 @@ def test_offsets_are_stored_only_for_the_finished_prefix():
     t.release(a)
     assert consumer.stored == []   # released, its output not acknowledged yet
     t.acked(a)
+    assert consumer.stored == []   # stored by the consumer's thread, between polls
+    t.flush()
     assert consumer.stored == [("in", 0, 13)]  # 10, 11, 12 all done: next to read is 13
     assert t.in_flight() == 0
 
@@ -49,4 +51,5 @@ def test_revoked_partitions_store_nothing_more():
     a = t.begin("in", 1, 5)
     t.forget([("in", 1)])
     t.release(a)
+    t.flush()
     assert consumer.stored == []

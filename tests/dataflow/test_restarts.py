@@ -1,5 +1,6 @@
 """Restarts and control-plane changes while the dataflow runs (real processes)."""
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -26,16 +27,22 @@ scheduler = pytest.fixture(scope="module", name="scheduler")(running_scheduler)
 dataflow = pytest.fixture(scope="module", name="dataflow")(running_dataflow)
 
 
-class InputOffset:
-    """The end offset of a pipeline's input topic, read with one consumer (a consumer per look
-    was one more load on the broker every 50 ms)."""
+class InputKeys:
+    """Keys of the records arriving on a pipeline's input topic from now on, read as the
+    engine would read them (a fetch, not a watermark lookup)."""
 
     def __init__(self, dataflow, pipeline: str):
         self.consumer = Consumer(dataflow.kafka.consumer(None))
-        self.part = TopicPartition(dataflow.kafka.pipeline_inputs(pipeline), 0)
+        part = TopicPartition(dataflow.kafka.pipeline_inputs(pipeline), 0)
+        part.offset = self.consumer.get_watermark_offsets(part, timeout=10)[1]
+        self.consumer.assign([part])
+        self.keys: set[str] = set()
 
-    def __call__(self) -> int:
-        return self.consumer.get_watermark_offsets(self.part, timeout=10, cached=False)[1]
+    def read(self) -> set[str]:
+        for msg in self.consumer.consume(100, timeout=0.2):
+            if not msg.error():
+                self.keys.add(msg.key().decode())
+        return self.keys
 
     def close(self) -> None:
         self.consumer.close()
@@ -59,19 +66,20 @@ def test_gateway_restart_between_requests(dataflow):
 def test_requests_made_while_the_engine_is_down_are_answered_when_it_returns(dataflow):
     assert outputs_of(dataflow.infer("chain", [tensor("x", [1.0])])) == {"OUTPUT": [110.0]}
     dataflow.stop("engine")
-    input_offset = InputOffset(dataflow, "chain")
+    arrived = InputKeys(dataflow, "chain")
+    ids = [uuid.uuid4().hex for _ in range(5)]
     try:
-        before = input_offset()
         with ThreadPoolExecutor(5) as pool:
             pending = [pool.submit(dataflow.infer, "chain", [tensor("x", [float(i)])], 30,
-                                   **{"seldon-timeout-ms": "20000"}) for i in range(5)]
-            wait_until(lambda: input_offset() >= before + 5, 20,
-                       "the five requests on the pipeline's input topic", interval=0.2)
+                                   **{"seldon-timeout-ms": "20000", "x-request-id": rid})
+                       for i, rid in enumerate(ids)]
+            wait_until(lambda: arrived.read() >= set(ids), 20,
+                       "the five requests on the pipeline's input topic", interval=0)
             assert not any(f.done() for f in pending)  # nobody moved them: the engine is down
             dataflow.start("engine")
             answers = [outputs_of(f.result()) for f in pending]
     finally:
-        input_offset.close()
+        arrived.close()
         dataflow.start("engine")  # the next tests need it, whatever happened here
     assert answers == [{"OUTPUT": [(i + 10.0) * 10]} for i in range(5)]
     assert outputs_of(dataflow.infer("chain", [tensor("x", [3.0])])) == {"OUTPUT": [130.0]}
