@@ -37,6 +37,19 @@ def test_pipelines_through_envoy_and_the_scheduler(make_env):
     assert r.status_code == 400
     assert json.loads(r.text)["error"].startswith("step checkpos (model checkpos): HTTP 400")
 
+    # issue 10's request that killed the engine (and again on every restart), through Envoy
+    crasher = b'{"inputs":[{"nam,e":"x","shape":[1],"datatype":"FP32","data":[1]}]}'
+    for body, headers, error in (
+            (crasher, {}, "inputs[0].name: a non-empty string is required"),
+            (b'{"inputs": []}', {}, "inputs: at least one tensor is required"),
+            (json.dumps({"inputs": x}).encode(), {"seldon-timeout-ms": "-1"},
+             "header seldon-timeout-ms: '-1' is not a number of milliseconds")):
+        r = httpx.post(f"{env.url}/v2/pipelines/chain/infer", content=body, headers=headers,
+                       timeout=10)
+        assert r.status_code == 400 and r.json()["error"].startswith(error), r.text
+    r = httpx.post(f"{env.url}/v2/pipelines/chain/infer", json={"inputs": x}, timeout=30)
+    assert outputs_of(r) == {"OUTPUT": [110.0, 120.0]}
+
     from runtime.pb import grpc_service_pb2 as oip
     from runtime.pb import grpc_service_pb2_grpc as oip_grpc
 
