@@ -82,14 +82,13 @@ class Platform(pulumi.ComponentResource):
             self.kafka.bootstrap_servers, args.kafka_prefix, args.kafka.client_env(),
             volumes, mounts, rbac.ACCOUNTS["dataflow"], args.kafka.topic_replication(),
             args.kafka_topic_partitions, token_env, args.envoy_tls_secret), after_kafka)
-        # the scheduler hands the gateway to Envoy as an endpoint: it needs the Service's IP
-        gateway_ip = self.objects[f"Service/{dataflow.GATEWAY}"].spec.apply(
-            lambda spec: spec.cluster_ip)
+        # the scheduler resolves the gateway Service's name to its ClusterIP for Envoy's EDS
+        gateway_host = f"{dataflow.GATEWAY}.{ns}.svc"
         scheduler_objects = scheduler.render(
             ns, args.image, args.image_pull_policy,
             Resources.from_config(res.get("scheduler"), scheduler.DEFAULT_RESOURCES),
             args.scheduler_storage, args.storage_class, rbac.ACCOUNTS["scheduler"],
-            gateway_ip, args.replica_lost_after_seconds, token_env)
+            gateway_host, args.replica_lost_after_seconds, token_env)
         # a new schedulerStorage/storageClass must not replace the StatefulSet (components.claims)
         self._add(name, scheduler_objects, pulumi.ResourceOptions.merge(
             child, pulumi.ResourceOptions(ignore_changes=[claims.IGNORED])))

@@ -1,6 +1,5 @@
 """The scheduler: one-replica StatefulSet with a PVC for its SQLite state, and its Services."""
 
-import pulumi
 
 from components.k8s import (
     RESTRICTED_CONTAINER,
@@ -19,21 +18,21 @@ DATA_DIR = "/var/lib/core2"
 DEFAULT_RESOURCES = Resources("200m", "256Mi", "1", "1Gi")
 
 
-def args(pipeline_gateway_ip=None, replica_lost_after_seconds: int = 10) -> list:
-    """The scheduler's flags. `pipeline_gateway_ip` (a str or a Pulumi Output) must be an IP:
-    Envoy receives the gateway as EDS endpoints, and EDS does not resolve host names."""
+def args(pipeline_gateway_host: str | None = None, replica_lost_after_seconds: int = 10) -> list:
+    """The scheduler's flags. It resolves `pipeline_gateway_host` (the gateway Service's name)
+    itself: Envoy receives the gateway as EDS endpoints, which must be IP addresses."""
     out = ["--data-dir", DATA_DIR, "--api-port", str(API_PORT), "--agent-port", str(AGENT_PORT),
            "--xds-port", str(XDS_PORT), "--metrics-port", str(METRICS_PORT), "--host", "0.0.0.0",
            "--replica-lost-after", str(replica_lost_after_seconds)]
-    if pipeline_gateway_ip is not None:
-        out += ["--pipeline-gateway-http", pulumi.Output.concat(pipeline_gateway_ip, ":9010"),
-                "--pipeline-gateway-grpc", pulumi.Output.concat(pipeline_gateway_ip, ":9011")]
+    if pipeline_gateway_host is not None:
+        out += ["--pipeline-gateway-http", f"{pipeline_gateway_host}:9010",
+                "--pipeline-gateway-grpc", f"{pipeline_gateway_host}:9011"]
     return out
 
 
 def render(namespace: str, image: str, pull_policy: str, resources: Resources,
            storage_size: str, storage_class: str | None, service_account: str,
-           pipeline_gateway_ip=None, replica_lost_after_seconds: int = 10,
+           pipeline_gateway_host: str | None = None, replica_lost_after_seconds: int = 10,
            env: list[dict] | None = None) -> list[dict]:
     ports = [("xds", XDS_PORT), ("api", API_PORT), ("agent", AGENT_PORT),
              ("metrics", METRICS_PORT)]
@@ -43,7 +42,7 @@ def render(namespace: str, image: str, pull_policy: str, resources: Resources,
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": ["python", "-m", "runtime.scheduler"],
-        "args": args(pipeline_gateway_ip, replica_lost_after_seconds),
+        "args": args(pipeline_gateway_host, replica_lost_after_seconds),
         "env": env or [],
         "ports": [{"name": n, "containerPort": p} for n, p in ports],
         # TCP, not gRPC health: the scheduler's API port accepting connections is its readiness.

@@ -4,6 +4,8 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
+import time
 from pathlib import Path
 
 import grpc
@@ -19,12 +21,24 @@ from runtime.scheduler.xds import XdsServer
 from runtime.scheduler_auth import AuthConfigError, SchedulerAuth
 
 
-def _endpoint(http: str | None, grpc_addr: str | None) -> Endpoint | None:
+def _endpoint(http: str | None, grpc_addr: str | None,
+              resolve_for: float = 60) -> Endpoint | None:
+    """The pipeline gateway as Envoy will see it. EDS endpoints must be IP addresses, so a host
+    name (on a cluster, the gateway Service's `pipelinegateway.<ns>.svc`, whose ClusterIP
+    lasts as long as the Service) is resolved here, retried while DNS does not know it yet."""
     if not http:
         return None
     host, _, port = http.rpartition(":")
     gport = int(grpc_addr.rpartition(":")[2]) if grpc_addr else int(port)
-    return Endpoint(host, int(port), gport)
+    deadline = time.monotonic() + resolve_for
+    while True:
+        try:
+            ip = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+            return Endpoint(ip, int(port), gport)
+        except socket.gaierror as e:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"--pipeline-gateway-http: cannot resolve {host!r}: {e}") from None
+            time.sleep(1)
 
 
 async def serve(args) -> None:

@@ -244,11 +244,11 @@ def test_scheduler_is_one_stateful_replica_with_storage_and_probes():
     assert c["args"][c["args"].index("--data-dir") + 1] == "/var/lib/core2"
     assert {"/var/lib/core2"} <= {m["mountPath"] for m in c["volumeMounts"]}
     assert c["readinessProbe"]["tcpSocket"]["port"] == 9004
-    # Envoy gets the gateway as an EDS endpoint, so the scheduler is given its Service's IP
+    # the scheduler resolves the gateway Service's name to the IP Envoy's EDS needs
     (gateway,) = by_kind(render, "Service", "pipelinegateway")
-    ip = gateway["spec"]["clusterIP"]
-    assert c["args"][c["args"].index("--pipeline-gateway-http") + 1] == f"{ip}:9010"
-    assert c["args"][c["args"].index("--pipeline-gateway-grpc") + 1] == f"{ip}:9011"
+    host = f"{gateway['metadata']['name']}.{gateway['metadata']['namespace']}.svc"
+    assert c["args"][c["args"].index("--pipeline-gateway-http") + 1] == f"{host}:9010"
+    assert c["args"][c["args"].index("--pipeline-gateway-grpc") + 1] == f"{host}:9011"
     annotations = sts["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == "9006"
