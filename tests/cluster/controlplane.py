@@ -1,6 +1,9 @@
-"""An envtest-style Kubernetes control plane on loopback: etcd + kube-apiserver, no kubelet.
+"""An envtest-style Kubernetes control plane on loopback: etcd, kube-apiserver and
+kube-controller-manager, no scheduler and no kubelet.
 
-Objects are stored, validated, defaulted and served exactly as on a cluster; no pod ever runs.
+Objects are stored, validated, defaulted and served exactly as on a cluster, and the
+controllers do their bookkeeping (garbage collection, namespace deletion, ReplicaSets and Pods
+for Deployments); no pod is ever scheduled or run.
 The binaries come from scripts/tools (.tools/bin). Authentication is a static admin token (in
 system:masters); the serving certificate is signed by a test CA that the kubeconfig trusts.
 """
@@ -71,6 +74,7 @@ class ControlPlane:
         serving.cert_chain_pems[0].write_to_path(str(pki / "apiserver.crt"))
         serving.private_key_pem.write_to_path(str(pki / "apiserver.key"))
         ca.cert_pem.write_to_path(str(pki / "ca.crt"))
+        ca.private_key_pem.write_to_path(str(pki / "ca.key"))
         _service_account_key(pki / "sa.key", pki / "sa.pub")
         (pki / "tokens.csv").write_text(f'{TOKEN},admin,admin,"system:masters"\n')
 
@@ -98,6 +102,19 @@ class ControlPlane:
         wait_until(lambda: self._ready(), timeout, "kube-apiserver /readyz", apiserver,
                    interval=0.25)
         self._write_kubeconfig()
+
+        manager_port = free_port()
+        manager = Service("kube-controller-manager", [
+            tool("kube-controller-manager"), "--kubeconfig", str(self.kubeconfig),
+            "--bind-address", "127.0.0.1", "--secure-port", str(manager_port),
+            "--leader-elect=false", "--use-service-account-credentials=false",
+            "--service-account-private-key-file", str(pki / "sa.key"),
+            "--root-ca-file", str(pki / "ca.crt"),
+            "--cluster-signing-cert-file", str(pki / "ca.crt"),
+            "--cluster-signing-key-file", str(pki / "ca.key")], logs).start()
+        self.services.append(manager)
+        wait_until(lambda: _healthy(f"https://127.0.0.1:{manager_port}/healthz"), timeout,
+                   "kube-controller-manager /healthz", manager, interval=0.25)
         return self
 
     def _ready(self) -> bool:
@@ -134,6 +151,17 @@ class ControlPlane:
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _healthy(url: str) -> bool:
+    """A component's /healthz, served with its own self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError):
         return False

@@ -2,9 +2,13 @@
 deploy the sample models, pipeline and experiment through the scheduler API, a second preview
 shows no change, and destroy unloads them."""
 
+import pytest
+
 from components.scheduler_api import GONE
 from runtime.client import SchedulerClient
 
+# several real engine runs, each planning a whole stack
+pytestmark = pytest.mark.timeout(1800)
 
 def test_local_stack_deploys_to_a_running_platform(stack_dir, make_env):
     env = make_env(pipelines=True)

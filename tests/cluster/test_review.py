@@ -13,6 +13,9 @@ ANALYZER = str(ROOT / "infra" / "policy" / "analyzer")
 VERSION_KEY = "core2.io/version-key"
 
 
+# several real engine runs, each planning a whole stack
+pytestmark = pytest.mark.timeout(1800)
+
 def model(sd, name: str) -> dict:
     (found,) = [m for m in sd.values["core2:models"] if m["name"] == name]
     return found["spec"]

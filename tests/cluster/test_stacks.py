@@ -8,13 +8,28 @@ import re
 
 import pytest
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
+from runtime.procs import wait_until
+
+# several real engine runs, each planning a whole stack
+pytestmark = pytest.mark.timeout(1800)
 
 def changes(output: str) -> dict:
     """The engine's change summary, e.g. {'same': 40} or {'create': 3, 'update': 1}."""
     found = re.findall(r"^CHANGES (\{.*\})$", output, re.M)
     assert found, output[-3000:]
     return ast.literal_eval(found[-1])
+
+
+def namespace_exists(kube, namespace: str) -> bool:
+    try:
+        client.CoreV1Api(kube).read_namespace(namespace)
+        return True
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
 
 
 def stack_objects(kube, namespace: str) -> dict[str, list[str]]:
@@ -66,6 +81,9 @@ def test_stack_is_accepted_by_a_real_api_server_and_destroyed_cleanly(stack, sta
     sd.run("destroy").ok()
     left = {kind: names for kind, names in stack_objects(cluster, namespace).items() if names}
     assert not left, left
+    # the namespace itself is finalized by the namespace controller, as on a cluster
+    wait_until(lambda: not namespace_exists(cluster, namespace), 120,
+               f"namespace {namespace} to be deleted")
     # the Seldon CRDs are cluster-wide and stay for other stacks
     crds = client.ApiextensionsV1Api(cluster).list_custom_resource_definition().items
     assert "models.mlops.seldon.io" in {c.metadata.name for c in crds}
