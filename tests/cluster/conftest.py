@@ -12,6 +12,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from runtime.procs import wait_until
 from tests.cluster.controlplane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,8 +97,18 @@ class StackDir:
         return EngineRun(proc.returncode, proc.stdout + proc.stderr)
 
 
+def namespace_exists(kube, namespace: str) -> bool:
+    try:
+        client.CoreV1Api(kube).read_namespace(namespace)
+        return True
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+
+
 @pytest.fixture
-def stack_dir(tmp_path, control_plane):
+def stack_dir(tmp_path, control_plane, kube):
     made: list[StackDir] = []
 
     def make(stack: str) -> StackDir:
@@ -108,3 +119,8 @@ def stack_dir(tmp_path, control_plane):
     for s in made:  # never leave a stack's objects behind for the next test
         if (s.dir / "state").exists():
             s.run("destroy")
+            namespace = s.values.get("core2:namespace", "core2")
+            if s.values.get("core2:target", "kubernetes") == "kubernetes":
+                # a namespace still terminating would refuse the next stack's objects
+                wait_until(lambda ns=namespace: not namespace_exists(kube, ns), 120,
+                           f"namespace {ns} to be deleted")

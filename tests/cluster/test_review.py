@@ -92,5 +92,7 @@ def test_promote_output_goes_through_preview_diff(stack_dir, cluster):
     diff = sd.run("preview", "--diff").ok().output
     lines = "\n".join(changed_lines(diff))
     winner = "gs://core2-models/iris-sklearn/v2"
-    assert re.search(r"~ .*mlops.seldon.io/v1alpha1:Model.*iris", lines), diff[-4000:]
+    updated = re.search(r"~ kubernetes:mlops\.seldon\.io/v1alpha1:Model: \(update\)\s*"
+                        r"\[id=[^/\]]+/(\S+)\]", diff)
+    assert updated and updated.group(1) == "iris", diff[-4000:]
     assert winner in lines and VERSION_KEY in lines

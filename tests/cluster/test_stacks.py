@@ -8,9 +8,9 @@ import re
 
 import pytest
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from runtime.procs import wait_until
+from tests.cluster.conftest import namespace_exists
 
 # several real engine runs, each planning a whole stack
 pytestmark = pytest.mark.timeout(1800)
@@ -20,16 +20,6 @@ def changes(output: str) -> dict:
     found = re.findall(r"^CHANGES (\{.*\})$", output, re.M)
     assert found, output[-3000:]
     return ast.literal_eval(found[-1])
-
-
-def namespace_exists(kube, namespace: str) -> bool:
-    try:
-        client.CoreV1Api(kube).read_namespace(namespace)
-        return True
-    except ApiException as e:
-        if e.status == 404:
-            return False
-        raise
 
 
 def stack_objects(kube, namespace: str) -> dict[str, list[str]]:
@@ -79,11 +69,12 @@ def test_stack_is_accepted_by_a_real_api_server_and_destroyed_cleanly(stack, sta
     assert set(changes(second)) == {"same"}, second[-3000:]
 
     sd.run("destroy").ok()
-    left = {kind: names for kind, names in stack_objects(cluster, namespace).items() if names}
-    assert not left, left
-    # the namespace itself is finalized by the namespace controller, as on a cluster
+    # deletions finish as on a cluster: the garbage collector removes what a foreground
+    # deletion waits for, the namespace controller finalizes the namespace
     wait_until(lambda: not namespace_exists(cluster, namespace), 120,
                f"namespace {namespace} to be deleted")
+    left = {kind: names for kind, names in stack_objects(cluster, namespace).items() if names}
+    assert not left, left
     # the Seldon CRDs are cluster-wide and stay for other stacks
     crds = client.ApiextensionsV1Api(cluster).list_custom_resource_definition().items
     assert "models.mlops.seldon.io" in {c.metadata.name for c in crds}
