@@ -123,4 +123,4 @@ def stack_dir(tmp_path, control_plane, kube):
             if s.values.get("core2:target", "kubernetes") == "kubernetes":
                 # a namespace still terminating would refuse the next stack's objects
                 wait_until(lambda ns=namespace: not namespace_exists(kube, ns), 120,
-                           f"namespace {ns} to be deleted")
+                           f"namespace {namespace} to be deleted")
