@@ -5,6 +5,7 @@ import http.client
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,6 +26,16 @@ def iris_request(values=PROBE_INPUT) -> bytes:
     return json.dumps({"inputs": [{"name": "predict", "shape": [1, len(values)],
                                    "datatype": "FP32", "data": values}]}).encode()
 IRIS_CLASS, IRIS2_CLASS = 2, 1
+
+
+def wait_for(check, timeout: float, what: str):
+    """Poll `check` until it returns something truthy, and return that; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if got := check():
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def write_cert(cert, cert_file: Path, key_file: Path) -> None:

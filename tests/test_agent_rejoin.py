@@ -4,18 +4,9 @@ Envoy serves them again, with no other action."""
 
 import time
 
-from tests.conftest import IRIS_CLASS
+from tests.conftest import IRIS_CLASS, wait_for
 
 LOST_AFTER_S = 2.0
-
-
-def _wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if got := check():
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _state(env, model: str):
@@ -31,7 +22,7 @@ def test_agent_back_after_the_grace_period_gets_its_models_back(make_env, sample
     # Only the agent dies: the model server keeps both models loaded.
     env.platform.kill("mlserver-0-agent")
     for name in ("iris", "iris2"):
-        status = _wait_for(lambda n=name: (s := _state(env, n)).state == "ScheduleFailed" and s,
+        status = wait_for(lambda n=name: (s := _state(env, n)).state == "ScheduleFailed" and s,
                            30, f"{name} to be ScheduleFailed once the replica is lost")
         assert "lost" in status.reason
 
@@ -39,7 +30,7 @@ def test_agent_back_after_the_grace_period_gets_its_models_back(make_env, sample
     back_at = time.monotonic()
     env.platform.restart("mlserver-0-agent")
     for name in ("iris", "iris2"):
-        _wait_for(lambda n=name: _state(env, n).state == "ModelAvailable", 30,
+        wait_for(lambda n=name: _state(env, n).state == "ModelAvailable", 30,
                   f"{name} to be ModelAvailable after the agent rejoined")
     took = time.monotonic() - back_at
     print(f"models Available {took:.1f}s after the agent restarted")
@@ -63,11 +54,11 @@ def test_a_replica_back_after_the_grace_period_restores_the_replica_count(make_e
     assert replicas() == [0, 1]
     env.platform.kill("mlserver-0-agent")
     # Lost: iris keeps serving from replica 1 alone (nothing else can take the second copy).
-    _wait_for(lambda: replicas() == [1], 30, "replica 0 to be forgotten")
+    wait_for(lambda: replicas() == [1], 30, "replica 0 to be forgotten")
     assert env.predict("iris") == IRIS_CLASS
 
     env.platform.restart("mlserver-0-agent")
-    _wait_for(lambda: replicas() == [0, 1] and _state(env, "iris").state == "ModelAvailable",
+    wait_for(lambda: replicas() == [0, 1] and _state(env, "iris").state == "ModelAvailable",
               30, "iris to be placed back on replica 0")
     [status] = env.scheduler.status("Model", "iris")
     assert status.versions[0].available_replicas == 2

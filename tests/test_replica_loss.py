@@ -5,18 +5,9 @@ import json
 import time
 
 from runtime.local.config import LocalServer
-from tests.conftest import IRIS_CLASS
+from tests.conftest import IRIS_CLASS, wait_for
 
 LOST_AFTER_S = 2.0
-
-
-def _wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if got := check():
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _version(env, model: str):
@@ -46,7 +37,7 @@ def test_models_move_off_a_lost_replica_and_wait_for_one_to_return(make_env, sam
         status, v = _version(env, "iris")
         return status.state == "ModelAvailable" and [r.replica for r in v.replicas] == [other]
 
-    _wait_for(moved, 60, f"iris to move to replica {other}")
+    wait_for(moved, 60, f"iris to move to replica {other}")
     assert time.monotonic() - lost_at >= LOST_AFTER_S
     assert env.predict("iris") == IRIS_CLASS
     server = json.loads(env.scheduler.status("Server", "mlserver")[0].detail_json)
@@ -59,7 +50,7 @@ def test_models_move_off_a_lost_replica_and_wait_for_one_to_return(make_env, sam
         status, _ = _version(env, "iris")
         return status if status.state == "ScheduleFailed" else None
 
-    status = _wait_for(failed, 30, "iris to be ScheduleFailed")
+    status = wait_for(failed, 30, "iris to be ScheduleFailed")
     assert "lost" in status.reason and "no server replica is connected" in status.reason
     code, body, _ = env.infer("iris")
     assert code in (404, 503) and "error" in body
@@ -75,7 +66,7 @@ def test_an_agent_back_within_the_grace_period_keeps_its_models(make_env, sample
     env = make_env(replicaLostAfterSeconds=30)
     env.load_model("iris", sample_models / "iris")
     env.platform.restart("mlserver-0-agent")
-    _wait_for(lambda: json.loads(env.scheduler.status("Server", "mlserver")[0].detail_json)
+    wait_for(lambda: json.loads(env.scheduler.status("Server", "mlserver")[0].detail_json)
               ["replicas"][0]["connected"], 30, "the agent to reconnect")
     status, v = _version(env, "iris")
     assert status.state == "ModelAvailable" and [r.replica for r in v.replicas] == [0]
