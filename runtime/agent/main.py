@@ -1,9 +1,10 @@
 """Run the agent: wait for the model server, start the proxy and /metrics, follow the
-scheduler until stopped."""
+scheduler until stopped. `drain` (runtime.agent.drain) moves the replica's models away."""
 
 import asyncio
 import logging
 import signal
+import sys
 
 import grpc
 from aiohttp import web
@@ -89,6 +90,10 @@ async def _main(config: AgentConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["drain"]:  # the server pod's preStop hook
+        from runtime.agent import drain
+        raise SystemExit(drain.main(argv[1:]))
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(_main(parse_args(argv)))

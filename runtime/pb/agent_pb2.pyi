@@ -106,3 +106,33 @@ class EventAck(_message.Message):
     ROUTES_APPLIED_FIELD_NUMBER: _ClassVar[int]
     routes_applied: bool
     def __init__(self, routes_applied: _Optional[bool] = ...) -> None: ...
+
+class DrainRequest(_message.Message):
+    __slots__ = ("server_name", "replica_idx")
+    SERVER_NAME_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_IDX_FIELD_NUMBER: _ClassVar[int]
+    server_name: str
+    replica_idx: int
+    def __init__(self, server_name: _Optional[str] = ..., replica_idx: _Optional[int] = ...) -> None: ...
+
+class DrainedModel(_message.Message):
+    __slots__ = ("name", "version", "server", "replicas", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    server: str
+    replicas: _containers.RepeatedScalarFieldContainer[int]
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., server: _Optional[str] = ..., replicas: _Optional[_Iterable[int]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DrainResponse(_message.Message):
+    __slots__ = ("moved", "not_moved")
+    MOVED_FIELD_NUMBER: _ClassVar[int]
+    NOT_MOVED_FIELD_NUMBER: _ClassVar[int]
+    moved: _containers.RepeatedCompositeFieldContainer[DrainedModel]
+    not_moved: _containers.RepeatedCompositeFieldContainer[DrainedModel]
+    def __init__(self, moved: _Optional[_Iterable[_Union[DrainedModel, _Mapping]]] = ..., not_moved: _Optional[_Iterable[_Union[DrainedModel, _Mapping]]] = ...) -> None: ...

@@ -44,6 +44,11 @@ class AgentStub:
                 request_serializer=runtime_dot_pb_dot_agent__pb2.ModelEvent.SerializeToString,
                 response_deserializer=runtime_dot_pb_dot_agent__pb2.EventAck.FromString,
                 _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/core2.agent.Agent/Drain',
+                request_serializer=runtime_dot_pb_dot_agent__pb2.DrainRequest.SerializeToString,
+                response_deserializer=runtime_dot_pb_dot_agent__pb2.DrainResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -61,6 +66,12 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Drain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +84,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Event,
                     request_deserializer=runtime_dot_pb_dot_agent__pb2.ModelEvent.FromString,
                     response_serializer=runtime_dot_pb_dot_agent__pb2.EventAck.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=runtime_dot_pb_dot_agent__pb2.DrainRequest.FromString,
+                    response_serializer=runtime_dot_pb_dot_agent__pb2.DrainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +145,33 @@ class Agent:
             '/core2.agent.Agent/Event',
             runtime_dot_pb_dot_agent__pb2.ModelEvent.SerializeToString,
             runtime_dot_pb_dot_agent__pb2.EventAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/core2.agent.Agent/Drain',
+            runtime_dot_pb_dot_agent__pb2.DrainRequest.SerializeToString,
+            runtime_dot_pb_dot_agent__pb2.DrainResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,10 +7,13 @@ import grpc
 
 from runtime.pb import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from runtime.scheduler.core import KEYS, NotFound, Scheduler
+from runtime.scheduler.drain import DrainError, Outcome
 from runtime.scheduler.state import Replica
 from runtime.specs import SpecError
 
 log = logging.getLogger(__name__)
+DRAIN_DEFAULT_S = 600.0  # a Drain call without a gRPC deadline waits at most this long
+DRAIN_ANSWER_MARGIN_S = 1.0  # answer this long before the caller's deadline
 
 
 async def _guard(context, fn, *args):
@@ -96,3 +99,23 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     async def Event(self, request, context):
         applied = await self.s.models.on_event(request)
         return agent_pb2.EventAck(routes_applied=applied)
+
+    async def Drain(self, request, context):
+        if not request.server_name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "server_name: required")
+        remaining = context.time_remaining()
+        timeout = DRAIN_DEFAULT_S if remaining is None else \
+            max(remaining - DRAIN_ANSWER_MARGIN_S, remaining / 2)
+        try:
+            outcomes = await self.s.models.drainer.drain(request.server_name,
+                                                         request.replica_idx, timeout)
+        except DrainError as e:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        return agent_pb2.DrainResponse(
+            moved=[_drained(o) for o in outcomes if o.moved],
+            not_moved=[_drained(o) for o in outcomes if not o.moved])
+
+
+def _drained(o: Outcome) -> agent_pb2.DrainedModel:
+    return agent_pb2.DrainedModel(name=o.model, version=o.version, server=o.server,
+                                  replicas=o.replicas, reason=o.reason)

@@ -34,7 +34,8 @@ def server_status(name: str, manager, spec: dict | None, updated: int) -> pb.Res
                 for i in v.replicas:
                     placed.setdefault(i, []).append(v.internal_name)
     detail = {"replicas": [{
-        "replica": r.idx, "connected": r.connected, "capabilities": r.capabilities,
+        "replica": r.idx, "connected": r.connected, "draining": r.draining,
+        "capabilities": r.capabilities,
         "memory": r.memory, "overCommitPercentage": r.over_commit,
         "availableMemory": r.available_memory, "models": sorted(placed.get(r.idx, []))}
         for r in reps]}

@@ -5,6 +5,7 @@ import logging
 
 from runtime.pb import agent_pb2
 from runtime.scheduler import state as st
+from runtime.scheduler.drain import Drainer
 from runtime.scheduler.placement import PlacementError, place
 from runtime.scheduler.state import Model, ModelVersion, Replica, ReplicaState
 from runtime.scheduler.tables import NotFound
@@ -27,6 +28,7 @@ class ModelManager:
         # Shorter than this (an agent restarting), its models stay put and keep their routes.
         self.lost_after_s = lost_after_s
         self._lost_timers: dict[str, asyncio.TimerHandle] = {}
+        self.drainer = Drainer(self)
 
     # ---- desired state -------------------------------------------------------------------
     def apply(self, name: str, spec: ModelSpec) -> Model:
@@ -185,7 +187,10 @@ class ModelManager:
         if v.state in (st.TERMINATING, st.TERMINATED):
             return
         want = v.spec.desired_replicas
-        placed = [i for i, r in v.replicas.items() if r.state not in st.LEAVING]
+        # A copy on a draining replica still serves but no longer counts as placed: the
+        # version stays Available while its replacement loads (make before break).
+        placed = [i for i, r in v.replicas.items()
+                  if r.state not in st.LEAVING and not self.is_draining(v.server, i)]
         failed = [(i, r) for i, r in v.replicas.items() if r.state == st.LOAD_FAILED]
         available = v.available_replicas()
         if failed:
@@ -200,6 +205,10 @@ class ModelManager:
         if v.state == st.AVAILABLE and v is m.latest:
             for old in m.versions[:-1]:
                 self._terminate(old)
+
+    def is_draining(self, server: str, idx: int) -> bool:
+        r = self.replicas.get(f"{server}/{idx}")
+        return r is not None and r.draining
 
     async def on_event(self, ev) -> bool:
         """An agent's event; returns whether the resulting routes reached Envoy."""

@@ -1,7 +1,8 @@
 """Where a model version goes: filters, then sorters, as in Seldon Core 2.
 
 Filters (per server): the pinned `server`; every requirement among the server's capabilities;
-enough connected replicas; per replica, free memory after over-commit and other placements.
+enough connected replicas that are not draining (going away); per replica, free memory after
+over-commit and other placements.
 Sorters: a server already holding the model first; then, per replica, one already serving this
 version (topping up never moves a serving copy); then most free memory; then lowest index.
 A model with `minReplicas` may be placed on fewer replicas than asked (partial scheduling)."""
@@ -27,17 +28,25 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:.0f}MiB"
 
 
+def _draining_note(n: int) -> str:
+    return f" that is not draining ({n} draining)" if n else ""
+
+
 def place(*, requirements: list[str], memory: int, want: int, minimum: int, pinned: str | None,
           replicas: list[Replica], used: dict[str, int], holding: set[str],
           loaded_on: frozenset[str] | set[str] = frozenset()) -> Placement:
     """`used`: bytes already placed per replica key; `holding`: servers with this model;
     `loaded_on`: replica keys already serving this version."""
     servers: dict[str, list[Replica]] = defaultdict(list)
+    draining: dict[str, int] = defaultdict(int)
     for r in replicas:
-        if r.connected:
+        if r.connected and r.draining:
+            draining[r.server] += 1
+        elif r.connected:
             servers[r.server].append(r)
     if pinned and pinned not in servers:
-        raise PlacementError(f"server {pinned!r} has no connected replica")
+        raise PlacementError(f"server {pinned!r} has no connected replica"
+                             + _draining_note(draining[pinned]))
     reasons, fits = [], []
     for name, reps in sorted(servers.items()):
         if pinned and name != pinned:
@@ -60,7 +69,8 @@ def place(*, requirements: list[str], memory: int, want: int, minimum: int, pinn
                      name, chosen))
     if not fits:
         if not servers:
-            raise PlacementError("no server replica is connected")
+            raise PlacementError("no server replica is connected"
+                                 + _draining_note(sum(draining.values())))
         if requirements and all("lacks" in r for r in reasons):
             raise PlacementError(f"no server offers requirement(s) {', '.join(requirements)} "
                                  f"({'; '.join(reasons)})")

@@ -43,6 +43,9 @@ class Replica:
     agent_grpc_port: int
     connected: bool = False
     available_memory: int = 0
+    # Going away (preStop): placement skips it. Not persisted, and a reconnect (a new
+    # Replica from the agent's Subscribe) starts undrained: the pod came back.
+    draining: bool = False
 
     @property
     def key(self) -> str:
@@ -54,7 +57,7 @@ class Replica:
         return self.memory * (100 + self.over_commit) // 100
 
     def to_doc(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "connected"}
+        return {k: v for k, v in asdict(self).items() if k not in ("connected", "draining")}
 
 
 @dataclass
