@@ -40,7 +40,8 @@ AGENT_RESOURCES = Resources("100m", "128Mi", "500m", "512Mi")
 STORAGE_PROTOCOLS = {"s3": "S3", "gs": "GS", "az": "AZ"}
 RESERVED_VOLUMES = {"models", "cache", "tmp"}
 RESERVED_MOUNTS = {REPOSITORY, CACHE, "/tmp"}
-GRACE_SECONDS = 60
+GRACE_SECONDS = 60  # for the containers to stop once the preStop drain is over
+DRAIN_DONE = f"{REPOSITORY}/.core2-drained"  # on the volume both containers share
 
 
 @dataclass
@@ -78,6 +79,8 @@ class ServerArgs:
     # {name, protocol: s3|gs|az}: a Secret whose keys are fsspec storage options
     # (endpoint_url, key, secret, ...) for that protocol
     storage_secret: dict | None = None
+    # preStop: how long the agent may take moving the replica's models to other replicas
+    drain_seconds: int = 120
 
     @property
     def service_account(self) -> str:
@@ -112,6 +115,9 @@ def _server_container(a: ServerArgs) -> dict:
               # the same restricted context as every core2 container (Triton included)
               "securityContext": RESTRICTED_CONTAINER,
               "volumeMounts": [{"name": "models", "mountPath": REPOSITORY}, tmp_mount]}
+    # Kubernetes stops a container without a preStop hook at once: the model server waits for
+    # the agent's drain to end, so it serves the draining copies until they are replaced.
+    common["lifecycle"] = {"preStop": {"exec": {"command": wait_for_drain_command(a)}}}
     if a.type == "triton":
         return {"name": "triton", "image": a.triton_image, "command": ["tritonserver"],
                 "args": [f"--model-repository={REPOSITORY}", "--model-control-mode=explicit",
@@ -127,6 +133,20 @@ def _server_container(a: ServerArgs) -> dict:
                      "--grpc-port", str(SERVER_PORTS["grpc"]),
                      "--metrics-port", str(SERVER_PORTS["server-metrics"])],
             **common}
+
+
+def drain_command(a: ServerArgs) -> list[str]:
+    """The agent's preStop hook: move this replica's models elsewhere before the pod stops.
+    An exec hook gets no $(VAR) expansion, so a shell reads the replica index from the env."""
+    return ["sh", "-c", "exec python -m runtime.agent drain "
+            f"--scheduler {SCHEDULER}:{AGENT_PORT} --server-name {a.name} "
+            f'--replica-idx "$REPLICA_IDX" --timeout {a.drain_seconds} --done-file {DRAIN_DONE}']
+
+
+def wait_for_drain_command(a: ServerArgs) -> list[str]:
+    """The model server's preStop hook: until the agent's drain is done (or its time is up)."""
+    return ["sh", "-c", f"i=0; while [ ! -e {DRAIN_DONE} ] && [ $i -lt {a.drain_seconds} ]; "
+            "do sleep 1; i=$((i+1)); done"]
 
 
 def _agent_container(a: ServerArgs) -> dict:
@@ -162,6 +182,7 @@ def _agent_container(a: ServerArgs) -> dict:
         "readinessProbe": http_probe(SERVER_PORTS["agent-metrics"], "/ready", period=5),
         "livenessProbe": http_probe(SERVER_PORTS["agent-metrics"], "/live", initial=10,
                                     failures=6),
+        "lifecycle": {"preStop": {"exec": {"command": drain_command(a)}}},
         "resources": Resources.from_config(a.agent_resources, AGENT_RESOURCES).render(),
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [{"name": "models", "mountPath": REPOSITORY},
@@ -183,6 +204,9 @@ def storage_env_from(secret: dict | None) -> list[dict]:
 def validate(a: ServerArgs) -> None:
     """Refuse what would render a broken pod, naming the stack field."""
     where = f"servers[{a.name}]"
+    if a.drain_seconds < 1:
+        raise ValueError(f"{where}.drainSeconds: {a.drain_seconds} must be at least 1 "
+                         "(the time a replica has to move its models before it stops)")
     if a.type not in DEFAULT_CAPABILITIES:
         raise ValueError(f"{where}.type: {a.type!r} is not one of "
                          f"{', '.join(DEFAULT_CAPABILITIES)}")
@@ -226,7 +250,8 @@ def render(a: ServerArgs) -> list[dict]:
         "serviceAccountName": a.service_account,
         "automountServiceAccountToken": False,
         "securityContext": RESTRICTED_POD,
-        "terminationGracePeriodSeconds": GRACE_SECONDS,
+        # the preStop drain, then the containers' own shutdown
+        "terminationGracePeriodSeconds": a.drain_seconds + GRACE_SECONDS,
         "containers": [_server_container(a), _agent_container(a)],
         "volumes": volumes,
     }

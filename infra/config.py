@@ -54,6 +54,8 @@ class ServerEntry(_Strict):
     volumeMounts: list[dict[str, Any]] = []
     serviceAccountAnnotations: dict[str, str] = {}  # IRSA / GKE Workload Identity
     storageSecret: "StorageSecret | None" = None
+    # preStop: seconds a replica has to move its models to other replicas before it stops
+    drainSeconds: int = Field(default=120, ge=1, le=3600)
 
 
 class StorageSecret(_Strict):

@@ -67,7 +67,8 @@ def server_args(cfg: StackConfig) -> list[ServerArgs]:
         scheduler_token_secret=cfg.schedulerTokenSecret, env=s.env, env_from=s.envFrom,
         volumes=s.volumes, volume_mounts=s.volumeMounts,
         service_account_annotations=s.serviceAccountAnnotations,
-        storage_secret=s.storageSecret.model_dump() if s.storageSecret else None)
+        storage_secret=s.storageSecret.model_dump() if s.storageSecret else None,
+        drain_seconds=s.drainSeconds)
         for s in cfg.servers]
 
 

@@ -9,8 +9,10 @@ import urllib.error
 import urllib.request
 
 import pytest
+from pydantic import ValidationError
 
-from components import envoy, envoy_bootstrap
+from components import envoy, envoy_bootstrap, server
+from infra.config import ServerEntry
 from runtime.envoy import envoy_binary
 from tests.infra.harness import render_stack
 
@@ -144,3 +146,52 @@ def test_real_envoy_readiness_turns_503_after_the_prestop_hook(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_server_pods_drain_their_models_before_they_stop():
+    """The agent's preStop hook runs `python -m runtime.agent drain` for its own replica, the
+    model server's waits for the drain to end, and the grace period covers both."""
+    sets = objects(rendered("prod-aws"), "StatefulSet")
+    for name in ("mlserver", "triton-gpu"):
+        pod = sets[name]["spec"]["template"]["spec"]
+        agent, model_server = sorted(pod["containers"], key=lambda c: c["name"] != "agent")
+        hook = agent["lifecycle"]["preStop"]["exec"]["command"]
+        assert hook[:2] == ["sh", "-c"]
+        assert hook[2].startswith("exec python -m runtime.agent drain ")
+        assert f"--server-name {name} " in hook[2] and '--replica-idx "$REPLICA_IDX"' in hook[2]
+        assert "--timeout 120 " in hook[2] and f"--done-file {server.DRAIN_DONE}" in hook[2]
+        # the shell reads the index from the env the agent gets from the pod-index label
+        [idx] = [e for e in agent["env"] if e["name"] == "REPLICA_IDX"]
+        assert idx["valueFrom"]["fieldRef"]["fieldPath"].endswith("pod-index']")
+        wait = model_server["lifecycle"]["preStop"]["exec"]["command"]
+        assert server.DRAIN_DONE in wait[2] and "-lt 120" in wait[2]
+        assert pod["terminationGracePeriodSeconds"] == 120 + server.GRACE_SECONDS
+
+
+def test_drain_seconds_is_per_server_and_checked():
+    args = server.ServerArgs(name="slow", namespace="core2", image="img", drain_seconds=600)
+    sts = next(m for m in server.render(args) if m["kind"] == "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 600 + server.GRACE_SECONDS
+    assert "--timeout 600 " in server.drain_command(args)[2]
+    with pytest.raises(ValueError, match=r"servers\[slow\]\.drainSeconds: 0 must be at least"):
+        server.render(server.ServerArgs(name="slow", namespace="core2", image="img",
+                                        drain_seconds=0))
+    with pytest.raises(ValidationError, match="drainSeconds"):
+        ServerEntry(name="slow", drainSeconds=0)
+
+
+def test_the_model_server_prestop_waits_for_the_drain_then_returns(tmp_path):
+    """The rendered wait, run by a real shell: it blocks until the done file appears."""
+    done = tmp_path / "drained"
+    args = server.ServerArgs(name="s", namespace="core2", image="img", drain_seconds=30)
+    script = server.wait_for_drain_command(args)[2].replace(server.DRAIN_DONE, str(done))
+    proc = subprocess.Popen(["sh", "-c", script])
+    try:
+        # still waiting: nothing has signalled the drain's end
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1.5)
+        done.touch()
+        assert proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()

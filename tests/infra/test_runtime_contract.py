@@ -3,6 +3,7 @@ the real Envoy's config validation, and every container's flags parse with the r
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 
@@ -115,3 +116,24 @@ def test_kafka_settings_reach_the_dataflow_clients(renders, monkeypatch):
     assert cfg.security_protocol == "SASL_SSL" and cfg.sasl_mechanism == "SCRAM-SHA-512"
     assert (cfg.sasl_username, cfg.sasl_password) == ("<username>", "<password>")
     assert json.dumps(cfg.bootstrap).count("amazonaws.com") == 2
+
+
+def test_the_server_prestop_drain_passes_flags_the_drain_cli_accepts(renders):
+    """The agent's preStop hook is a shell line (exec hooks get no $(VAR) expansion): with
+    the index filled in as the shell would, `runtime.agent drain` accepts its flags, and it
+    drains the same server at the same scheduler as the agent registered with."""
+    hooks = []
+    for render in renders.values():
+        for c in containers(render):
+            command = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
+            if command and "runtime.agent drain" in command[-1]:
+                hooks.append((c, command))
+    assert hooks and {c["name"] for c, _ in hooks} == {"agent"}
+    for agent, command in hooks:
+        argv = shlex.split(command[2].replace('"$REPLICA_IDX"', "2"))
+        assert argv[:5] == ["exec", "python", "-m", "runtime.agent", "drain"]
+        flags = parse_flags("runtime.agent", argv[4:])
+        args = agent["args"]
+        assert flags["replica_idx"] == 2 and flags["timeout"] > 0
+        assert flags["scheduler"] == args[args.index("--scheduler") + 1]
+        assert flags["server_name"] == args[args.index("--server-name") + 1]
