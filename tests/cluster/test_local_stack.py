@@ -9,6 +9,9 @@ from runtime.client import SchedulerClient
 
 # several real engine runs, each planning a whole stack
 pytestmark = pytest.mark.timeout(1800)
+DEPLOYED = (("Model", "iris"), ("Model", "iris2"), ("Pipeline", "iris-pipeline"),
+            ("Experiment", "iris-ab"))
+
 
 def test_local_stack_deploys_to_a_running_platform(stack_dir, make_env):
     env = make_env(pipelines=True)
@@ -18,8 +21,7 @@ def test_local_stack_deploys_to_a_running_platform(stack_dir, make_env):
 
     sd.run("up").ok()
     scheduler = SchedulerClient(env.platform.scheduler_address)
-    for kind, name in (("Model", "iris"), ("Model", "iris2"), ("Pipeline", "iris-pipeline"),
-                       ("Experiment", "iris-ab")):
+    for kind, name in DEPLOYED:
         status = scheduler.get(kind, name)
         assert status is not None and status.ready, (kind, name, status)
     assert env.predict("iris") in (1, 2)  # through Envoy, split by the experiment
@@ -28,5 +30,31 @@ def test_local_stack_deploys_to_a_running_platform(stack_dir, make_env):
 
     sd.run("destroy").ok()
     for kind, name in (("Model", "iris"), ("Model", "iris2"), ("Experiment", "iris-ab")):
+        status = scheduler.get(kind, name)
+        assert status is None or status.state in GONE, (kind, name, status)
+
+
+def test_a_moved_scheduler_is_used_for_update_and_destroy(stack_dir, make_env):
+    """The stack's schedulerAddress changes (the platform moved): `up` re-applies the stack on
+    the new scheduler and `destroy` removes it there; the address saved in the state (now
+    dead) is never used."""
+    old = make_env(pipelines=True)
+    sd = stack_dir("local")
+    sd.values["core2:schedulerAddress"] = old.platform.scheduler_address
+    sd.save()
+    sd.run("up").ok()
+    old.platform.stop()
+
+    new = make_env(pipelines=True)
+    sd.values["core2:schedulerAddress"] = new.platform.scheduler_address
+    sd.save()
+    sd.run("up").ok()
+    scheduler = SchedulerClient(new.platform.scheduler_address)
+    for kind, name in DEPLOYED:
+        status = scheduler.get(kind, name)
+        assert status is not None and status.ready, (kind, name, status)
+
+    sd.run("destroy").ok()
+    for kind, name in DEPLOYED[:2]:
         status = scheduler.get(kind, name)
         assert status is None or status.state in GONE, (kind, name, status)
