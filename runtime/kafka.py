@@ -68,6 +68,10 @@ class KafkaConfig:
     def producer(self) -> dict:
         # Latency over batching: every hop of a pipeline waits on this.
         return {**self.common(), "linger.ms": 0, "acks": 1,
+                # topics are created by the services with the configured partitions; a broker
+                # that auto-creates one on a produce (after a restart lost it) would give it
+                # its own default count, which the static readers would not all be reading
+                "allow.auto.create.topics": False,
                 "enable.idempotence": False, "compression.type": "none",
                 # Seen with Tansu under load: a produce request left unanswered. Retry it
                 # after 5 s rather than librdkafka's default 30 s.

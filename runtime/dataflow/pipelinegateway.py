@@ -80,14 +80,16 @@ class PipelineGateway:
             self.ready.discard(name)
 
     # -- consuming responses (own thread) -------------------------------------------------
-    def _assign_at_end(self, consumer: Consumer, topic: str) -> None:
+    def _assign_at_end(self, consumer: Consumer, topic: str, from_start: bool = False) -> None:
         """Read a topic from its current end: only answers to calls made from now on matter.
-        Explicit offsets (not OFFSET_END) so no answer slips in before the position is set."""
+        Explicit offsets (not OFFSET_END) so no answer slips in before the position is set.
+        A topic created again (broker restart) is read from its start instead: it holds only
+        answers produced since, some perhaps to calls still waiting."""
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         parts = []
         for p in meta.partitions:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            parts.append(TopicPartition(topic, p, high))
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            parts.append(TopicPartition(topic, p, low if from_start else high))
         consumer.incremental_assign(parts)
 
     def _read_errors(self, consumer: Consumer) -> None:
@@ -104,6 +106,7 @@ class PipelineGateway:
     def _consume(self, loop: asyncio.AbstractEventLoop) -> None:
         consumer = Consumer(self.cfg.consumer(None, offset_reset="latest"))
         assigned: set[str] = set()
+        from_start = False  # after topics were created again, until all are read again
         errors = self.cfg.errors()
         self._read_errors(consumer)
 
@@ -119,7 +122,7 @@ class PipelineGateway:
                 if guard.lost.is_set():  # topics created again: read them from their start
                     guard.lost.clear()
                     consumer.unassign()
-                    assigned = set()
+                    assigned, from_start = set(), True
                     self._read_errors(consumer)
                     guard.remember([errors])
                     with self._lock:
@@ -131,7 +134,7 @@ class PipelineGateway:
                     try:
                         if topic not in assigned:
                             kafka.ensure_topics(self.cfg, [self.cfg.pipeline_inputs(name), topic])
-                            self._assign_at_end(consumer, topic)
+                            self._assign_at_end(consumer, topic, from_start)
                             guard.remember([topic])
                             assigned.add(topic)
                     except Exception as e:  # noqa: BLE001 - retried on the next pass
@@ -145,6 +148,8 @@ class PipelineGateway:
                             self.ready.add(name)
                     if version is not None:
                         self.report(name, version, True, "")
+                with self._lock:
+                    from_start = from_start and bool(self._todo)
                 batch = []
                 for m in next_batch(consumer, 0.05, 1000):
                     if m.error():

@@ -83,12 +83,17 @@ class TopicGuard:
 
     @staticmethod
     def _describe(admin: AdminClient, topics: list[str]) -> dict[str, str | None]:
-        """topic -> its topic id, or None when the broker does not know it."""
+        """topic -> its topic id and partition count, or None when the broker does not know
+        it."""
         ids: dict[str, str | None] = {}
         for topic, fut in admin.describe_topics(TopicCollection(topics),
                                                 request_timeout=5).items():
             try:
-                ids[topic] = str(fut.result().topic_id)
+                # the partition count is part of the identity: a broker that auto-created a
+                # topic (with its own default count) before the guard did, or partitions
+                # added, must be read afresh, or records on the new partitions go unread
+                found = fut.result()
+                ids[topic] = f"{found.topic_id}/{len(found.partitions)}"
             except KafkaException as e:
                 if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                     raise
