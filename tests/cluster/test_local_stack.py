@@ -13,6 +13,18 @@ DEPLOYED = (("Model", "iris"), ("Model", "iris2"), ("Pipeline", "iris-pipeline")
             ("Experiment", "iris-ab"))
 
 
+def assert_deployed(scheduler: SchedulerClient) -> None:
+    for kind, name in DEPLOYED:
+        status = scheduler.get(kind, name)
+        assert status is not None and status.ready, (kind, name, status)
+
+
+def assert_models_gone(scheduler: SchedulerClient) -> None:
+    for kind, name in DEPLOYED[:2]:
+        status = scheduler.get(kind, name)
+        assert status is None or status.state in GONE, (kind, name, status)
+
+
 def test_local_stack_deploys_to_a_running_platform(stack_dir, make_env):
     env = make_env(pipelines=True)
     sd = stack_dir("local")
@@ -21,17 +33,13 @@ def test_local_stack_deploys_to_a_running_platform(stack_dir, make_env):
 
     sd.run("up").ok()
     scheduler = SchedulerClient(env.platform.scheduler_address)
-    for kind, name in DEPLOYED:
-        status = scheduler.get(kind, name)
-        assert status is not None and status.ready, (kind, name, status)
+    assert_deployed(scheduler)
     assert env.predict("iris") in (1, 2)  # through Envoy, split by the experiment
 
     sd.run("preview", "--expect-no-changes").ok()
 
     sd.run("destroy").ok()
-    for kind, name in (("Model", "iris"), ("Model", "iris2"), ("Experiment", "iris-ab")):
-        status = scheduler.get(kind, name)
-        assert status is None or status.state in GONE, (kind, name, status)
+    assert_models_gone(scheduler)
 
 
 def test_a_moved_scheduler_is_used_for_update_and_destroy(stack_dir, make_env):
@@ -50,11 +58,7 @@ def test_a_moved_scheduler_is_used_for_update_and_destroy(stack_dir, make_env):
     sd.save()
     sd.run("up").ok()
     scheduler = SchedulerClient(new.platform.scheduler_address)
-    for kind, name in DEPLOYED:
-        status = scheduler.get(kind, name)
-        assert status is not None and status.ready, (kind, name, status)
+    assert_deployed(scheduler)
 
     sd.run("destroy").ok()
-    for kind, name in DEPLOYED[:2]:
-        status = scheduler.get(kind, name)
-        assert status is None or status.state in GONE, (kind, name, status)
+    assert_models_gone(scheduler)
