@@ -24,7 +24,8 @@ _CLASSES = {
 }
 
 
-def _snake(key: str) -> str:
+def snake_case(key: str) -> str:
+    """camelCase (Kubernetes, stack config) to the snake_case Pulumi's Python SDK takes."""
     return re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
 
 
@@ -36,5 +37,5 @@ def register(prefix: str, manifest: dict, opts: pulumi.ResourceOptions) -> pulum
     key = (manifest["apiVersion"], manifest["kind"])
     if key not in _CLASSES:
         raise ValueError(f"{manifest['kind']} {manifest['apiVersion']}: no resource class")
-    kwargs = {_snake(k): v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
+    kwargs = {snake_case(k): v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
     return _CLASSES[key](logical_name(prefix, manifest), **kwargs, opts=opts)

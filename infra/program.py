@@ -17,6 +17,7 @@ from components import (
 )
 from components.envoy import LISTEN_PORT
 from components.envoy import NAME as ENVOY_SERVICE
+from components.objects import snake_case
 from components.resources import version_key
 from components.seldon import SeldonCrds, seldon_object
 from components.server import TRITON_IMAGE
@@ -85,15 +86,16 @@ def build(cfg: StackConfig) -> dict:
     provider = k8s.Provider(
         "k8s", kubeconfig=pulumi.Output.secret(cfg.kubeconfig_ref()), context=cfg.context,
         namespace=cfg.namespace, enable_server_side_apply=True,
-        **{_snake(k): v for k, v in cfg.kubernetesProvider.items()})
+        **{snake_case(k): v for k, v in cfg.kubernetesProvider.items()})
     on_cluster = pulumi.ResourceOptions(provider=provider)
     platform = Platform("core2", platform_args(cfg), on_cluster)
+    pools = server_args(cfg)
     servers = [Server(f"server-{a.name}", a, pulumi.ResourceOptions(
-        provider=provider, depends_on=[platform])) for a in server_args(cfg)]
+        provider=provider, depends_on=[platform])) for a in pools]
     outputs.update(namespace=cfg.namespace, schedulerAddress=platform.scheduler_address,
                    inferenceEndpoint=f"{ENVOY_SERVICE}.{cfg.namespace}.svc:{LISTEN_PORT}",
                    kafkaBootstrap=platform.kafka.bootstrap_servers,
-                   servers=[a.name for a in server_args(cfg)])
+                   servers=[a.name for a in pools])
     deps: list[pulumi.Resource] = [platform, *servers]
     if cfg.resourceDelivery == "scheduler":
         conn = Connection(kubeconfig=cfg.kubeconfig_ref(), context=cfg.context,
@@ -102,15 +104,15 @@ def build(cfg: StackConfig) -> dict:
     if cfg.installCrds:
         deps.append(SeldonCrds("seldon-crds", on_cluster))
     for kind in ("Model", "Pipeline", "Experiment"):
-        made = {r.name: seldon_object(kind, r.name, r.spec.model_dump(exclude_none=True),
-                                      cfg.namespace, pulumi.ResourceOptions(
-                                          provider=provider, depends_on=deps))
-                for r in cfg.resources_of(kind)}
+        resources = cfg.resources_of(kind)  # reads the manifest files: once
+        for r in resources:
+            seldon_object(kind, r.name, r.spec.model_dump(exclude_none=True), cfg.namespace,
+                          pulumi.ResourceOptions(provider=provider, depends_on=deps))
         if kind == "Model":
             # the version key: it changes exactly when the scheduler makes a new version
-            outputs["models"] = {r.name: version_key(r.spec) for r in cfg.resources_of(kind)}
+            outputs["models"] = {r.name: version_key(r.spec) for r in resources}
         else:
-            outputs[f"{kind.lower()}s"] = sorted(made)
+            outputs[f"{kind.lower()}s"] = sorted(r.name for r in resources)
     return outputs
 
 
@@ -120,12 +122,12 @@ def scheduler_resources(cfg: StackConfig, conn: Connection,
     outputs = {}
     # Models first, then pipelines over them, then experiments over either.
     for kind in ("Model", "Pipeline", "Experiment"):
+        resources = cfg.resources_of(kind)  # reads the manifest files: once
         made = [RESOURCE_CLASSES[kind](f"{kind.lower()}-{r.name}", r.spec, conn, name=r.name,
                                        opts=pulumi.ResourceOptions(depends_on=list(deps)))
-                for r in cfg.resources_of(kind)]
+                for r in resources]
         outputs[f"{kind.lower()}s"] = {r.name: m.version
-                                        for r, m in zip(cfg.resources_of(kind), made,
-                                                        strict=True)}
+                                        for r, m in zip(resources, made, strict=True)}
         deps = deps + made
     return outputs
 
@@ -137,10 +139,6 @@ def skip_await(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformRe
     meta = dict(args.props["metadata"] or {})
     meta["annotations"] = {**(meta.get("annotations") or {}), "pulumi.com/skipAwait": "true"}
     return pulumi.ResourceTransformResult({**args.props, "metadata": meta}, args.opts)
-
-
-def _snake(key: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
 
 
 def main() -> None:

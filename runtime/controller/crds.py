@@ -19,6 +19,10 @@ def _ready(condition: str) -> str:
     return f'.status.conditions[?(@.type=="{condition}")].status'
 
 
+def _message(condition: str) -> str:
+    return f'.status.conditions[?(@.type=="{condition}")].message'
+
+
 # Printer columns as Seldon's `kubectl get` shows them.
 COLUMNS: dict[str, list[dict]] = {
     "Model": [
@@ -29,16 +33,14 @@ COLUMNS: dict[str, list[dict]] = {
     ],
     "Pipeline": [
         {"name": "Ready", "type": "string", "jsonPath": _ready("PipelineReady")},
-        {"name": "Message", "type": "string",
-         "jsonPath": '.status.conditions[?(@.type=="PipelineReady")].message'},
+        {"name": "Message", "type": "string", "jsonPath": _message("PipelineReady")},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ],
     "Experiment": [
         {"name": "Experiment ready", "type": "string", "jsonPath": _ready("ExperimentReady")},
         {"name": "Candidates ready", "type": "string", "jsonPath": _ready("CandidatesReady")},
         {"name": "Mirror ready", "type": "string", "jsonPath": _ready("MirrorReady")},
-        {"name": "Message", "type": "string",
-         "jsonPath": '.status.conditions[?(@.type=="Ready")].message'},
+        {"name": "Message", "type": "string", "jsonPath": _message("Ready")},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ],
     "Server": [

@@ -19,7 +19,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from runtime.procs import Service, free_port, wait_until
+from runtime.procs import Service, free_port, http_ok, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tools" / "bin"
@@ -64,7 +64,7 @@ class ControlPlane:
             "--unsafe-no-fsync",  # a test store: speed over durability
             "--log-level", "warn"], logs).start()
         self.services.append(etcd)
-        wait_until(lambda: _http_ok(f"http://127.0.0.1:{etcd_port}/health"), timeout,
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{etcd_port}/health"), timeout,
                    "etcd health", etcd)
 
         ca = trustme.CA()
@@ -146,14 +146,6 @@ class ControlPlane:
     def stop(self) -> None:
         for service in reversed(self.services):
             service.stop()
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def _healthy(url: str) -> bool:
