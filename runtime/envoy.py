@@ -7,9 +7,13 @@ import shutil
 import sys
 from pathlib import Path
 
+from runtime.limits import DEFAULT_LIMITS, InferenceLimits
+
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3" \
       ".HttpConnectionManager"
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+BUFFER = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer"
+BUFFER_FILTER = "envoy.filters.http.buffer"
 HTTP_OPTS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 
@@ -24,9 +28,31 @@ def tls_socket(cert_file: str, key_file: str) -> dict:
                                   "private_key": {"filename": key_file}}]}}}
 
 
+def _not_grpc() -> dict:
+    """Matches REST requests: gRPC clients get Envoy's errors as grpc-status instead."""
+    return {"header_filter": {"header": {
+        "name": "content-type", "string_match": {"prefix": "application/grpc"},
+        "invert_match": True}}}
+
+
+def local_replies() -> dict:
+    """Every answer Envoy makes itself (404 for an unknown model, 413, 503 on overload or when
+    no replica answers, 504) in the Open Inference Protocol's `{"error": ...}` shape."""
+    oip = {"json_format": {"error": "%LOCAL_REPLY_BODY%"}, "content_type": "application/json"}
+    overloaded = {"and_filter": {"filters": [
+        {"response_flag_filter": {"flags": ["UO"]}}, _not_grpc()]}}
+    return {"mappers": [
+        {"filter": overloaded, "body_format_override": oip, "body": {"inline_string": (
+            "overloaded: this model has as many requests in flight and queued as it may "
+            "(modelMaxRequests, modelMaxPendingRequests); retry with backoff")}},
+        {"filter": _not_grpc(), "body_format_override": oip},
+    ]}
+
+
 def bootstrap(listen_port: int, admin_port: int, xds_host: str, xds_port: int,
               listen_host: str = "127.0.0.1", node_id: str = "core2-envoy",
-              tls_cert_file: str | None = None, tls_key_file: str | None = None) -> dict:
+              tls_cert_file: str | None = None, tls_key_file: str | None = None,
+              limits: InferenceLimits = DEFAULT_LIMITS) -> dict:
     """`tls_cert_file` + `tls_key_file` (PEM): the inference listener serves HTTPS and gRPC
     over TLS instead of plaintext."""
     ads = {"ads": {}, "resource_api_version": "V3"}
@@ -38,7 +64,12 @@ def bootstrap(listen_port: int, admin_port: int, xds_host: str, xds_port: int,
             "codec_type": "AUTO",  # HTTP/1.1 for REST, h2 (h2c without TLS) for gRPC
             "always_set_request_id_in_response": True,
             "rds": {"route_config_name": "core2_routes", "config_source": ads},
-            "http_filters": [{"name": "envoy.filters.http.router",
+            "local_reply_config": local_replies(),
+            # REST bodies beyond the limit get 413 (gRPC routes turn the buffer off: a
+            # stream is never buffered whole)
+            "http_filters": [{"name": BUFFER_FILTER, "typed_config": {
+                                  "@type": BUFFER, "max_request_bytes": limits.maxRequestBytes}},
+                             {"name": "envoy.filters.http.router",
                               "typed_config": {"@type": ROUTER}}],
         },
     }]}

@@ -5,6 +5,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 from runtime.local.supervision import RestartPolicy
 from runtime.specs.common import SpecError, check_name, describe
 from runtime.specs.fetch import FetchRules
@@ -61,6 +62,8 @@ class LocalConfig(BaseModel):
     # A replica whose agent is away this long is forgotten; its models move to other replicas.
     replicaLostAfterSeconds: float = Field(default=10.0, gt=0)
     envoyTls: EnvoyTls | None = None
+    # body size (Envoy and the pipeline gateway) and per-model overload limits (Envoy)
+    limits: InferenceLimits = DEFAULT_LIMITS
     supervision: RestartPolicy = RestartPolicy()
 
     @classmethod

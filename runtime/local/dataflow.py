@@ -29,5 +29,6 @@ def start_dataflow(platform) -> None:
                       lambda metrics=metrics: http_ok(f"http://127.0.0.1:{metrics}/metrics"))
     platform._add("pipeline-gateway", python_module(
         "runtime.dataflow.pipelinegateway", *common, "--host", "127.0.0.1",
-        "--http-port", str(p["pipelineGatewayHttp"]), "--grpc-port", str(p["pipelineGatewayGrpc"])),
+        "--http-port", str(p["pipelineGatewayHttp"]), "--grpc-port", str(p["pipelineGatewayGrpc"]),
+        "--max-request-bytes", str(cfg.limits.maxRequestBytes)),
         lambda: http_ok(f"http://127.0.0.1:{p['pipelineGatewayHttp']}/v2/health/ready"))

@@ -85,7 +85,8 @@ class Platform:
         args = ["--data-dir", str(self.run_dir / "scheduler"), "--api-port",
                 str(p["schedulerApi"]), "--agent-port", str(p["schedulerAgent"]),
                 "--xds-port", str(p["schedulerXds"]), "--metrics-port", str(p["schedulerMetrics"]),
-                "--replica-lost-after", str(self.config.replicaLostAfterSeconds)]
+                "--replica-lost-after", str(self.config.replicaLostAfterSeconds),
+                *self.config.limits.scheduler_args()]
         if self.config.pipelines:
             args += ["--pipeline-gateway-http", f"127.0.0.1:{p['pipelineGatewayHttp']}",
                      "--pipeline-gateway-grpc", f"127.0.0.1:{p['pipelineGatewayGrpc']}"]
@@ -100,7 +101,8 @@ class Platform:
                                  admin_port=p["envoyAdmin"], xds_host="127.0.0.1",
                                  xds_port=p["schedulerXds"],
                                  tls_cert_file=str(tls.certFile) if tls else None,
-                                 tls_key_file=str(tls.keyFile) if tls else None)
+                                 tls_key_file=str(tls.keyFile) if tls else None,
+                                 limits=self.config.limits)
         self._add("envoy", envoy_argv(config),
                   lambda: http_ok(f"http://127.0.0.1:{p['envoyAdmin']}/ready"))
 

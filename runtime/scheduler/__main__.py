@@ -11,7 +11,9 @@ from pathlib import Path
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from prometheus_client import start_http_server
+from pydantic import ValidationError
 
+from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 from runtime.pb import agent_pb2_grpc, scheduler_pb2_grpc
 from runtime.scheduler.api import AgentService, SchedulerService
 from runtime.scheduler.core import Scheduler
@@ -19,6 +21,7 @@ from runtime.scheduler.routes import Endpoint
 from runtime.scheduler.store import Store
 from runtime.scheduler.xds import XdsServer
 from runtime.scheduler_auth import AuthConfigError, SchedulerAuth
+from runtime.specs.common import describe
 
 
 def _endpoint(http: str | None, grpc_addr: str | None,
@@ -43,7 +46,7 @@ def _endpoint(http: str | None, grpc_addr: str | None,
 
 async def serve(args) -> None:
     auth = SchedulerAuth.from_env()
-    xds = XdsServer()
+    xds = XdsServer(args.limits)
     scheduler = Scheduler(Store(Path(args.data_dir)), xds,
                           _endpoint(args.pipeline_gateway_http, args.pipeline_gateway_grpc),
                           replica_lost_after_s=args.replica_lost_after)
@@ -90,7 +93,18 @@ def main() -> None:
     p.add_argument("--replica-lost-after", type=float, default=10.0, metavar="SECONDS",
                    help="a server replica whose agent stays disconnected this long is "
                         "forgotten and its models are placed on other replicas")
+    p.add_argument("--model-max-requests", type=int, metavar="N",
+                   default=DEFAULT_LIMITS.modelMaxRequests,
+                   help="per model version and Envoy: requests served at once")
+    p.add_argument("--model-max-pending-requests", type=int, metavar="N",
+                   default=DEFAULT_LIMITS.modelMaxPendingRequests,
+                   help="per model version and Envoy: requests queued; more get a fast 503")
     args = p.parse_args()
+    try:
+        args.limits = InferenceLimits(modelMaxRequests=args.model_max_requests,
+                                      modelMaxPendingRequests=args.model_max_pending_requests)
+    except ValidationError as e:
+        p.error(describe(e, "limits"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         asyncio.run(serve(args))

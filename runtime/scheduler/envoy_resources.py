@@ -6,17 +6,20 @@ Every request to a model replica carries `seldon-internal-model`, naming the ver
 server; the response names the chosen version in `x-seldon-route`, which a client may send back
 to stay on it."""
 
-from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
+from runtime.envoy import BUFFER_FILTER
+from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 from runtime.scheduler.routes import Backend, Route, Snapshot, Target
 
 ROUTE_CONFIG = "core2_routes"
@@ -28,8 +31,24 @@ ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignm
 ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 REQUEST_TIMEOUT_S = 120  # a request may wait for an evicted model to reload
-NOT_FOUND_BODY = ('{"error": "no model, pipeline or experiment matches this request: check the '
-                  'name in the path or the seldon-model header"}')
+# Envoy's local-reply config wraps it as {"error": ...} for REST (runtime.envoy.local_replies)
+NOT_FOUND_BODY = ("no model, pipeline or experiment matches this request: check the name in "
+                  "the path or the seldon-model header")
+# Below the model servers' keep-alive (uvicorn's 5 s): Envoy must drop an idle connection
+# before the server does, or a request sent on it as the server closes it fails with a 503.
+UPSTREAM_IDLE_TIMEOUT_S = 3
+NO_BUFFER = buffer_pb2.BufferPerRoute(disabled=True)
+
+
+def _limits(limits: InferenceLimits) -> circuit_breaker_pb2.CircuitBreakers:
+    """Overload answers a fast 503 instead of a queue that grows into timeouts."""
+    most = wrappers_pb2.UInt32Value
+    return circuit_breaker_pb2.CircuitBreakers(thresholds=[
+        circuit_breaker_pb2.CircuitBreakers.Thresholds(
+            max_connections=most(value=limits.modelMaxRequests),
+            max_requests=most(value=limits.modelMaxRequests),
+            max_pending_requests=most(value=limits.modelMaxPendingRequests),
+            max_retries=most(value=limits.modelMaxRequests))])
 
 
 def cluster_names(backend: str) -> tuple[str, str]:
@@ -42,7 +61,9 @@ def _ads() -> config_source_pb2.ConfigSource:
         resource_api_version=config_source_pb2.V3)
 
 
-def _cluster(name: str, http2: bool) -> cluster_pb2.Cluster:
+def _cluster(name: str, http2: bool, limits: InferenceLimits | None) -> cluster_pb2.Cluster:
+    """`limits`: a model version's circuit breakers (None for the pipeline gateway, which
+    every pipeline shares and which bounds its own work)."""
     c = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.EDS,
@@ -50,14 +71,20 @@ def _cluster(name: str, http2: bool) -> cluster_pb2.Cluster:
         connect_timeout=duration_pb2.Duration(seconds=2),
         lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
     )
-    if http2:
-        opts = hpo.HttpProtocolOptions(
-            explicit_http_config=hpo.HttpProtocolOptions.ExplicitHttpConfig(
-                http2_protocol_options=protocol_pb2.Http2ProtocolOptions()))
-        any_opts = any_pb2.Any()
-        any_opts.Pack(opts)
-        c.typed_extension_protocol_options[
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(any_opts)
+    if limits is not None:
+        c.circuit_breakers.CopyFrom(_limits(limits))
+    explicit = hpo.HttpProtocolOptions.ExplicitHttpConfig(
+        http2_protocol_options=protocol_pb2.Http2ProtocolOptions()) if http2 else \
+        hpo.HttpProtocolOptions.ExplicitHttpConfig(
+            http_protocol_options=protocol_pb2.Http1ProtocolOptions())
+    opts = hpo.HttpProtocolOptions(
+        common_http_protocol_options=protocol_pb2.HttpProtocolOptions(
+            idle_timeout=duration_pb2.Duration(seconds=UPSTREAM_IDLE_TIMEOUT_S)),
+        explicit_http_config=explicit)
+    any_opts = any_pb2.Any()
+    any_opts.Pack(opts)
+    c.typed_extension_protocol_options[
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].CopyFrom(any_opts)
     return c
 
 
@@ -73,13 +100,16 @@ def _assignment(cluster: str, backend: Backend, grpc: bool) -> endpoint_pb2.Clus
         endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb)])
 
 
-def clusters(snapshot: Snapshot, keep: set[str] = frozenset()) -> dict[str, cluster_pb2.Cluster]:
+def clusters(snapshot: Snapshot, keep: set[str] = frozenset(),
+             limits: InferenceLimits = DEFAULT_LIMITS) -> dict[str, cluster_pb2.Cluster]:
     """Clusters for every backend, plus `keep` (backends still referenced by live routes)."""
     out = {}
     for name in sorted(set(snapshot.backends) | keep):
         http, grpc = cluster_names(name)
-        out[http] = _cluster(http, http2=False)
-        out[grpc] = _cluster(grpc, http2=True)
+        backend = snapshot.backends.get(name)
+        own = limits if backend is None or backend.model else None
+        out[http] = _cluster(http, http2=False, limits=own)
+        out[grpc] = _cluster(grpc, http2=True, limits=own)
     return out
 
 
@@ -187,9 +217,11 @@ def route_configuration(snapshot: Snapshot) -> route_pb2.RouteConfiguration:
         if not live:
             continue
         for match, grpc, t in _matches(route):
-            header_routes.append(rc.Route(
-                name=route.name, match=match,
-                route=_action(snapshot, (Target(t.backend),) if t else live, grpc, route)))
+            r = rc.Route(name=route.name, match=match,
+                         route=_action(snapshot, (Target(t.backend),) if t else live, grpc, route))
+            if grpc:  # a gRPC stream is passed through, never buffered whole
+                r.typed_per_filter_config[BUFFER_FILTER].Pack(NO_BUFFER)
+            header_routes.append(r)
         for match, t in _path_matches(route):
             path_routes.append(rc.Route(
                 name=route.name, match=match,

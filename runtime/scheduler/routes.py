@@ -18,6 +18,8 @@ class Backend:
     name: str                    # cluster base name, e.g. "iris_1"
     endpoints: tuple[Endpoint, ...]
     internal_name: str = ""      # sent as `seldon-internal-model` so the server picks the version
+    model: bool = True           # a model version gets its own overload limits; the pipeline
+                                 # gateway, shared by every pipeline, bounds its own work
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ def build(hub) -> Snapshot:
     if hub.pipeline_gateway:
         for p in hub.pipelines.docs:
             # The gateway learns the pipeline from seldon-internal-model, like a model server.
-            b = Backend(f"pipeline_{p}", (hub.pipeline_gateway,), f"{p}.pipeline")
+            b = Backend(f"pipeline_{p}", (hub.pipeline_gateway,), f"{p}.pipeline",
+                        model=False)
             snap.backends[b.name] = b
             targets[f"{p}.pipeline"] = (Target(b.name),)
     experiment_routes, defaults = hub.experiments.routes(targets)

@@ -14,6 +14,7 @@ import uuid
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
 
+from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 from runtime.scheduler import envoy_resources as er
 from runtime.scheduler.routes import Snapshot
 
@@ -45,7 +46,8 @@ class _Stream:
 
 
 class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    def __init__(self):
+    def __init__(self, limits: InferenceLimits = DEFAULT_LIMITS):
+        self.limits = limits
         self.snapshot = Snapshot()
         self.generation = 0
         self._prefix = uuid.uuid4().hex[:8]   # versions differ across scheduler restarts
@@ -150,7 +152,8 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             keep = stream.route_backends - set(snap.backends)
             # (not waiting for the ACK: Envoy asks for the new clusters' endpoints first)
             if er.CLUSTER_TYPE in stream.subscribed:
-                await self._send(stream, er.CLUSTER_TYPE, list(er.clusters(snap, keep).values()))
+                await self._send(stream, er.CLUSTER_TYPE,
+                                 list(er.clusters(snap, keep, self.limits).values()))
             # 2. endpoints for the clusters Envoy asks about (it asks right after new clusters)
             if er.ENDPOINT_TYPE in stream.subscribed:
                 await self._send_endpoints(stream, snap)
@@ -162,7 +165,8 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 # 4. drop clusters no route uses any more
                 if keep and er.CLUSTER_TYPE in stream.subscribed:
                     await self._await_ack(stream, er.CLUSTER_TYPE, await self._send(
-                        stream, er.CLUSTER_TYPE, list(er.clusters(snap).values())))
+                        stream, er.CLUSTER_TYPE,
+                        list(er.clusters(snap, limits=self.limits).values())))
             if er.LISTENER_TYPE in stream.subscribed and er.LISTENER_TYPE not in stream.sent:
                 await self._send(stream, er.LISTENER_TYPE, [])
             if gen != self.generation:
