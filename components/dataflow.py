@@ -15,6 +15,7 @@ from components.k8s import (
 from components.scheduler import API_PORT
 from components.scheduler import NAME as SCHEDULER
 from components.secrets import ENVOY_CA_DIR, ENVOY_CA_ENV, envoy_tls_volume
+from runtime.limits import DEFAULT_LIMITS
 
 SERVICES = {
     "engine": "runtime.dataflow.engine",
@@ -43,7 +44,8 @@ def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int
            kafka_env: list[dict], kafka_volumes: list[dict], kafka_mounts: list[dict],
            service_account: str, topic_replication: int = 1,
            topic_partitions: int = 1, env: list[dict] | None = None,
-           envoy_tls_secret: str | None = None) -> list[dict]:
+           envoy_tls_secret: str | None = None,
+           max_request_bytes: int = DEFAULT_LIMITS.maxRequestBytes) -> list[dict]:
     """`env`: added to every service (the scheduler token); `envoy_tls_secret`: Envoy serves
     TLS, so the model gateway calls https and verifies with the Secret's ca.crt."""
     out = []
@@ -57,7 +59,9 @@ def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int
             "args": ["--scheduler", f"{SCHEDULER}:{API_PORT}", "--kafka-bootstrap", bootstrap,
                      "--kafka-prefix", kafka_prefix, "--kafka-namespace", namespace,
                      "--kafka-replication", str(topic_replication),
-                     "--kafka-partitions", str(topic_partitions), *EXTRA_ARGS[name](namespace)],
+                     "--kafka-partitions", str(topic_partitions), *EXTRA_ARGS[name](namespace),
+                     *(["--max-request-bytes", str(max_request_bytes)]
+                       if name == GATEWAY else [])],
             "env": [*kafka_env, *(env or [])],
             "resources": resources[name].render(),
             "securityContext": RESTRICTED_CONTAINER,

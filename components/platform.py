@@ -14,6 +14,7 @@ from components import claims, dashboard, dataflow, envoy, network, rbac, schedu
 from components.k8s import ENVIRONMENT_LABEL, Resources, labels, with_pull_secrets
 from components.kafka import Kafka, KafkaArgs
 from components.objects import register
+from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 
 
 @dataclass
@@ -30,6 +31,8 @@ class PlatformArgs:
     scheduler_token_secret: str | None = None
     # kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt): Envoy serves inference over TLS
     envoy_tls_secret: str | None = None
+    # body size and per-model overload limits (Envoy, the pipeline gateway)
+    limits: InferenceLimits = DEFAULT_LIMITS
     envoy_image: str = envoy.DEFAULT_IMAGE
     envoy_replicas: int = 1
     envoy_service_type: str = "ClusterIP"  # ClusterIP, NodePort or LoadBalancer
@@ -81,14 +84,15 @@ class Platform(pulumi.ComponentResource):
              for s in dataflow.SERVICES},
             self.kafka.bootstrap_servers, args.kafka_prefix, args.kafka.client_env(),
             volumes, mounts, rbac.ACCOUNTS["dataflow"], args.kafka.topic_replication(),
-            args.kafka_topic_partitions, token_env, args.envoy_tls_secret), after_kafka)
+            args.kafka_topic_partitions, token_env, args.envoy_tls_secret,
+            args.limits.maxRequestBytes), after_kafka)
         # the scheduler resolves the gateway Service's name to its ClusterIP for Envoy's EDS
         gateway_host = f"{dataflow.GATEWAY}.{ns}.svc"
         scheduler_objects = scheduler.render(
             ns, args.image, args.image_pull_policy,
             Resources.from_config(res.get("scheduler"), scheduler.DEFAULT_RESOURCES),
             args.scheduler_storage, args.storage_class, rbac.ACCOUNTS["scheduler"],
-            gateway_host, args.replica_lost_after_seconds, token_env)
+            gateway_host, args.replica_lost_after_seconds, token_env, args.limits)
         # a new schedulerStorage/storageClass must not replace the StatefulSet (components.claims)
         self._add(name, scheduler_objects, pulumi.ResourceOptions.merge(
             child, pulumi.ResourceOptions(ignore_changes=[claims.IGNORED])))
@@ -97,7 +101,7 @@ class Platform(pulumi.ComponentResource):
             Resources.from_config(res.get("envoy"), envoy.DEFAULT_RESOURCES),
             args.envoy_service_type, args.load_balancer_source_ranges,
             args.envoy_service_annotations, rbac.ACCOUNTS["envoy"], args.environment,
-            args.envoy_tls_secret), child)
+            args.envoy_tls_secret, args.limits), child)
         self._add(name, network.render(ns, args.monitoring_namespace), child)
         if args.grafana_dashboard_namespace:
             self._add(name, dashboard.render(args.grafana_dashboard_namespace), child)

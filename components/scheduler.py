@@ -11,6 +11,7 @@ from components.k8s import (
     tcp_probe,
     tmp_volume,
 )
+from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 
 NAME = "scheduler"
 XDS_PORT, API_PORT, AGENT_PORT, METRICS_PORT = 9002, 9004, 9005, 9006
@@ -18,12 +19,13 @@ DATA_DIR = "/var/lib/core2"
 DEFAULT_RESOURCES = Resources("200m", "256Mi", "1", "1Gi")
 
 
-def args(pipeline_gateway_host: str | None = None, replica_lost_after_seconds: int = 10) -> list:
+def args(pipeline_gateway_host: str | None = None, replica_lost_after_seconds: int = 10,
+         limits: InferenceLimits = DEFAULT_LIMITS) -> list:
     """The scheduler's flags. It resolves `pipeline_gateway_host` (the gateway Service's name)
     itself: Envoy receives the gateway as EDS endpoints, which must be IP addresses."""
     out = ["--data-dir", DATA_DIR, "--api-port", str(API_PORT), "--agent-port", str(AGENT_PORT),
            "--xds-port", str(XDS_PORT), "--metrics-port", str(METRICS_PORT), "--host", "0.0.0.0",
-           "--replica-lost-after", str(replica_lost_after_seconds)]
+           "--replica-lost-after", str(replica_lost_after_seconds), *limits.scheduler_args()]
     if pipeline_gateway_host is not None:
         out += ["--pipeline-gateway-http", f"{pipeline_gateway_host}:9010",
                 "--pipeline-gateway-grpc", f"{pipeline_gateway_host}:9011"]
@@ -33,7 +35,7 @@ def args(pipeline_gateway_host: str | None = None, replica_lost_after_seconds: i
 def render(namespace: str, image: str, pull_policy: str, resources: Resources,
            storage_size: str, storage_class: str | None, service_account: str,
            pipeline_gateway_host: str | None = None, replica_lost_after_seconds: int = 10,
-           env: list[dict] | None = None) -> list[dict]:
+           env: list[dict] | None = None, limits: InferenceLimits = DEFAULT_LIMITS) -> list[dict]:
     ports = [("xds", XDS_PORT), ("api", API_PORT), ("agent", AGENT_PORT),
              ("metrics", METRICS_PORT)]
     tmp, tmp_mount = tmp_volume()
@@ -42,7 +44,7 @@ def render(namespace: str, image: str, pull_policy: str, resources: Resources,
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": ["python", "-m", "runtime.scheduler"],
-        "args": args(pipeline_gateway_host, replica_lost_after_seconds),
+        "args": args(pipeline_gateway_host, replica_lost_after_seconds, limits),
         "env": env or [],
         "ports": [{"name": n, "containerPort": p} for n, p in ports],
         # TCP, not gRPC health: the scheduler's API port accepting connections is its readiness.

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 from runtime.specs.common import SpecError, describe
 from runtime.specs.manifest import KINDS, Resource, load_file
 
@@ -98,6 +99,7 @@ class StackConfig(_Strict):
     replicaLostAfterSeconds: int = Field(default=10, ge=1)
     schedulerTokenSecret: str | None = None
     envoyTlsSecret: str | None = None
+    limits: InferenceLimits = DEFAULT_LIMITS
     envoyImage: str = "envoyproxy/envoy:v1.40.0"
     envoyReplicas: int = Field(default=1, ge=1)
     envoyServiceType: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"

@@ -43,6 +43,7 @@ def platform_args(cfg: StackConfig) -> PlatformArgs:
         scheduler_storage=cfg.schedulerStorage,
         replica_lost_after_seconds=cfg.replicaLostAfterSeconds,
         scheduler_token_secret=cfg.schedulerTokenSecret, envoy_tls_secret=cfg.envoyTlsSecret,
+        limits=cfg.limits,
         envoy_image=cfg.envoyImage,
         envoy_replicas=cfg.envoyReplicas, envoy_service_type=cfg.envoyServiceType,
         load_balancer_source_ranges=cfg.loadBalancerSourceRanges,
