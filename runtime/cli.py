@@ -120,6 +120,10 @@ def cmd_up(args) -> None:
         cfg.kafkaBootstrap = args.kafka_bootstrap
     if args.no_pipelines:
         cfg.pipelines = False
+    if args.kube:
+        from runtime.local.config import LocalKube
+
+        cfg.kube = LocalKube(kubeconfig=Path(args.kube).resolve(), storageBase=Path.cwd())
     started = time.monotonic()
     _say(f"starting core2 in {run_dir} (logs in {run_dir / 'logs'})")
 
@@ -321,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--detach", "-d", action="store_true", help="return once healthy")
     up.add_argument("--kafka-bootstrap", help="use this Kafka instead of the embedded broker")
     up.add_argument("--no-pipelines", action="store_true", help="no broker or dataflow")
+    up.add_argument("--kube", metavar="KUBECONFIG",
+                    help="also serve this cluster's Seldon CRs (runs the controller)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop a detached platform").set_defaults(func=cmd_down)
     st = sub.add_parser("status", help="local services (state, restarts, last exit) and endpoints")

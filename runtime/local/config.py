@@ -32,6 +32,7 @@ class Ports(BaseModel):
     kafka: int = 9092
     pipelineGatewayHttp: int = 9010
     pipelineGatewayGrpc: int = 9011
+    controllerHealth: int = 9007
 
 
 class EnvoyTls(BaseModel):
@@ -47,6 +48,21 @@ class EnvoyTls(BaseModel):
     @property
     def ca(self) -> Path:
         return self.caFile or self.certFile
+
+
+class LocalKube(BaseModel):
+    """Config key `kube` (or `core2 up --kube KUBECONFIG`): a controller serves a cluster's
+    Seldon custom resources with this local platform."""
+
+    model_config = ConfigDict(extra="forbid")
+    kubeconfig: Path
+    context: str | None = None
+    namespaces: list[str] = []          # empty: every namespace
+    # a relative plain storageUri in a CR is taken from here (kubectl keeps no manifest
+    # folder); relative to the config file, default the folder `core2 up` runs in
+    storageBase: Path | None = None
+    leaseNamespace: str = "default"
+    leaseSeconds: int = Field(default=15, ge=3)
 
 
 class LocalConfig(BaseModel):
@@ -65,6 +81,7 @@ class LocalConfig(BaseModel):
     # body size (Envoy and the pipeline gateway) and per-model overload limits (Envoy)
     limits: InferenceLimits = DEFAULT_LIMITS
     supervision: RestartPolicy = RestartPolicy()
+    kube: LocalKube | None = None
 
     @classmethod
     def load(cls, path: str | Path | None) -> "LocalConfig":
@@ -81,6 +98,9 @@ class LocalConfig(BaseModel):
         for s in cfg.servers:
             check_name(s.name, f"servers[{s.name}].name")
             s.fetch.localRoots = [(base / r).resolve() for r in s.fetch.localRoots or []]
+        if cfg.kube is not None:
+            cfg.kube.kubeconfig = (base / cfg.kube.kubeconfig).resolve()
+            cfg.kube.storageBase = (base / (cfg.kube.storageBase or ".")).resolve()
         if cfg.envoyTls is not None:
             cfg.envoyTls = _resolved(cfg.envoyTls, Path(path).parent if path else Path.cwd())
         return cfg

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from runtime.envoy import envoy_argv, write_bootstrap
 from runtime.local.config import LocalConfig, LocalServer
-from runtime.local.roots import ROOTS_FILE, local_fetch_rules
+from runtime.local.roots import ROOTS_FILE, admit_folder, local_fetch_rules
 from runtime.procs import Service, free_port, http_ok, python_module, tcp_open
 
 STATE_FILE = "state.json"
@@ -65,6 +65,8 @@ class Platform:
                 self._start_server(server)
             if self.config.pipelines:
                 self._start_dataflow()
+            if self.config.kube:
+                self._start_controller()
             self.wait_healthy(progress)
         except BaseException:
             self.stop()
@@ -150,6 +152,28 @@ class Platform:
 
         start_dataflow(self)
 
+    def _start_controller(self) -> None:
+        """`core2 up --kube`: the controller serves the cluster's Seldon CRs with this
+        platform; relative storageUris are read from kube.storageBase, which the agents may
+        fetch from."""
+        kube = self.config.kube
+        base = (kube.storageBase or Path.cwd()).resolve()
+        admit_folder(self.run_dir, base)
+        args = ["--scheduler", self.scheduler_address, "--kubeconfig", str(kube.kubeconfig),
+                "--storage-base", str(base), "--run-dir", str(self.run_dir),
+                "--health-port", str(self.ports["controllerHealth"]),
+                "--lease-namespace", kube.leaseNamespace,
+                "--lease-duration", str(kube.leaseSeconds),
+                "--renew-deadline", str(kube.leaseSeconds * 2 / 3),
+                "--retry-period", str(max(1.0, kube.leaseSeconds / 6))]
+        if kube.context:
+            args += ["--context", kube.context]
+        for ns in kube.namespaces:
+            args += ["--namespace", ns]
+        health = f"http://127.0.0.1:{self.ports['controllerHealth']}"
+        self._add("controller", python_module("runtime.controller", *args),
+                  lambda: http_ok(f"{health}/healthz"), probe=lambda: http_ok(f"{health}/readyz"))
+
     def wait_healthy(self, progress: Callable[[str], None] = lambda _: None,
                      only: list[str] | None = None, timeout: float = START_TIMEOUT_S) -> None:
         pending = [n for n in (only or self.services)]
@@ -208,13 +232,18 @@ def read_state(run_dir: Path) -> dict | None:
 
 
 def pid_alive(pid: int | None) -> bool:
+    """Running, not a zombie: a killed service stays a zombie until the supervisor (its
+    parent) reaps it, and `core2 status` must not call it Ready meanwhile."""
     if not pid or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
-        return True
     except OSError:
         return False
+    try:  # state is the field after the parenthesised command name
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no procfs: the signal test is all there is
 
 
 def stop_detached(run_dir: Path, timeout: float = 30) -> list[str]:

@@ -21,10 +21,15 @@ def local_fetch_rules(server: LocalServer) -> FetchRules:
 
 def remember_manifest_folders(run_dir: Path, manifests: list[str]) -> None:
     """Admit the folders of manifests a user applied (their relative storageUris point there)."""
+    for folder in dict.fromkeys(Path(m).resolve().parent for m in manifests):
+        admit_folder(run_dir, folder)
+
+
+def admit_folder(run_dir: Path, folder: Path) -> None:
+    """Let the agents fetch from `folder` (and below)."""
     path = Path(run_dir) / ROOTS_FILE
-    known = set(read_roots(path))
-    new = [str(Path(m).resolve().parent) for m in manifests]
-    new = [f for f in dict.fromkeys(new) if Path(f) not in known]
-    if new:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder).resolve()
+    if folder not in set(read_roots(path)):
         with open(path, "a") as f:
-            f.writelines(line + "\n" for line in new)
+            f.write(f"{folder}\n")

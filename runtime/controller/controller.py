@@ -1,0 +1,194 @@
+"""The controller's loops: a list+watch per kind and namespace fills a cache of custom
+resources, one scheduler status stream per kind brings status changes, and workers reconcile
+each changed key (reconcile.py). Threads, because the `kubernetes` client and the scheduler's
+gRPC stubs block; the work queue keeps one key on one worker at a time."""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from runtime.client import KIND, SchedulerClient
+from runtime.controller.kube import KINDS, Gone, Kube
+from runtime.controller.reconcile import Key, Reconciler
+from runtime.controller.workqueue import WorkQueue
+from runtime.pb import scheduler_pb2 as pb
+
+log = logging.getLogger(__name__)
+BACKOFF_S = (0.2, 2.0)  # reconnect delays: first, longest
+
+
+@dataclass
+class Progress:
+    """What /readyz and the bench read: whether every list has been read, and when."""
+
+    lists: set[tuple[str, str]] = field(default_factory=set)
+    synced_at: float | None = None
+    stream_up: dict[str, bool] = field(default_factory=dict)
+
+
+class Controller:
+    def __init__(self, kube: Kube, scheduler: SchedulerClient, reconciler: Reconciler,
+                 namespaces: list[str], workers: int = 4):
+        self.kube, self.scheduler, self.rec = kube, scheduler, reconciler
+        self.namespaces = namespaces or [""]  # "" = every namespace
+        self.workers = workers
+        self.queue = WorkQueue()
+        self.cache: dict[Key, dict] = {}
+        self.by_name: dict[tuple[str, str], set[str]] = {}  # (kind, name) -> namespaces
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.progress = Progress()
+        self._calls: list[grpc.Future] = []
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run until stop is set (by a signal handler, or leadership lost)."""
+        threads = [self._thread(f"watch-{k}-{ns or 'all'}", self._informer, k, ns)
+                   for k in KINDS for ns in self.namespaces]
+        threads += [self._thread(f"status-{k}", self._status_stream, k) for k in KINDS]
+        threads += [self._thread(f"worker-{i}", self._worker) for i in range(self.workers)]
+        self.stop.wait()
+        self.queue.close()
+        for call in list(self._calls):
+            call.cancel()
+
+    def _thread(self, name: str, target: Callable, *args) -> threading.Thread:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        t.start()
+        return t
+
+    @property
+    def synced(self) -> bool:
+        return self.progress.synced_at is not None
+
+    # ---- the cache -------------------------------------------------------------------------
+    def _put(self, obj: dict) -> Key:
+        meta = obj["metadata"]
+        key = (obj["kind"], meta["namespace"], meta["name"])
+        with self.lock:
+            self.cache[key] = obj
+            self.by_name.setdefault((key[0], key[2]), set()).add(key[1])
+        return key
+
+    def _drop(self, key: Key) -> None:
+        with self.lock:
+            self.cache.pop(key, None)
+            names = self.by_name.get((key[0], key[2]), set())
+            names.discard(key[1])
+
+    def owner(self, kind: str, name: str) -> str | None:
+        """The namespace whose CR of this name the scheduler serves: the oldest one."""
+        with self.lock:
+            found = [(self.cache[(kind, ns, name)]["metadata"].get("creationTimestamp", ""), ns)
+                     for ns in self.by_name.get((kind, name), ())]
+        return min(found)[1] if found else None
+
+    def resync(self) -> None:
+        with self.lock:
+            keys = list(self.cache)
+        for key in keys:
+            self.queue.add(key)
+
+    # ---- Kubernetes: list, then watch ------------------------------------------------------
+    def _informer(self, kind: str, namespace: str) -> None:
+        delay = BACKOFF_S[0]
+        while not self.stop.is_set():
+            try:
+                items, version = self.kube.objects(kind, namespace)
+                listed = set()
+                for obj in items:
+                    obj.setdefault("kind", kind)
+                    key = self._put(obj)
+                    listed.add(key)
+                    self.queue.add(key)
+                with self.lock:  # objects deleted while we were not watching
+                    stale = [k for k in self.cache if k[0] == kind and
+                             (not namespace or k[1] == namespace) and k not in listed]
+                for key in stale:
+                    self._drop(key)
+                self._listed(kind, namespace)
+                delay = BACKOFF_S[0]
+                while not self.stop.is_set():
+                    for event, obj in self.kube.watch(kind, namespace, version, self.stop.is_set):
+                        version = obj["metadata"].get("resourceVersion", version)
+                        if event == "BOOKMARK":
+                            continue
+                        obj.setdefault("kind", kind)
+                        if event == "DELETED":
+                            self._drop(self._key(obj))
+                        else:
+                            self._put(obj)
+                        self.queue.add(self._key(obj))
+            except Gone:
+                continue  # list again
+            except Exception as e:  # the API server away or a broken watch: list again
+                if self.stop.is_set():
+                    return
+                log.warning("watch %s in %s: %s; again in %.1fs", kind, namespace or "all",
+                            e, delay)
+                self.stop.wait(delay)
+                delay = min(delay * 2, BACKOFF_S[1])
+
+    @staticmethod
+    def _key(obj: dict) -> Key:
+        meta = obj["metadata"]
+        return obj["kind"], meta["namespace"], meta["name"]
+
+    def _listed(self, kind: str, namespace: str) -> None:
+        self.progress.lists.add((kind, namespace))
+        if self.progress.synced_at is None and \
+                len(self.progress.lists) == len(KINDS) * len(self.namespaces):
+            self.progress.synced_at = time.monotonic()
+            log.info("listed every kind in %s", ", ".join(self.namespaces))
+
+    # ---- the scheduler's status stream -----------------------------------------------------
+    def _status_stream(self, kind: str) -> None:
+        delay, connected_before = BACKOFF_S[0], False
+        while not self.stop.is_set():
+            call = self.scheduler.stub.WatchStatus(pb.StatusRequest(kind=KIND[kind]))
+            self._calls.append(call)
+            try:
+                for item in call:
+                    if not self.progress.stream_up.get(kind):
+                        self.progress.stream_up[kind] = True
+                        delay = BACKOFF_S[0]
+                        if connected_before:  # the scheduler restarted: diff every CR again
+                            log.info("scheduler status stream (%s) back: resync", kind)
+                            self.rec.forget_applied()
+                            self.resync()
+                        connected_before = True
+                    self.rec.remember(kind, item)
+                    with self.lock:
+                        namespaces = list(self.by_name.get((kind, item.name), ()))
+                    for ns in namespaces:
+                        self.queue.add((kind, ns, item.name))
+            except grpc.RpcError as e:
+                if self.stop.is_set():
+                    return
+                if self.progress.stream_up.get(kind):
+                    log.warning("scheduler status stream (%s) lost: %s", kind, e.code())
+            finally:
+                self._calls.remove(call)
+            self.progress.stream_up[kind] = False
+            self.stop.wait(delay)
+            delay = min(delay * 2, BACKOFF_S[1])
+
+    # ---- workers ---------------------------------------------------------------------------
+    def _worker(self) -> None:
+        while (key := self.queue.get()) is not None:
+            try:
+                with self.lock:
+                    obj = self.cache.get(key)
+                outcome = self.rec.reconcile(key, obj, self.owner(key[0], key[2]))
+                if outcome.retry is not None:
+                    self.queue.add_after(key, outcome.retry)
+            except Exception as e:  # a conflict (409), the API server away: look again soon
+                level = logging.DEBUG if getattr(e, "status", None) == 409 else logging.WARNING
+                log.log(level, "reconcile %s %s/%s: %s", *key, e)
+                self.queue.add_after(key, 1.0)
+            finally:
+                self.queue.done(key)

@@ -1,0 +1,276 @@
+"""The controller against a real kube-apiserver + etcd, serving the CRs with a real local
+runtime (`core2 up --kube`): Seldon's sample YAML applied with kubectl loads and serves,
+spec changes roll without a failed request, deletes unload before the CR goes, refusals show
+the scheduler's reason, crashes resync without reloading, and only the Lease holder acts."""
+
+import itertools
+import json
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from runtime.controller import crds
+from runtime.controller.kube import FINALIZER
+from runtime.local.config import LocalKube
+from runtime.procs import Service, free_port, python_module, wait_until
+from tests.cluster.controlplane import tool
+from tests.conftest import IRIS2_CLASS, IRIS_CLASS, SAMPLES
+
+pytestmark = pytest.mark.timeout(600)
+LEASE_S = 4
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def seldon_crds(kube):
+    ext = client.ApiextensionsV1Api(kube)
+    for definition in crds.all_crds():
+        try:
+            ext.create_custom_resource_definition(definition)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+    def established() -> bool:
+        return all(any(c.type == "Established" and c.status == "True"
+                       for c in (ext.read_custom_resource_definition(d["metadata"]["name"])
+                                 .status.conditions or []))
+                   for d in crds.all_crds())
+    wait_until(established, 30, "the Seldon CRDs to be established")
+    return kube
+
+
+@pytest.fixture
+def namespace(seldon_crds):
+    core, custom = client.CoreV1Api(seldon_crds), client.CustomObjectsApi(seldon_crds)
+    name = f"ctl-{next(_names)}-{int(time.time()) % 100000}"
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    for plural in ("experiments", "pipelines", "models", "servers"):  # no controller left
+        for obj in custom.list_namespaced_custom_object(crds.GROUP, crds.VERSION, name,
+                                                        plural)["items"]:
+            custom.patch_namespaced_custom_object(
+                crds.GROUP, crds.VERSION, name, plural, obj["metadata"]["name"],
+                {"metadata": {"finalizers": None}},
+                _content_type="application/merge-patch+json")
+    core.delete_namespace(name)
+
+
+class Cluster:
+    """The test namespace as a user sees it: kubectl and the CRs."""
+
+    def __init__(self, kube, kubeconfig, namespace: str):
+        self.custom = client.CustomObjectsApi(kube)
+        self.kubeconfig, self.ns = str(kubeconfig), namespace
+
+    def kubectl(self, *args: str) -> str:
+        out = subprocess.run([tool("kubectl"), "--kubeconfig", self.kubeconfig, "-n", self.ns,
+                              *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def get(self, kind: str, name: str) -> dict | None:
+        try:
+            return self.custom.get_namespaced_custom_object(
+                crds.GROUP, crds.VERSION, self.ns, kind.lower() + "s", name)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def apply(self, kind: str, name: str, spec: dict) -> None:
+        body = {"apiVersion": f"{crds.GROUP}/{crds.VERSION}", "kind": kind,
+                "metadata": {"name": name}, "spec": spec}
+        self.custom.create_namespaced_custom_object(crds.GROUP, crds.VERSION, self.ns,
+                                                    kind.lower() + "s", body)
+
+    def patch_spec(self, kind: str, name: str, spec: dict) -> None:
+        self.custom.patch_namespaced_custom_object(
+            crds.GROUP, crds.VERSION, self.ns, kind.lower() + "s", name, {"spec": spec},
+            _content_type="application/merge-patch+json")
+
+    def delete(self, kind: str, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(crds.GROUP, crds.VERSION, self.ns,
+                                                    kind.lower() + "s", name)
+
+    def condition(self, kind: str, name: str, ctype: str = "Ready") -> dict:
+        obj = self.get(kind, name) or {}
+        return next((c for c in obj.get("status", {}).get("conditions", [])
+                     if c["type"] == ctype), {})
+
+    def wait_ready(self, kind: str, name: str, timeout: float = 90) -> dict:
+        wait_until(lambda: self.condition(kind, name).get("status") == "True", timeout,
+                   f"{kind} {name} Ready (last: {self.condition(kind, name)})")
+        return self.get(kind, name)
+
+    def managers(self, kind: str, name: str) -> set[str]:
+        obj = self.get(kind, name) or {}
+        return {f["manager"] for f in obj["metadata"].get("managedFields", [])}
+
+
+@pytest.fixture
+def served(make_env, control_plane, namespace, kube):
+    """A local platform whose controller serves the test namespace."""
+    def make(pipelines: bool = False):
+        env = make_env(pipelines=pipelines, kube=LocalKube(
+            kubeconfig=control_plane.kubeconfig, namespaces=[namespace], storageBase=SAMPLES,
+            leaseNamespace=namespace, leaseSeconds=LEASE_S))
+        return env, Cluster(kube, control_plane.kubeconfig, namespace)
+    return make
+
+
+def table_of(text: str) -> list[dict[str, str]]:
+    """kubectl's table output as rows of {column: value}, cut at the header's offsets."""
+    header, *lines = text.splitlines()
+    starts = [m.start() for m in re.finditer(r"(?<!\S)\S", header)]
+    # column names have single spaces inside ("DESIRED REPLICAS"), columns are 3+ apart
+    starts = [s for s in starts if s == 0 or header[s - 2:s] == "  "]
+    cuts = list(zip(starts, [*starts[1:], None], strict=True))
+    names = [header[a:b].strip() for a, b in cuts]
+    return [{n: line[a:b].strip() for n, (a, b) in zip(names, cuts, strict=True)}
+            for line in lines]
+
+
+def _loads(env, internal: str) -> int:
+    log = env.platform.services["mlserver-0-mlserver"].log_path.read_text()
+    return log.count(f"Loaded model '{internal}' successfully")
+
+
+def test_seldon_samples_applied_with_kubectl_load_serve_and_show_ready(served):
+    env, k = served(pipelines=True)
+    k.kubectl("apply", "-f", str(SAMPLES / "quickstart.yaml"))
+    for kind, name in (("Model", "iris"), ("Model", "iris2"), ("Model", "add10"),
+                       ("Model", "mul10"), ("Experiment", "iris-ab"), ("Pipeline", "chain")):
+        k.wait_ready(kind, name)
+
+    # Seldon's printer columns (DESIRED REPLICAS is spec.replicas: blank in the samples)
+    table = table_of(k.kubectl("get", "models"))
+    assert {r["NAME"]: (r["READY"], r["AVAILABLE REPLICAS"]) for r in table} == {
+        m: ("True", "1") for m in ("add10", "iris", "iris2", "mul10")}
+    assert all(r["DESIRED REPLICAS"] == "" and r["AGE"] for r in table)
+    assert "True" in k.kubectl("get", "pipelines")
+    assert env.predict("iris") in (IRIS_CLASS, IRIS2_CLASS)  # through Envoy, the experiment
+    status, body, _ = env.infer("chain", path="/v2/pipelines/chain/infer", body=json.dumps(
+        {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}).encode())
+    assert status == 200 and body["outputs"][0]["data"] == [110.0], body
+
+
+def test_spec_change_rolls_without_a_failed_request_and_delete_waits_for_unload(served):
+    env, k = served()
+    k.apply("Model", "iris", {"storageUri": "./models/iris", "requirements": ["sklearn"]})
+    k.wait_ready("Model", "iris")
+    assert env.predict("iris") == IRIS_CLASS
+
+    answers, failures, stop = [], [], threading.Event()
+
+    def load() -> None:  # light load, one request at a time, through Envoy
+        while not stop.is_set():
+            status, body, _ = env.infer("iris")
+            (answers.append(body["outputs"][0]["data"][0]) if status == 200
+             else failures.append((status, body)))
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        wait_until(lambda: len(answers) >= 10, 30, "version 1 under load")
+        k.patch_spec("Model", "iris", {"storageUri": "./models/iris2"})
+        wait_until(lambda: k.get("Model", "iris")["status"].get("modelVersion") == 2 and
+                   k.condition("Model", "iris").get("status") == "True", 90, "version 2 Ready")
+        wait_until(lambda: answers[-1:] == [IRIS2_CLASS], 30, "version 2 answering")
+        settled = len(answers)
+        wait_until(lambda: len(answers) >= settled + 10, 30, "version 2 under load")
+    finally:
+        stop.set()
+        worker.join()
+    assert not failures, failures[:3]
+    assert answers[0] == IRIS_CLASS and set(answers[settled:]) == {IRIS2_CLASS}
+
+    k.delete("Model", "iris")
+    held = k.get("Model", "iris")  # the finalizer holds it while the scheduler unloads
+    assert held is None or held["metadata"].get("deletionTimestamp")
+    w_done = time.monotonic() + 60
+    while (obj := k.get("Model", "iris")) is not None:
+        assert FINALIZER in obj["metadata"]["finalizers"]
+        assert time.monotonic() < w_done, "the Model CR was never finalized"
+        time.sleep(0.05)
+    gone = env.scheduler.get("Model", "iris")  # unloaded before the CR went
+    assert gone is None or gone.state == "ModelTerminated", gone
+    assert env.infer("iris")[0] == 404
+
+
+def test_a_refused_cr_shows_the_schedulers_reason_and_is_retried(served):
+    env, k = served(pipelines=True)
+    k.apply("Pipeline", "lonely", {"steps": [{"name": "nosuch"}],
+                                   "output": {"steps": ["nosuch"]}})
+    wait_until(lambda: k.condition("Pipeline", "lonely", "PipelineReady").get("reason") ==
+               "SchedulerRefused", 30, "the refusal condition")
+    cond = k.condition("Pipeline", "lonely", "PipelineReady")
+    assert cond["status"] == "False" and "no model named nosuch" in cond["message"], cond
+    assert "no model named nosuch" in k.kubectl("get", "pipelines")  # the Message column
+
+    # the model it lacked arrives: the refused pipeline is applied on a retry
+    k.apply("Model", "nosuch", {"storageUri": "./models/add10", "requirements": ["mlserver"]})
+    k.wait_ready("Pipeline", "lonely", timeout=120)
+
+
+def test_kill_9_of_controller_and_scheduler_resyncs_without_reloading(served):
+    env, k = served()
+    k.apply("Model", "iris", {"storageUri": "./models/iris", "requirements": ["sklearn"]})
+    k.wait_ready("Model", "iris")
+    before = env.scheduler.get("Model", "iris")
+
+    env.platform.kill("controller")  # work arrives while no controller runs
+    k.apply("Model", "iris2", {"storageUri": "./models/iris2", "requirements": ["sklearn"]})
+    env.platform.restart("controller")
+    k.wait_ready("Model", "iris2")
+    after = env.scheduler.get("Model", "iris")
+    assert (after.version, after.updated_unix_ms) == (before.version, before.updated_unix_ms)
+
+    env.platform.kill("scheduler")  # a spec change while the scheduler is down
+    k.patch_spec("Model", "iris2", {"storageUri": "./models/iris"})
+    env.platform.restart("scheduler")
+    wait_until(lambda: k.get("Model", "iris2")["status"].get("modelVersion") == 2 and
+               k.condition("Model", "iris2").get("status") == "True", 90,
+               "the change applied after the scheduler's restart, status caught up")
+    assert env.predict("iris2") == IRIS_CLASS
+    assert env.scheduler.get("Model", "iris").version == 1
+    assert _loads(env, "iris_1") == 1  # nothing reloaded by either restart
+    assert k.condition("Model", "iris").get("status") == "True"
+
+
+def _holder(kube, namespace: str) -> str | None:
+    lease = client.CoordinationV1Api(kube).read_namespaced_lease("core2-controller", namespace)
+    return lease.spec.holder_identity
+
+
+def test_two_replicas_only_the_leader_acts_and_a_kill_hands_over(served, kube, control_plane,
+                                                                 tmp_path):
+    env, k = served()
+    wait_until(lambda: _holder(kube, k.ns) is not None, 30, "a leader")
+    standby = Service("controller-b", python_module(
+        "runtime.controller", "--scheduler", env.platform.scheduler_address,
+        "--kubeconfig", str(control_plane.kubeconfig), "--namespace", k.ns,
+        "--lease-namespace", k.ns, "--identity", "standby", "--field-manager", "standby",
+        "--lease-duration", str(LEASE_S), "--renew-deadline", "3", "--retry-period", "1",
+        "--health-port", str(free_port()), "--storage-base", str(SAMPLES)), tmp_path).start()
+    try:
+        k.apply("Model", "iris", {"storageUri": "./models/iris", "requirements": ["sklearn"]})
+        k.wait_ready("Model", "iris")
+        assert _holder(kube, k.ns) != "standby"
+        assert "standby" not in k.managers("Model", "iris")  # the follower wrote nothing
+        assert "core2-controller" in k.managers("Model", "iris")
+
+        env.platform.kill("controller")
+        killed = time.monotonic()
+        wait_until(lambda: _holder(kube, k.ns) == "standby", LEASE_S + 6, "the handover")
+        handover = time.monotonic() - killed
+        assert handover <= LEASE_S + 2, handover  # the lease time plus one retry
+        k.apply("Model", "iris2", {"storageUri": "./models/iris2", "requirements": ["sklearn"]})
+        k.wait_ready("Model", "iris2")
+        assert "standby" in k.managers("Model", "iris2")
+    finally:
+        standby.stop()
