@@ -14,7 +14,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from runtime.agent import namehook
+from runtime.agent import grpc_guard, namehook
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> None:
     namehook.install()
+    grpc_guard.install()
     # Imported after the hook so MLServer is built from the swapped symbols.
     from mlserver import MLServer
     from mlserver.settings import Settings

@@ -22,6 +22,7 @@ Without the header every call behaves exactly like stock MLServer.
 
 import contextvars
 import json
+import struct
 import time
 from typing import Any
 
@@ -133,6 +134,15 @@ class NamedInferenceServicer(InferenceServicer):
 
     async def ModelInfer(self, request, context):
         return await self._named(super().ModelInfer, request, context)
+
+    def _InsertHeaders(self, request, context):
+        """Raw contents that do not fit the datatype are the caller's error, not INTERNAL."""
+        try:
+            return super()._InsertHeaders(request, context)
+        except (ValueError, TypeError, OverflowError, struct.error) as err:
+            if not _internal.get():
+                raise
+            raise MLServerError(f"invalid inference request: {err}", status_code=400) from None
 
     async def ModelStreamInfer(self, requests_stream, context):
         _internal.set(_header_from(context))  # this RPC runs in its own task

@@ -24,7 +24,7 @@ def served(tmp_path_factory, iris_artifact):
     spec = ModelSpec(storageUri=str(iris_artifact), requirements=["sklearn"])
     modelsettings.write_model(server.repository, "iris_1", spec, iris_artifact,
                               {"name": "iris", "version": 1, "memory": 0})
-    httpx.post(f"{server.url}/v2/repository/models/iris_1/load").raise_for_status()
+    httpx.post(f"{server.url}/v2/repository/models/iris_1/load", timeout=120).raise_for_status()
     yield server
     server.service.stop()
 
