@@ -1,10 +1,11 @@
 """NetworkPolicies: deny all ingress to core2 pods, then admit only what each one needs.
 
 Envoy is the only entry point from outside; the scheduler takes xDS from Envoy, the API from
-the dataflow services and agent streams from server pods; servers take traffic from Envoy;
-Prometheus (in the configured monitoring namespace) may scrape metrics ports.
+the dataflow services and the controller, and agent streams from server pods; servers take
+traffic from Envoy; Prometheus (in the configured monitoring namespace) may scrape metrics ports.
 """
 
+from components.controller import NAME as CONTROLLER
 from components.dataflow import GATEWAY, GATEWAY_GRPC, GATEWAY_HTTP, SERVICES
 from components.dataflow import METRICS_PORT as DATAFLOW_METRICS
 from components.envoy import HEALTH_PORT, LISTEN_PORT
@@ -41,6 +42,7 @@ def _dataflow_metrics(namespace: str, monitoring: list[dict]) -> dict:
 def render(namespace: str, monitoring_namespace: str | None) -> list[dict]:
     envoy = {"podSelector": {"matchLabels": selector(ENVOY)}}
     servers = {"podSelector": {"matchLabels": SERVER_ROLE}}
+    controller = {"podSelector": {"matchLabels": selector(CONTROLLER)}}
     dataflow = {"podSelector": {"matchExpressions": [
         {"key": "app.kubernetes.io/name", "operator": "In", "values": sorted(SERVICES)}]}}
     monitoring = ([{"namespaceSelector": {"matchLabels": {
@@ -53,7 +55,7 @@ def render(namespace: str, monitoring_namespace: str | None) -> list[dict]:
         _policy("core2-default-deny", namespace, {"app.kubernetes.io/part-of": PART_OF}, []),
         _policy("core2-scheduler", namespace, selector(SCHEDULER), [
             {"from": [envoy], "ports": _ports(XDS_PORT)},
-            {"from": [dataflow], "ports": _ports(API_PORT)},
+            {"from": [dataflow, controller], "ports": _ports(API_PORT)},
             {"from": [servers], "ports": _ports(AGENT_PORT)},
             *scrape(METRICS_PORT),
         ]),

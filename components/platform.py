@@ -10,7 +10,17 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import claims, dashboard, dataflow, envoy, network, rbac, scheduler, secrets
+from components import (
+    claims,
+    controller,
+    dashboard,
+    dataflow,
+    envoy,
+    network,
+    rbac,
+    scheduler,
+    secrets,
+)
 from components.k8s import ENVIRONMENT_LABEL, Resources, labels, with_pull_secrets
 from components.kafka import Kafka, KafkaArgs
 from components.objects import register
@@ -50,6 +60,8 @@ class PlatformArgs:
     image_pull_secrets: list[str] = field(default_factory=list)
     # ship docs/grafana/core2.json as a ConfigMap for Grafana's sidecar in this namespace
     grafana_dashboard_namespace: str | None = None
+    # the controller (Seldon's CRs -> scheduler): one leads, the rest stand by; 0: none
+    controller_replicas: int = 2
 
 
 class Platform(pulumi.ComponentResource):
@@ -102,6 +114,11 @@ class Platform(pulumi.ComponentResource):
             args.envoy_service_type, args.load_balancer_source_ranges,
             args.envoy_service_annotations, rbac.ACCOUNTS["envoy"], args.environment,
             args.envoy_tls_secret, args.limits), child)
+        if args.controller_replicas:
+            self._add(name, controller.render(
+                ns, args.image, args.image_pull_policy,
+                Resources.from_config(res.get("controller"), controller.DEFAULT_RESOURCES),
+                args.controller_replicas, token_env), child)
         self._add(name, network.render(ns, args.monitoring_namespace), child)
         if args.grafana_dashboard_namespace:
             self._add(name, dashboard.render(args.grafana_dashboard_namespace), child)

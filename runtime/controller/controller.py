@@ -187,8 +187,12 @@ class Controller:
                 if outcome.retry is not None:
                     self.queue.add_after(key, outcome.retry)
             except Exception as e:  # a conflict (409), the API server away: look again soon
-                level = logging.DEBUG if getattr(e, "status", None) == 409 else logging.WARNING
-                log.log(level, "reconcile %s %s/%s: %s", *key, e)
+                code = getattr(e, "status", None)
+                if code == 404:  # gone meanwhile (a stale look after the finalizer went)
+                    continue
+                level = logging.DEBUG if code == 409 else logging.WARNING
+                log.log(level, "reconcile %s %s/%s: %s", *key,
+                        f"{code} {e.reason}" if code else e)
                 self.queue.add_after(key, 1.0)
             finally:
                 self.queue.done(key)

@@ -9,11 +9,14 @@ import re
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from kubernetes import client
+import yaml
+from kubernetes import client, utils
 from kubernetes.client.rest import ApiException
 
+from components import controller
 from runtime.controller import crds
 from runtime.controller.kube import FINALIZER
 from runtime.local.config import LocalKube
@@ -115,11 +118,12 @@ class Cluster:
 
 @pytest.fixture
 def served(make_env, control_plane, namespace, kube):
-    """A local platform whose controller serves the test namespace."""
-    def make(pipelines: bool = False):
+    """A local platform whose controller serves the test namespace (as the admin, unless
+    given another kubeconfig)."""
+    def make(pipelines: bool = False, kubeconfig: Path | None = None):
         env = make_env(pipelines=pipelines, kube=LocalKube(
-            kubeconfig=control_plane.kubeconfig, namespaces=[namespace], storageBase=SAMPLES,
-            leaseNamespace=namespace, leaseSeconds=LEASE_S))
+            kubeconfig=kubeconfig or control_plane.kubeconfig, namespaces=[namespace],
+            storageBase=SAMPLES, leaseNamespace=namespace, leaseSeconds=LEASE_S))
         return env, Cluster(kube, control_plane.kubeconfig, namespace)
     return make
 
@@ -274,3 +278,28 @@ def test_two_replicas_only_the_leader_acts_and_a_kill_hands_over(served, kube, c
         assert "standby" in k.managers("Model", "iris2")
     finally:
         standby.stop()
+
+
+def test_the_platforms_rbac_is_all_the_controller_needs(served, kube, control_plane,
+                                                         namespace, tmp_path):
+    """The ServiceAccount, Role and RoleBinding components.controller renders (and its
+    Deployment, stored and validated) on the real API server; the controller runs with that
+    account's token and does its whole job: Lease, finalizer, status, delete."""
+    for obj in controller.render(namespace, "core2:test", "IfNotPresent",
+                                 controller.DEFAULT_RESOURCES):
+        utils.create_from_dict(kube, obj, namespace=namespace)
+    token = client.CoreV1Api(kube).create_namespaced_service_account_token(
+        controller.ACCOUNT, namespace, {"spec": {"expirationSeconds": 3600}}).status.token
+    config = yaml.safe_load(control_plane.kubeconfig.read_text())
+    config["users"] = [{"name": "admin", "user": {"token": token}}]
+    kubeconfig = tmp_path / "controller.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+
+    env, k = served(kubeconfig=kubeconfig)
+    k.apply("Model", "iris", {"storageUri": "./models/iris", "requirements": ["sklearn"]})
+    k.wait_ready("Model", "iris")
+    assert env.predict("iris") == IRIS_CLASS
+    assert _holder(kube, namespace) is not None
+    k.delete("Model", "iris")
+    wait_until(lambda: k.get("Model", "iris") is None, 60, "the Model CR finalized")
+    assert "forbidden" not in env.platform.services["controller"].log_path.read_text().lower()

@@ -17,6 +17,7 @@ from tests.infra.harness import render_stack
 
 MAINS = {  # `python -m X` -> the function that parses its flags
     "runtime.scheduler": "runtime.scheduler.__main__",
+    "runtime.controller": "runtime.controller.__main__",
     "runtime.agent": "runtime.agent.main",
     "runtime.agent.modelserver": "runtime.agent.modelserver",
     "runtime.dataflow.engine": "runtime.dataflow.engine",
