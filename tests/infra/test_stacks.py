@@ -162,7 +162,8 @@ def test_scheduler_token_and_envoy_tls_reach_every_service_that_needs_them():
             ref = env["CORE2_SCHEDULER_TOKEN"]["valueFrom"]["secretKeyRef"]
             assert ref == {"name": cfg.schedulerTokenSecret, "key": "token"}
             token_users.add(c["name"])
-    assert token_users == {"scheduler", "engine", "modelgateway", "pipelinegateway", "agent"}
+    assert token_users == {"scheduler", "engine", "modelgateway", "pipelinegateway", "agent",
+                           "controller"}
 
     (envoy,) = by_kind(render, "Deployment", "envoy")
     pod = envoy["spec"]["template"]["spec"]
