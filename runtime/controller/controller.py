@@ -87,6 +87,12 @@ class Controller:
                      for ns in self.by_name.get((kind, name), ())]
         return min(found)[1] if found else None
 
+    def _requeue_name(self, key: Key) -> None:
+        with self.lock:
+            namespaces = list(self.by_name.get((key[0], key[2]), ()))
+        for ns in namespaces:
+            self.queue.add((key[0], ns, key[2]))
+
     def resync(self) -> None:
         with self.lock:
             keys = list(self.cache)
@@ -118,11 +124,13 @@ class Controller:
                         if event == "BOOKMARK":
                             continue
                         obj.setdefault("kind", kind)
+                        key = self._key(obj)
                         if event == "DELETED":
-                            self._drop(self._key(obj))
+                            self._drop(key)
+                            self._requeue_name(key)  # another namespace's CR may own it now
                         else:
                             self._put(obj)
-                        self.queue.add(self._key(obj))
+                            self.queue.add(key)
             except Gone:
                 continue  # list again
             except Exception as e:  # the API server away or a broken watch: list again
@@ -162,10 +170,7 @@ class Controller:
                             self.resync()
                         connected_before = True
                     self.rec.remember(kind, item)
-                    with self.lock:
-                        namespaces = list(self.by_name.get((kind, item.name), ()))
-                    for ns in namespaces:
-                        self.queue.add((kind, ns, item.name))
+                    self._requeue_name((kind, "", item.name))
             except grpc.RpcError as e:
                 if self.stop.is_set():
                     return
