@@ -43,8 +43,9 @@ def local_replies() -> dict:
         {"response_flag_filter": {"flags": ["UO"]}}, _not_grpc()]}}
     return {"mappers": [
         {"filter": overloaded, "body_format_override": oip, "body": {"inline_string": (
-            "overloaded: this model has as many requests in flight and queued as it may "
-            "(modelMaxRequests, modelMaxPendingRequests); retry with backoff")}},
+            "overloaded: the server behind this model has as many requests in flight and "
+            "queued as it may (serverMaxRequests, serverMaxPendingRequests); retry with "
+            "backoff")}},
         {"filter": _not_grpc(), "body_format_override": oip},
     ]}
 

@@ -1,6 +1,10 @@
-"""What one request may ask of the data plane: the body size Envoy (and the pipeline gateway)
-accept, and how many requests each model version may have in flight or queued in Envoy before
-Envoy sheds load with a fast 503. One model shared by the local config and the stack config."""
+"""What the data plane takes on: the body size Envoy (and the pipeline gateway) accept, and
+how many requests each set of server replicas may have in flight or queued in one Envoy before
+Envoy sheds load with a fast 503. One model shared by the local config and the stack config.
+
+The overload limits are Envoy circuit breakers, which count per cluster; every model on the
+same replicas shares one cluster (what keeps Envoy small at thousands of models), so the
+limits bound what a server's replicas are asked for at once, across its models."""
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,14 +16,15 @@ class InferenceLimits(BaseModel):
     # larger bodies get 413 with the OIP error body (REST; gRPC messages are capped by the
     # servers' own gRPC limits)
     maxRequestBytes: int = Field(default=16 * MIB, ge=1024)
-    # per model version, per Envoy: requests being served at once (= upstream connections)
-    modelMaxRequests: int = Field(default=128, ge=1)
-    # per model version, per Envoy: requests waiting for a connection; beyond them, 503
-    modelMaxPendingRequests: int = Field(default=128, ge=0)
+    # per set of server replicas, per Envoy: requests being served at once (= upstream
+    # connections)
+    serverMaxRequests: int = Field(default=128, ge=1)
+    # per set of server replicas, per Envoy: requests waiting for a connection; beyond, 503
+    serverMaxPendingRequests: int = Field(default=128, ge=0)
 
     def scheduler_args(self) -> list[str]:
-        return ["--model-max-requests", str(self.modelMaxRequests),
-                "--model-max-pending-requests", str(self.modelMaxPendingRequests)]
+        return ["--server-max-requests", str(self.serverMaxRequests),
+                "--server-max-pending-requests", str(self.serverMaxPendingRequests)]
 
 
 DEFAULT_LIMITS = InferenceLimits()

@@ -33,7 +33,7 @@ class Slow(MLModel):
                    for i in payload.inputs]
         return InferenceResponse(model_name=self.name, outputs=outputs)
 '''
-LIMITS = InferenceLimits(maxRequestBytes=64 * 1024, modelMaxRequests=2, modelMaxPendingRequests=2)
+LIMITS = InferenceLimits(maxRequestBytes=64 * 1024, serverMaxRequests=2, serverMaxPendingRequests=2)
 SLOW_BODY = json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32",
                                     "data": [1.0]}]}).encode()
 
@@ -102,8 +102,8 @@ def test_grpc_errors_stay_grpc(limited):
 
 
 def test_overload_sheds_fast_503s_and_keeps_serving(limited):
-    """16 clients against a model allowed 2 requests in flight and 2 queued: the rest get an
-    immediate 503 in the OIP shape; the model keeps its full throughput."""
+    """16 clients against a model whose server may have 2 requests in flight and 2 queued: the
+    rest get an immediate 503 in the OIP shape; the model keeps its full throughput."""
     url = f"{limited.url}/v2/models/slow/infer"
     deadline = time.monotonic() + 4 * SLOW_S * 2
 

@@ -93,16 +93,17 @@ def main() -> None:
     p.add_argument("--replica-lost-after", type=float, default=10.0, metavar="SECONDS",
                    help="a server replica whose agent stays disconnected this long is "
                         "forgotten and its models are placed on other replicas")
-    p.add_argument("--model-max-requests", type=int, metavar="N",
-                   default=DEFAULT_LIMITS.modelMaxRequests,
-                   help="per model version and Envoy: requests served at once")
-    p.add_argument("--model-max-pending-requests", type=int, metavar="N",
-                   default=DEFAULT_LIMITS.modelMaxPendingRequests,
-                   help="per model version and Envoy: requests queued; more get a fast 503")
+    p.add_argument("--server-max-requests", type=int, metavar="N",
+                   default=DEFAULT_LIMITS.serverMaxRequests,
+                   help="per set of server replicas and Envoy: requests served at once")
+    p.add_argument("--server-max-pending-requests", type=int, metavar="N",
+                   default=DEFAULT_LIMITS.serverMaxPendingRequests,
+                   help="per set of server replicas and Envoy: requests queued; more get "
+                        "a fast 503")
     args = p.parse_args()
     try:
-        args.limits = InferenceLimits(modelMaxRequests=args.model_max_requests,
-                                      modelMaxPendingRequests=args.model_max_pending_requests)
+        args.limits = InferenceLimits(serverMaxRequests=args.server_max_requests,
+                                      serverMaxPendingRequests=args.server_max_pending_requests)
     except ValidationError as e:
         p.error(describe(e, "limits"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -13,12 +13,13 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Backend:
-    """One upstream: a model version on its replicas, or a dataflow gateway."""
+    """One upstream: a set of server replicas (each at its model server, or at its agent while
+    the model is evicted there), or the pipeline gateway. Every model version on the same
+    replicas shares it; the route names the version in `seldon-internal-model`."""
 
-    name: str                    # cluster base name, e.g. "iris_1"
+    name: str                    # cluster base name, e.g. "mlserver_0_1"
     endpoints: tuple[Endpoint, ...]
-    internal_name: str = ""      # sent as `seldon-internal-model` so the server picks the version
-    model: bool = True           # a model version gets its own overload limits; the pipeline
+    model: bool = True           # model servers get the overload limits; the pipeline
                                  # gateway, shared by every pipeline, bounds its own work
 
 
@@ -26,6 +27,8 @@ class Backend:
 class Target:
     backend: str                 # Backend.name
     weight: int = 1
+    internal_name: str = ""      # sent as `seldon-internal-model` so the server picks the
+                                 # version ("iris_1", "chain.pipeline"); also the sticky label
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,14 @@
 from runtime.scheduler import state as st
 from runtime.scheduler.routes import Backend, Endpoint, Route, Snapshot, Target
 
+PIPELINE_GATEWAY = "pipelinegateway"
 
-def model_backends(m: st.Model, replicas: dict[str, st.Replica]) -> list[tuple[Backend, int]]:
+
+def model_backends(m: st.Model, replicas: dict[str, st.Replica]) -> list[tuple[Backend, Target]]:
     """Where a model's traffic goes: the live version, plus a newer version that is coming up
     (traffic shared while it rolls out), each weighted by its serving replicas. An evicted
-    replica's endpoint is its agent, which reloads the model and forwards."""
+    replica's endpoint is its agent, which reloads the model and forwards. The backend is
+    named after its replicas, so every model on the same ones shares one Envoy cluster."""
     out = []
     live = m.live_version()
     for v in m.versions:
@@ -15,7 +18,7 @@ def model_backends(m: st.Model, replicas: dict[str, st.Replica]) -> list[tuple[B
             continue
         if v is not live and not (v is m.latest and v.serving_replicas()):
             continue
-        eps = []
+        eps, parts = [], [v.server]
         for idx in v.serving_replicas():
             r = replicas.get(f"{v.server}/{idx}")
             if r is None:
@@ -23,8 +26,10 @@ def model_backends(m: st.Model, replicas: dict[str, st.Replica]) -> list[tuple[B
             evicted = v.replicas[idx].evicted
             eps.append(Endpoint(r.host, r.agent_http_port if evicted else r.server_http_port,
                                 r.agent_grpc_port if evicted else r.server_grpc_port))
+            parts.append(f"{idx}a" if evicted else str(idx))
         if eps:
-            out.append((Backend(v.internal_name, tuple(eps), v.internal_name), len(eps)))
+            out.append((Backend("_".join(parts), tuple(eps)),
+                        Target("_".join(parts), len(eps), v.internal_name)))
     return out
 
 
@@ -38,14 +43,13 @@ def build(hub) -> Snapshot:
         for b, _ in backends:
             snap.backends[b.name] = b
         if backends:
-            targets[m.name] = tuple(Target(b.name, w) for b, w in backends)
-    if hub.pipeline_gateway:
+            targets[m.name] = tuple(t for _, t in backends)
+    if hub.pipeline_gateway and hub.pipelines.docs:
+        snap.backends[PIPELINE_GATEWAY] = Backend(PIPELINE_GATEWAY, (hub.pipeline_gateway,),
+                                                  model=False)
         for p in hub.pipelines.docs:
             # The gateway learns the pipeline from seldon-internal-model, like a model server.
-            b = Backend(f"pipeline_{p}", (hub.pipeline_gateway,), f"{p}.pipeline",
-                        model=False)
-            snap.backends[b.name] = b
-            targets[f"{p}.pipeline"] = (Target(b.name),)
+            targets[f"{p}.pipeline"] = (Target(PIPELINE_GATEWAY, 1, f"{p}.pipeline"),)
     experiment_routes, defaults = hub.experiments.routes(targets)
     for name, ts in targets.items():
         if name not in defaults:

@@ -1,6 +1,7 @@
 """Experiments, pipelines and server specs: resources the scheduler keeps as documents."""
 
 import json
+from dataclasses import replace
 
 from runtime.pb import scheduler_pb2 as pb
 from runtime.scheduler.routes import Route, Target
@@ -94,7 +95,7 @@ class Experiments(Table):
                 # A candidate mid-rollout has two versions: split its weight between them.
                 members = targets.get(c.name + suffix, ())
                 total = sum(t.weight for t in members)
-                split += [Target(t.backend, max(1, c.weight * 100 * t.weight // total))
+                split += [replace(t, weight=max(1, c.weight * 100 * t.weight // total))
                           for t in members]
             if not split:
                 continue

@@ -22,10 +22,8 @@ log = logging.getLogger(__name__)
 ACK_TIMEOUT_S = 5.0
 
 
-def _any(msg) -> any_pb2.Any:
-    a = any_pb2.Any()
-    a.Pack(msg)
-    return a
+def _encoded(resources) -> list[bytes]:
+    return [r.SerializeToString(deterministic=True) for r in resources]
 
 
 class _Stream:
@@ -48,6 +46,8 @@ class _Stream:
 class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def __init__(self, limits: InferenceLimits = DEFAULT_LIMITS):
         self.limits = limits
+        self.routes = er.RouteTable()
+        self._route_bytes: tuple[Snapshot | None, bytes] = (None, b"")
         self.snapshot = Snapshot()
         self.generation = 0
         self._prefix = uuid.uuid4().hex[:8]   # versions differ across scheduler restarts
@@ -117,9 +117,16 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 stream.subs_changed.set()
                 stream.wake.set()
 
-    async def _send(self, stream: _Stream, type_url: str, resources: list) -> str | None:
-        """Send `resources` of one type unless identical to what was sent; return version."""
-        content = b"".join(sorted(r.SerializeToString(deterministic=True) for r in resources))
+    def _routes(self, snap: Snapshot) -> list[bytes]:
+        """The route table, encoded once per snapshot for every Envoy."""
+        if self._route_bytes[0] is not snap:
+            self._route_bytes = (snap, self.routes.encode(snap))
+        return [self._route_bytes[1]]
+
+    async def _send(self, stream: _Stream, type_url: str, payloads: list[bytes]) -> str | None:
+        """Send encoded resources of one type unless identical to what was sent; return the
+        version."""
+        content = b"".join(sorted(payloads))
         sent = stream.sent.get(type_url)
         if sent and sent[1] == content:
             return None
@@ -128,7 +135,7 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         stream.sent[type_url] = (version, content)
         await stream.outbox.put(discovery_pb2.DiscoveryResponse(
             version_info=version, type_url=type_url, nonce=str(stream.nonce),
-            resources=[_any(r) for r in resources]))
+            resources=[any_pb2.Any(type_url=type_url, value=p) for p in payloads]))
         return version
 
     async def _await_ack(self, stream: _Stream, type_url: str, version: str | None):
@@ -153,20 +160,20 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             # (not waiting for the ACK: Envoy asks for the new clusters' endpoints first)
             if er.CLUSTER_TYPE in stream.subscribed:
                 await self._send(stream, er.CLUSTER_TYPE,
-                                 list(er.clusters(snap, keep, self.limits).values()))
+                                 _encoded(er.clusters(snap, keep, self.limits).values()))
             # 2. endpoints for the clusters Envoy asks about (it asks right after new clusters)
             if er.ENDPOINT_TYPE in stream.subscribed:
                 await self._send_endpoints(stream, snap)
             # 3. routes
             if er.ROUTE_TYPE in stream.subscribed:
                 await self._await_ack(stream, er.ROUTE_TYPE, await self._send(
-                    stream, er.ROUTE_TYPE, [er.route_configuration(snap)]))
+                    stream, er.ROUTE_TYPE, self._routes(snap)))
                 stream.route_backends = snap.referenced_backends() & set(snap.backends)
                 # 4. drop clusters no route uses any more
                 if keep and er.CLUSTER_TYPE in stream.subscribed:
                     await self._await_ack(stream, er.CLUSTER_TYPE, await self._send(
                         stream, er.CLUSTER_TYPE,
-                        list(er.clusters(snap, limits=self.limits).values())))
+                        _encoded(er.clusters(snap, limits=self.limits).values())))
             if er.LISTENER_TYPE in stream.subscribed and er.LISTENER_TYPE not in stream.sent:
                 await self._send(stream, er.LISTENER_TYPE, [])
             if gen != self.generation:
@@ -190,4 +197,4 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         names = stream.subscribed.get(er.ENDPOINT_TYPE, set())
         resources = [a for n, a in all_eps.items() if not names or n in names]
         await self._await_ack(stream, er.ENDPOINT_TYPE,
-                              await self._send(stream, er.ENDPOINT_TYPE, resources))
+                              await self._send(stream, er.ENDPOINT_TYPE, _encoded(resources)))

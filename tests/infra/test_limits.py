@@ -9,7 +9,7 @@ from infra.config import stack_values
 from runtime.specs.common import SpecError
 from tests.infra.harness import STACKS, render_values
 
-LIMITS = {"maxRequestBytes": 1_048_576, "modelMaxRequests": 7, "modelMaxPendingRequests": 3}
+LIMITS = {"maxRequestBytes": 1_048_576, "serverMaxRequests": 7, "serverMaxPendingRequests": 3}
 
 
 def _values() -> dict:
@@ -29,8 +29,8 @@ def _flag(args: list[str], flag: str) -> str:
 def test_stack_limits_reach_scheduler_envoy_and_pipeline_gateway():
     render = render_values("staging", {**_values(), "limits": LIMITS})
     scheduler = _args(render, "StatefulSet", "scheduler")
-    assert _flag(scheduler, "--model-max-requests") == "7"
-    assert _flag(scheduler, "--model-max-pending-requests") == "3"
+    assert _flag(scheduler, "--server-max-requests") == "7"
+    assert _flag(scheduler, "--server-max-pending-requests") == "3"
     assert _flag(_args(render, "Deployment", "pipelinegateway"), "--max-request-bytes") == \
         "1048576"
     (cm,) = [o.manifest for o in render.kubernetes_objects()
@@ -45,7 +45,7 @@ def test_stack_limits_reach_scheduler_envoy_and_pipeline_gateway():
 
 
 def test_bad_limits_name_the_field():
-    with pytest.raises(SpecError, match=r"limits\.modelMaxRequests"):
-        render_values("staging", {**_values(), "limits": {"modelMaxRequests": 0}})
+    with pytest.raises(SpecError, match=r"limits\.serverMaxRequests"):
+        render_values("staging", {**_values(), "limits": {"serverMaxRequests": 0}})
     with pytest.raises(SpecError, match=r"limits\.maxRequests: unknown field"):
         render_values("staging", {**_values(), "limits": {"maxRequests": 5}})

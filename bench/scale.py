@@ -1,0 +1,163 @@
+"""Routing at thousands of models: the scheduler's xDS server (in process) and a real Envoy.
+
+For each N it builds N models (sklearn-style versions on one server's 2 replicas, state
+Available, no model server needed), pushes them to Envoy and measures, side by side:
+- scheduler CPU to encode the route table for one change: from scratch (what every change cost
+  before) against incremental (the RouteTable's kept pieces);
+- clusters Envoy holds: one per version before, one per set of replicas now;
+- time for Envoy to take the whole config, then for one more model to be routable (Envoy
+  answers for it: a tiny HTTP upstream stands in for the model server), and Envoy's RSS.
+
+    .venv/bin/python bench/scale.py [--models 1000 5000 10000]
+"""
+
+import argparse
+import asyncio
+import http.server
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import grpc  # noqa: E402
+from envoy.service.discovery.v3 import ads_pb2_grpc  # noqa: E402
+
+from runtime.envoy import envoy_argv, write_bootstrap  # noqa: E402
+from runtime.procs import free_port, http_ok  # noqa: E402
+from runtime.scheduler import envoy_resources as er  # noqa: E402
+from runtime.scheduler import snapshot  # noqa: E402
+from runtime.scheduler import state as st  # noqa: E402
+from runtime.scheduler.xds import XdsServer  # noqa: E402
+from runtime.specs import ModelSpec  # noqa: E402
+
+SPEC = ModelSpec(storageUri="/m", requirements=["sklearn"])
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = b'{"outputs": []}'
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_):
+        pass
+
+
+class Hub:
+    """The parts of the scheduler snapshot.build reads, with every replica at one upstream."""
+
+    def __init__(self, upstream: int):
+        self.replicas = {f"mlserver/{i}": st.Replica(
+            "mlserver", i, ["sklearn"], 10**12, 0, "127.0.0.1", upstream, upstream, upstream,
+            upstream, connected=True) for i in range(2)}
+        self.models = type("M", (), {"models": {}, "replicas": self.replicas})()
+        self.pipeline_gateway = None
+        self.pipelines = type("P", (), {"docs": {}})()
+        self.experiments = type("E", (), {"routes": staticmethod(lambda t: ([], set()))})()
+
+    def add(self, name: str) -> None:
+        self.models.models[name] = st.Model(name, [st.ModelVersion(
+            name, 1, SPEC, st.AVAILABLE, server="mlserver",
+            replicas={0: st.ReplicaState(st.R_AVAILABLE), 1: st.ReplicaState(st.R_AVAILABLE)})])
+
+
+def _routable(url: str, model: str) -> bool:
+    req = urllib.request.Request(f"{url}/v2/models/{model}/infer", data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _cpu(fn) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+async def measure(n: int, upstream: int) -> dict:
+    hub = Hub(upstream)
+    for i in range(n):
+        hub.add(f"m{i}")
+    xds = XdsServer()
+    server = grpc.aio.server(options=[("grpc.max_send_message_length", 1 << 30)])
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(xds, server)
+    xds_port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{xds_port}")
+    await server.start()
+    listen, admin = free_port(), free_port()
+    work = Path(tempfile.mkdtemp(prefix="core2-scale-"))
+    config = write_bootstrap(work / "envoy.json", listen_port=listen, admin_port=admin,
+                             xds_host="127.0.0.1", xds_port=xds_port)
+    envoy = subprocess.Popen(envoy_argv(config), stdout=subprocess.DEVNULL,
+                             stderr=open(work / "envoy.log", "w"))
+    url = f"http://127.0.0.1:{listen}"
+    try:
+        snap = snapshot.build(hub)
+        t0 = time.perf_counter()
+        generation = xds.set_snapshot(snap)
+        while not await xds.wait_applied(generation, timeout=600):
+            pass
+        while not await asyncio.to_thread(http_ok, f"http://127.0.0.1:{admin}/ready"):
+            await asyncio.sleep(0.05)
+        whole = time.perf_counter() - t0
+        route_bytes = len(xds.routes.encode(snap))
+        # one more model: scheduler CPU from scratch vs incremental, then time to routable
+        hub.add("extra")
+        fresh = _cpu(lambda: er.RouteTable().encode(snapshot.build(hub)))
+        t0 = time.perf_counter()
+        incremental = _cpu(lambda: xds.set_snapshot(snapshot.build(hub)))
+        incremental += _cpu(lambda: xds.routes.encode(xds.snapshot))
+        while not await asyncio.to_thread(_routable, url, "extra"):
+            pass
+        one_more = time.perf_counter() - t0
+        return {"models": n, "clusters before": 2 * (n + 1),
+                "clusters now": len(er.clusters(xds.snapshot)),
+                "route table MiB": route_bytes / 2**20,
+                "encode CPU from scratch s": fresh, "encode CPU incremental s": incremental,
+                "ratio": fresh / max(incremental, 1e-6),
+                "envoy takes all s": whole, "one more routable s": one_more,
+                "envoy RSS MiB": _rss_mb(envoy.pid)}
+    finally:
+        envoy.terminate()
+        envoy.wait(10)
+        await server.stop(0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--models", type=int, nargs="+", default=[1000, 5000, 10000])
+    args = p.parse_args()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    rows = [asyncio.run(measure(n, httpd.server_address[1])) for n in args.models]
+    httpd.shutdown()
+    keys = list(rows[0])
+    print(" | ".join(keys))
+    for r in rows:
+        print(" | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in keys))
+    print(f"(pid {os.getpid()}; CPU is this process's, Envoy's time is wall clock)")
+
+
+if __name__ == "__main__":
+    main()
