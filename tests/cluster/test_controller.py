@@ -303,3 +303,40 @@ def test_the_platforms_rbac_is_all_the_controller_needs(served, kube, control_pl
     k.delete("Model", "iris")
     wait_until(lambda: k.get("Model", "iris") is None, 60, "the Model CR finalized")
     assert "forbidden" not in env.platform.services["controller"].log_path.read_text().lower()
+
+
+def _statefulset(name: str, labels: dict) -> dict:
+    pod = {"app": name}
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"replicas": 1, "serviceName": name, "selector": {"matchLabels": pod},
+                     "template": {"metadata": {"labels": pod}, "spec": {"containers": [
+                         {"name": "server", "image": "core2:test"}]}}}}
+
+
+def test_a_server_cr_scales_its_statefulset_unless_pulumi_owns_it(make_env, kube, namespace,
+                                                                  control_plane, tmp_path):
+    env = make_env()
+    apps = client.AppsV1Api(kube)
+    apps.create_namespaced_stateful_set(namespace, _statefulset("plain", {}))
+    apps.create_namespaced_stateful_set(namespace, _statefulset(
+        "owned", {"app.kubernetes.io/managed-by": "pulumi"}))
+    ctl = Service("controller", python_module(
+        "runtime.controller", "--scheduler", env.platform.scheduler_address,
+        "--kubeconfig", str(control_plane.kubeconfig), "--namespace", namespace,
+        "--scale-statefulsets"), tmp_path).start()
+    try:
+        k = Cluster(kube, control_plane.kubeconfig, namespace)
+        k.apply("Server", "plain", {"replicas": 3})
+        k.apply("Server", "owned", {"replicas": 2})
+        wait_until(lambda: apps.read_namespaced_stateful_set("plain", namespace).spec.replicas
+                   == 3, 30, "the plain StatefulSet scaled to 3", ctl)
+        wait_until(lambda: k.condition("Server", "owned", "ReplicasScaled").get("message"),
+                   30, "the owned Server's scaling condition", ctl)
+        assert "owned by Pulumi" in k.condition("Server", "owned", "ReplicasScaled")["message"]
+        assert apps.read_namespaced_stateful_set("owned", namespace).spec.replicas == 1
+        # the scheduler knows both servers' specs (no agent connected: not Ready)
+        assert env.scheduler.get("Server", "plain") is not None
+        assert k.condition("Server", "plain", "ServerReady").get("status") == "False"
+    finally:
+        ctl.stop()
