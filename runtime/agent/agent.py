@@ -40,7 +40,7 @@ class CannotLoad(Exception):
 class Agent:
     def __init__(self, config: AgentConfig):
         self.config = config
-        self.placements = Placements(config.memory)
+        self.placements = Placements(config.memory, by_cost=config.eviction == "cheap-lru")
         self.server = ServerClient("127.0.0.1", config.server_http_port)
         self.metrics = AgentMetrics(config.server_name, config.replica_idx, self.placements)
         self.memory_lock = asyncio.Lock()  # one memory decision + server load/unload at a time
@@ -231,12 +231,14 @@ class Agent:
             if self.placements.available() < model.memory:
                 self.placements.note_usage(await self.server.usage())
             while self.placements.available() < model.memory:
-                victim = self.placements.least_recently_used(keep=model.internal_name)
+                victim = self.placements.victim(keep=model.internal_name)
                 if victim is None:
                     raise CannotLoad(f"memory: the model needs {model.memory} bytes and only "
                                      f"{self.placements.available()} are free")
                 await self.evict(victim)
+            started = time.monotonic()
             await self.server.load(model.internal_name)
+            model.load_seconds = time.monotonic() - started  # its reload cost, for victim()
             self.metrics.loads += 1
             model.state = State.LOADED
             model.last_used = time.time()
@@ -258,8 +260,8 @@ class Agent:
         victim.state = State.EVICTED
         self.metrics.evictions += 1
         self.metrics.unloads += 1
-        log.info("evicted %s (last used %.1fs ago)", victim.internal_name,
-                 time.time() - victim.last_used)
+        log.info("evicted %s (last used %.1fs ago, reload %.3fs)", victim.internal_name,
+                 time.time() - victim.last_used, victim.load_seconds or 0.0)
 
     async def unload(self, ref: agent_pb2.ModelRef) -> None:
         if cancel := self.fetch_cancels.get(ref.internal_name):

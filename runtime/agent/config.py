@@ -1,6 +1,7 @@
 """The agent's command line."""
 
 import argparse
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ class AgentConfig:
     server_metrics_port: int | None = None  # model server's /metrics; None: no per-model series
     fetch_rules: FetchRules = field(default_factory=FetchRules)
     local_roots_file: Path | None = None     # more fetch.localRoots, one a line, read per fetch
+    eviction: str = "cheap-lru"              # or "lru" (models.Placements.victim)
 
 
 def _quantity(value: str) -> int:
@@ -70,6 +72,11 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
                         "any local path, no loopback/link-local/metadata address, 10Gi)")
     p.add_argument("--local-roots-file", type=Path, default=None,
                    help="more local roots, one folder a line, read at every fetch")
+    p.add_argument("--eviction", choices=("cheap-lru", "lru"),
+                   default=os.environ.get("CORE2_AGENT_EVICTION", "cheap-lru"),
+                   help="what over-commit evicts: the cheapest to reload among the least "
+                        "recently used half (default), or the least recently used "
+                        "(default from CORE2_AGENT_EVICTION, for benchmarks)")
     a = p.parse_args(argv)
     caps = [c.strip() for c in a.capabilities.split(",") if c.strip()]
     return AgentConfig(
@@ -79,5 +86,5 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port,
         repository=a.repository.resolve(), cache_dir=a.cache_dir.resolve(),
         server_metrics_port=a.server_metrics_port, fetch_rules=a.fetch_rules,
-        local_roots_file=a.local_roots_file,
+        local_roots_file=a.local_roots_file, eviction=a.eviction,
     )

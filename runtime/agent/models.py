@@ -1,6 +1,8 @@
-"""What the agent knows about the model versions placed on its replica: state, memory and
-recency, and the least-recently-used choice of what to evict."""
+"""What the agent knows about the model versions placed on its replica: state, memory,
+recency and reload cost, and the choice of what to evict."""
 
+import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -22,6 +24,7 @@ class Placed:
     memory: int
     state: State = State.EVICTED
     last_used: float = field(default_factory=time.time)  # wall clock, comparable with the server
+    load_seconds: float | None = None  # how long its last load into the server took
 
     @property
     def in_server(self) -> bool:
@@ -38,8 +41,9 @@ class Placed:
 class Placements:
     """internal name -> Placed, with memory accounting and usage-based recency."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, by_cost: bool = True):
         self.capacity = capacity
+        self.by_cost = by_cost  # False: plain least recently used
         self.models: dict[str, Placed] = {}
 
     def get(self, internal_name: str) -> Placed | None:
@@ -67,6 +71,21 @@ class Placements:
             if model is not None and stamp > model.last_used:
                 model.last_used = stamp
 
-    def least_recently_used(self, keep: str) -> Placed | None:
-        candidates = [m for m in self.in_state(State.LOADED) if m.internal_name != keep]
-        return min(candidates, key=lambda m: m.last_used, default=None)
+    def victim(self, keep: str) -> Placed | None:
+        """What to evict: among the least recently used half of the loaded models, the one
+        that reloads at under half the cost of the least recently used one, if any; else the
+        least recently used. Under thrash a cheap model comes back fast, an expensive one is
+        kept; with similar costs (noise) this is plain LRU."""
+        candidates = sorted((m for m in self.in_state(State.LOADED) if m.internal_name != keep),
+                            key=lambda m: m.last_used)
+        if not candidates or not self.by_cost:
+            return candidates[0] if candidates else None
+        pool = candidates[:math.ceil(len(candidates) / 2)]
+        known = [m.load_seconds for m in pool if m.load_seconds is not None]
+        typical = statistics.median(known) if known else 0.0
+
+        def cost(m: Placed) -> float:
+            return typical if m.load_seconds is None else m.load_seconds
+
+        lru, cheapest = pool[0], min(pool, key=cost)
+        return cheapest if cost(cheapest) * 2 < cost(lru) else lru
