@@ -17,6 +17,7 @@ from runtime.specs.pipeline import PipelineSpec
 
 log = logging.getLogger(__name__)
 GONE = ("PipelineTerminating", "PipelineTerminated")
+COMPONENT_HEADER = "x-core2-dataflow-component"
 
 
 class PipelineHost(Protocol):
@@ -64,7 +65,9 @@ class SchedulerLink:
         backoff = 0.2
         while not self._stop.is_set():
             try:
-                stream = self._stub.WatchStatus(pb.StatusRequest(kind=pb.PIPELINE))
+                # the scheduler counts a component's reports only while it watches
+                stream = self._stub.WatchStatus(pb.StatusRequest(kind=pb.PIPELINE),
+                                                metadata=((COMPONENT_HEADER, self.component),))
                 for status in stream:
                     if not self.connected.is_set():
                         log.info("watching pipelines on scheduler %s", self.address)

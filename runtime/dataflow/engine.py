@@ -65,6 +65,7 @@ class Engine:
         self._unready: dict[str, Plan] = {}
         self.sub: Subscription | None = None
         self.tracker: OffsetTracker | None = None
+        self.guard: TopicGuard | None = None
 
     # -- control (any thread) -------------------------------------------------------------
     def set_pipeline(self, name: str, version: int, spec: PipelineSpec) -> None:
@@ -92,10 +93,20 @@ class Engine:
         out = {self.cfg.model_inputs(m) for p in plans for m in p.models}
         return out | {self.cfg.pipeline_outputs(p.name) for p in plans} | {self.cfg.errors()}
 
+    def _unready_all(self, why: str) -> None:
+        """Pipelines are not Ready while their topics are gone or the broker is away (the
+        scheduler shows PipelineCreating); _report_ready says Ready again once they are back."""
+        for name, plan in self.flow.plans.items():
+            if name not in self._unready:
+                log.warning("pipeline %s v%d not ready: %s", name, plan.version, why)
+                self._unready[name] = plan
+                self.report(name, plan.version, False, "")
+
     def _reread(self) -> None:
+        self._unready_all("its topics were created again")
         self.guard.lost.clear()
         try:
-            self.sub.reread()
+            self.sub.reread(self.guard.take_renewed())
             self.guard.remember(self.sub.wanted)
             log.info("reading %d topics afresh", len(self.sub.wanted))
         except Exception as e:  # noqa: BLE001 - broker away: the guard flags it again
@@ -150,6 +161,9 @@ class Engine:
                 time.sleep(1)
 
     def _report_ready(self) -> None:
+        if self.guard.down.is_set():
+            self._unready_all("the broker is unreachable")
+            return
         for name, plan in list(self._unready.items()):
             if self._plan_topics(plan) <= self.sub.assigned:
                 del self._unready[name]
@@ -204,10 +218,15 @@ class Engine:
             topic = self.cfg.pipeline_inputs(e.pipeline)
             value = {"id": e.key, "inputs": e.tensors}
         else:
-            return
+            topic, value = "", {}
         EMITS.labels(e.kind).inc()
-        self.tracker.produce(producer, token, topic, key=e.key, value=encode(value),
-                             headers=headers)
+        # on behalf of the records joined into it too, then their hold (flow.py) is dropped
+        tokens = ([token] if token is not None else []) + e.held
+        if topic:
+            self.tracker.produce(producer, tokens, topic, key=e.key, value=encode(value),
+                                 headers=headers)
+        for held in e.held:
+            self.tracker.acked(held)
 
     def _refuse(self, producer: Producer, msg, token: Token, bad: BadRecord) -> None:
         """The errors topic gets the reason and the failing step; a caller waiting on the
@@ -228,7 +247,8 @@ class Engine:
             got = self._source_of(msg)
             if got is not None:
                 deadline = headers_of(msg).get(H_DEADLINE)
-                for e in self.flow.on_event(got[0], key_of(msg), got[1], time.monotonic()):
+                for e in self.flow.on_event(got[0], key_of(msg), got[1], time.monotonic(),
+                                            token):
                     self._produce(producer, e, token, deadline)
         except BadRecord as bad:
             self._refuse(producer, msg, token, bad)
@@ -242,9 +262,16 @@ class Engine:
             self.tracker.release(token)
 
     def run(self, stop: threading.Event) -> None:
-        consumer = Consumer(self.cfg.consumer(self.group))
+        # the guard hears of a lost broker from the clients at once (readiness follows it)
+        def on_error(err: KafkaError) -> None:
+            if self.guard is not None:
+                self.guard.client_error(err)
+
+        consumer = Consumer({**self.cfg.consumer(self.group), "error_cb": on_error})
         producer = Producer(self.cfg.producer())
         self.tracker = OffsetTracker(consumer)
+        # a record waiting in a join window keeps its offset uncommitted (flow.py)
+        self.flow.on_hold, self.flow.on_free = self.tracker.produced, self.tracker.acked
         self.sub = Subscription(consumer, self.cfg.resolved_assignment(),
                                 on_revoked=self.tracker.forget)
         log.info("partition assignment: %s", self.sub.mode)

@@ -1,8 +1,15 @@
 """The engine's logic without Kafka: records arrive as events (pipeline, step, direction, key,
 tensors); nodes join them on the request key within their window and emit what to produce.
-Kept pure so joins, triggers and routing are testable without a broker."""
+Kept pure so joins, triggers and routing are testable without a broker.
+
+At-least-once across a crash: a record whose data waits in a join window has produced nothing
+yet, so its offset must not be committed. Each event may carry a `tag` (the engine's offset
+token); a tag whose data is held is passed to `on_hold`, and given back either on the Emit its
+join fires (`held`: the engine produces on their behalf, then drops the hold) or to `on_free`
+when its window closes without output or the pipeline changes."""
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runtime.dataflow.plan import INPUT, OUTPUT, STEP, Node, Plan
@@ -18,6 +25,7 @@ class Emit:
     step: str
     key: str
     tensors: list[dict]
+    held: list = field(default_factory=list, compare=False)  # tags of the joined records
 
 
 @dataclass
@@ -26,6 +34,7 @@ class _State:
     deadline: float = 0.0
     fires: int = 0
     closed: bool = False   # fired its last time; later arrivals within the window are dropped
+    held: list = field(default_factory=list)   # tags of the arrivals waiting here
 
 
 def _ready(join: str, arrived: int, total: int, final: bool) -> bool:
@@ -38,8 +47,14 @@ def _ready(join: str, arrived: int, total: int, final: bool) -> bool:
     return arrived == total
 
 
+def _no_tag(_tag) -> None:
+    pass
+
+
 class Dataflow:
-    def __init__(self):
+    def __init__(self, on_hold: Callable[[object], None] = _no_tag,
+                 on_free: Callable[[object], None] = _no_tag):
+        self.on_hold, self.on_free = on_hold, on_free
         self.plans: dict[str, Plan] = {}
         self._index: dict[Source, list[tuple[Node, int]]] = {}
         self._states: dict[tuple[str, str, str], _State] = {}
@@ -58,7 +73,7 @@ class Dataflow:
 
     def _drop_states(self, name: str) -> None:
         for k in [k for k in self._states if k[0] == name]:
-            del self._states[k]
+            self._free(self._states.pop(k))
 
     def _reindex(self) -> None:
         index: dict[Source, list[tuple[Node, int]]] = {}
@@ -72,7 +87,13 @@ class Dataflow:
         return set(self._index)
 
     # -- data -----------------------------------------------------------------------------
-    def on_event(self, source: Source, key: str, tensors: list[dict], now: float) -> list[Emit]:
+    def _free(self, state: _State) -> None:
+        held, state.held = state.held, []
+        for tag in held:
+            self.on_free(tag)
+
+    def on_event(self, source: Source, key: str, tensors: list[dict], now: float,
+                 tag: object = None) -> list[Emit]:
         out: list[Emit] = []
         for node, slot_no in self._index.get(source, ()):
             ref = node.slots[slot_no].ref
@@ -88,11 +109,15 @@ class Dataflow:
                 state = _State(deadline=now + node.window_ms / 1000)
                 self._states[skey] = state
                 heapq.heappush(self._expiry, (state.deadline, skey))
-            if state.closed:
-                continue
-            state.arrivals.setdefault(slot_no, picked)
-            out += self._try_fire(node, key, state, final=False)
-        return self._with_step_inputs(out, now)
+            if state.closed or slot_no in state.arrivals:
+                continue  # the slot is filled: this record's data is not used
+            state.arrivals[slot_no] = picked
+            fired = self._try_fire(node, key, state, final=False)
+            if not fired and state.arrivals and tag is not None:
+                state.held.append(tag)
+                self.on_hold(tag)
+            out += fired
+        return self._with_step_inputs(out, now, tag)
 
     def expire(self, now: float) -> list[Emit]:
         """Close windows that ended: outer joins fire with what arrived, the rest is dropped."""
@@ -101,20 +126,25 @@ class Dataflow:
             _, skey = heapq.heappop(self._expiry)
             state = self._states.pop(skey, None)
             plan = self.plans.get(skey[0])
-            if state is None or state.closed or plan is None:
+            if state is None:
+                continue
+            if state.closed or plan is None:
+                self._free(state)
                 continue
             node = next((n for n in plan.nodes if n.id == skey[1]), None)
             if node is not None:
                 out += self._try_fire(node, skey[2], state, final=True)
-        return self._with_step_inputs(out, now)
+            self._free(state)  # what did not fire is dropped
+        return self._with_step_inputs(out, now, None)
 
-    def _with_step_inputs(self, emits: list[Emit], now: float) -> list[Emit]:
+    def _with_step_inputs(self, emits: list[Emit], now: float, tag: object) -> list[Emit]:
         """A step's inputs are produced by the engine itself, so refs to `step.inputs` are
         served here rather than by reading the model's input topic back."""
         out = list(emits)
         for e in emits:
             if e.kind == STEP and (e.pipeline, e.step, "inputs") in self._index:
-                out += self.on_event((e.pipeline, e.step, "inputs"), e.key, e.tensors, now)
+                out += self.on_event((e.pipeline, e.step, "inputs"), e.key, e.tensors, now,
+                                     tag)
         return out
 
     def next_deadline(self) -> float | None:
@@ -130,7 +160,12 @@ class Dataflow:
         arrivals, state.arrivals = state.arrivals, {}
         state.fires += 1
         state.closed = state.fires >= node.max_fires
-        return self._fire(node, key, arrivals)
+        emits = self._fire(node, key, arrivals)
+        if emits:
+            emits[0].held, state.held = state.held, []
+        else:
+            self._free(state)
+        return emits
 
     def _fire(self, node: Node, key: str, arrivals: dict[int, list[dict]]) -> list[Emit]:
         tensors: list[dict] = []

@@ -48,6 +48,9 @@ GROUP = "seldon-modelgateway"
 # Worth another try until the request's deadline: the model server is away or restarting
 # (502: no connection, 503: Envoy has no healthy upstream, 404: the model is being (re)loaded).
 TRANSIENT = frozenset({404, 429, 502, 503})
+# MLServer answers 400 "Model <name> is not ready yet." while a model is being loaded again
+# (after a model-server restart): transient too, unlike other 400s
+NOT_READY = "is not ready yet"
 MAX_IN_FLIGHT = 20_000  # records taken but not finished: stop fetching beyond this
 
 
@@ -103,7 +106,7 @@ class ModelGateway:
                 if guard.lost.is_set():
                     guard.lost.clear()
                     try:
-                        self.sub.reread()
+                        self.sub.reread(guard.take_renewed())
                         guard.remember(self.sub.wanted)
                         log.info("reading %d topics afresh", len(self.sub.wanted))
                     except Exception as e:  # noqa: BLE001 - broker away: flagged again
@@ -204,7 +207,8 @@ class ModelGateway:
         delay = 0.05
         while True:
             status, body = await self._call(model, key, value)
-            if (isinstance(body, bytes) or status not in TRANSIENT
+            transient = status in TRANSIENT or (status == 400 and NOT_READY in body)
+            if (isinstance(body, bytes) or not transient
                     or time.monotonic() + delay >= deadline):
                 return status, body
             MODEL_RETRIES.labels(model, str(status)).inc()

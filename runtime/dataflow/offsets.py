@@ -102,19 +102,22 @@ class OffsetTracker:
         except KafkaException as e:  # revoked meanwhile: the new owner replays them
             log.debug("store offsets: %s", e)
 
-    def produce(self, producer, token: Token | None, topic: str, **kwargs) -> None:
-        """producer.produce on behalf of `token`'s record (None: no record waits on it). A
-        produce the broker refused is produced again: the record's offset stays uncommitted
-        until it is acknowledged, which is the point."""
-        if token is not None:
-            self.produced(token)
+    def produce(self, producer, token: Token | list[Token] | None, topic: str,
+                **kwargs) -> None:
+        """producer.produce on behalf of `token`'s record, or of several records (a join's
+        output), or of none (None). A produce the broker refused is produced again: the
+        records' offsets stay uncommitted until it is acknowledged, which is the point."""
+        tokens = token if isinstance(token, list) else [token] if token is not None else []
+        for t in tokens:
+            self.produced(t)
 
         def delivered(err, _msg) -> None:
             if err is not None:
                 log.warning("produce to %s failed (%s); producing it again", topic, err)
                 _produce(producer, topic, delivered, kwargs)
-            elif token is not None:
-                self.acked(token)
+                return
+            for t in tokens:
+                self.acked(t)
 
         _produce(producer, topic, delivered, kwargs)
 

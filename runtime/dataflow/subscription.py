@@ -28,6 +28,7 @@ class Subscription:
         self.wanted: list[str] = []
         self.assigned: set[str] = set()
         self._parts: dict[str, list[TopicPartition]] = {}
+        self._fresh: set[str] = set()   # topics created again: read from their start
 
     def set_topics(self, topics: list[str]) -> None:
         """Consume exactly `topics` (sorted list); raises KafkaException if the broker is away
@@ -62,17 +63,25 @@ class Subscription:
                 parts += [TopicPartition(t, p) for p in sorted(meta.partitions)]
             committed = self.consumer.committed(parts, timeout=10)
             for p in committed:
-                if p.offset < 0:  # nothing committed yet for the group
+                if p.topic in self._fresh:
+                    # what the group committed was for the topic that is gone (librdkafka's
+                    # auto-commit even writes those offsets to a restarted broker): resuming
+                    # there would skip the new topic's first records
+                    p.offset = OFFSET_BEGINNING
+                elif p.offset < 0:  # nothing committed yet for the group
                     p.offset = self._reset
             self.consumer.incremental_assign(committed)
+            self._fresh -= set(new)
             for p in committed:
                 self._parts.setdefault(p.topic, []).append(p)
         self.wanted = topics
         self.assigned = set(self._parts)
 
-    def reread(self) -> None:
-        """Read the topics afresh (they were created again): drop every partition and take
-        them back, from the group's committed offsets or the start."""
+    def reread(self, renewed: set[str] | frozenset = frozenset()) -> None:
+        """Read the topics afresh: drop every partition and take them back, `renewed` ones
+        (created again) from their start, the others from the group's committed offsets or
+        the start. (Group mode resumes from the committed offsets.)"""
+        self._fresh |= set(renewed)
         wanted = self.wanted
         if self.mode == "group":
             self.consumer.unsubscribe()

@@ -30,6 +30,9 @@ class TopicGuard:
         self._lock = threading.Lock()
         self._admin = AdminClient(cfg.common())
         self.lost = threading.Event()
+        self.down = threading.Event()   # the last check could not reach the broker
+        self._renewed: set[str] = set()
+        self._wake = threading.Event()
 
     def remember(self, topics: list[str]) -> None:
         """Record the ids of topics the service starts reading (call right after assigning
@@ -43,6 +46,13 @@ class TopicGuard:
         with self._lock:
             self._ids.update({t: i for t, i in ids.items() if i is not None})
 
+    def take_renewed(self) -> set[str]:
+        """The read topics found created again since the last call (to read from their
+        start)."""
+        with self._lock:
+            out, self._renewed = self._renewed, set()
+        return out
+
     def start(self, stop: threading.Event) -> "TopicGuard":
         if self.interval <= 0:
             return self
@@ -50,12 +60,23 @@ class TopicGuard:
                          daemon=True).start()
         return self
 
+    def client_error(self, err: KafkaError) -> None:
+        """A Kafka client's error_cb: on losing the broker, count it as down and check again
+        now (rather than at the next interval), so readiness follows at once."""
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self.down.set()
+            self._wake.set()
+
     def _run(self, stop: threading.Event) -> None:
-        while not stop.wait(self.interval):
+        while not stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
             try:
                 self.check(self._admin)
+                self.down.clear()
             except Exception as e:  # noqa: BLE001 - broker away, or sets changing: next pass
                 log.debug("topic check: %s", e)
+                self.down.set()
 
     def check(self, admin: AdminClient) -> None:
         """One pass. A topic read by the service counts as lost when it is missing or has a
@@ -77,6 +98,8 @@ class TopicGuard:
             for t in missing:
                 self._ids.pop(t, None)
         if renewed:
+            with self._lock:
+                self._renewed |= renewed
             log.warning("%d topics this service reads were created again: reading them afresh",
                         len(renewed))
             self.lost.set()

@@ -5,6 +5,7 @@ import logging
 
 import grpc
 
+from runtime.dataflow.control import COMPONENT_HEADER
 from runtime.pb import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from runtime.scheduler.core import KEYS, NotFound, Scheduler
 from runtime.scheduler.drain import DrainError, Outcome
@@ -51,6 +52,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         q: asyncio.Queue = asyncio.Queue()
         entry = (request.kind, request.name, q)
         self.s.watchers.add(entry)
+        # a dataflow service's reports hold only while its watch stream is open
+        component = dict(context.invocation_metadata() or ()).get(COMPONENT_HEADER)
+        if component:
+            self.s.pipelines.link(component, +1)
         try:
             for item in self.s.status(request.kind, request.name, missing_ok=True):
                 yield item
@@ -61,6 +66,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                     kind=request.kind, name=name, state=_gone(request.kind))
         finally:
             self.s.watchers.discard(entry)
+            if component:
+                self.s.pipelines.link(component, -1)
 
     async def ReportPipeline(self, request, context):
         self.s.report_pipeline(request)

@@ -110,8 +110,32 @@ class Experiments(Table):
         return routes, defaults
 
 
+# Every dataflow service must run a pipeline for it to be Ready (reports, by component name).
+DATAFLOW = {"engine": "the dataflow engine", "modelgateway": "the model gateway",
+            "gateway": "the pipeline gateway"}
+
+
 class Pipelines(Table):
+    """Readiness comes from the dataflow services' reports, which count only while the
+    service that made them is connected: a report outlives neither its service's crash nor a
+    scheduler restart (the services report again when they reconnect)."""
+
     key = "pipeline"
+
+    def __init__(self, hub):
+        super().__init__(hub)
+        self.links: dict[str, int] = {}   # component -> open watch streams
+        for doc in self.docs.values():
+            doc["reports"] = {}
+
+    def link(self, component: str, delta: int) -> None:
+        self.links[component] = self.links.get(component, 0) + delta
+        if self.links[component] > 0:
+            return
+        del self.links[component]
+        for name, doc in self.docs.items():
+            if doc["reports"].pop(component, None) is not None:
+                self.put(name, doc)
 
     def apply(self, name: str, spec: PipelineSpec) -> None:
         spec.validate_for(name)
@@ -142,8 +166,10 @@ class Pipelines(Table):
                    if not self.hub.models.is_live(s["name"])]
         if waiting:
             return "PipelineCreating", f"waiting for model(s) {', '.join(waiting)}"
-        if not doc["reports"].get("engine", {}).get("ready"):
-            return "PipelineCreating", "waiting for the dataflow engine"
+        waiting = [what for c, what in DATAFLOW.items()
+                   if not (c in self.links and doc["reports"].get(c, {}).get("ready"))]
+        if waiting:
+            return "PipelineCreating", f"waiting for {', '.join(waiting)}"
         return "PipelineReady", ""
 
     def status(self, name: str) -> pb.ResourceStatus:

@@ -65,3 +65,19 @@ def test_external_inputs_and_triggers_from_other_pipelines():
     # b's own inputs topic then feeds its first step
     assert names(f.on_event(("b", None, "inputs"), "k", fired[0].tensors, 0.0)) == [
         ("step", "n", ["x"])]
+
+
+def test_a_record_waiting_in_a_join_is_held_until_the_join_fires_or_its_window_ends():
+    """What keeps its offset uncommitted while its data lives only in the engine's memory."""
+    held, freed = [], []
+    f = Dataflow(on_hold=held.append, on_free=freed.append)
+    f.set_plan(build_plan("p", 1, PipelineSpec.parse(
+        {"steps": [{"name": "a"}, {"name": "b"},
+                   {"name": "c", "inputs": ["a", "b"], "joinWindowMs": 100}]})))
+    assert f.on_event(("p", "a", "outputs"), "k", [t("A", 1)], 0.0, tag="ra") == []
+    assert held == ["ra"] and not freed
+    fired = f.on_event(("p", "b", "outputs"), "k", [t("B", 2)], 0.01, tag="rb")
+    assert names(fired) == [("step", "c", ["A", "B"])] and fired[0].held == ["ra"]
+    assert held == ["ra"] and not freed  # "rb" fired at once: never held
+    f.on_event(("p", "a", "outputs"), "k2", [t("A", 1)], 0.0, tag="lonely")
+    assert names(f.expire(1.0)) == [] and freed == ["lonely"]  # inner join dropped
