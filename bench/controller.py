@@ -1,7 +1,8 @@
 """The controller's costs on a real kube-apiserver + etcd (tests/cluster's control plane) with a
 real local runtime: apply of a Model CR to Ready (median of --models; beside it, the same
-model applied straight to the scheduler's API, in the same run), and the time a restarted
-controller takes to resync --crs CRs (list, diff each against the scheduler, write nothing).
+model applied straight to the scheduler's API, in the same run), delete to the CR gone, and
+the time a restarted controller takes to resync --crs CRs (list, diff each against the
+scheduler, write nothing).
 
     .venv/bin/python scripts/tools            # once: etcd, kube-apiserver, kubectl
     .venv/bin/python bench/controller.py [--models 20] [--crs 1000]
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kubernetes import client, config  # noqa: E402
 from kubernetes.client.rest import ApiException  # noqa: E402
 
-from runtime.client import GONE_STATES, SchedulerClient  # noqa: E402
+from runtime.client import SchedulerClient  # noqa: E402
 from runtime.controller import crds  # noqa: E402
 from runtime.local.config import LocalConfig, LocalKube, Ports  # noqa: E402
 from runtime.local.platform import Platform  # noqa: E402
@@ -68,18 +69,24 @@ def apply_to_ready(custom, scheduler: SchedulerClient, n: int) -> tuple[list, li
                                                _body(f"cr{i}", IRIS))
         _until(lambda i=i: _ready(custom, f"cr{i}"))
         via_cr.append(time.perf_counter() - t0)
-        custom.delete_namespaced_custom_object(crds.GROUP, crds.VERSION, NS, "models", f"cr{i}")
-        _until(lambda i=i: _gone(custom, f"cr{i}"))
 
         spec = {**IRIS, "storageUri": str(ROOT / "samples" / "models" / "iris")}
         t0 = time.perf_counter()
         scheduler.apply("Model", f"direct{i}", json.dumps(spec))
         _until(lambda i=i: getattr(scheduler.get("Model", f"direct{i}"), "ready", False))
         direct.append(time.perf_counter() - t0)
-        scheduler.delete("Model", f"direct{i}")
-        _until(lambda i=i: getattr(scheduler.get("Model", f"direct{i}"), "state",
-                                   "ModelTerminated") in GONE_STATES)
     return via_cr, direct
+
+
+def delete_to_gone(custom, n: int) -> list[float]:
+    """Seconds from deleting a Model CR to the CR gone (after the scheduler's unload)."""
+    took = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        custom.delete_namespaced_custom_object(crds.GROUP, crds.VERSION, NS, "models", f"cr{i}")
+        _until(lambda i=i: _gone(custom, f"cr{i}"))
+        took.append(time.perf_counter() - t0)
+    return took
 
 
 def _state(platform: Platform) -> dict:
@@ -146,6 +153,8 @@ def main() -> None:
         cr_ms, direct_ms = (statistics.median(x) * 1000 for x in (via_cr, direct))
         print(f"apply to Ready, median of {a.models}: Model CR {cr_ms:.0f} ms, "
               f"scheduler API {direct_ms:.0f} ms (CR/API {cr_ms / direct_ms:.2f}x)")
+        gone_ms = statistics.median(delete_to_gone(custom, a.models)) * 1000
+        print(f"delete to CR gone (unloaded first), median of {a.models}: {gone_ms:.0f} ms")
         first, again = resync(custom, platform, a.crs)
         print(f"{a.crs} Model CRs: first sync {first:.1f} s ({a.crs / first:.0f}/s); "
               f"resync after a controller restart {again:.2f} s (process start to every CR "

@@ -93,6 +93,7 @@ class FakeKube:
 
     def set_finalizers(self, obj, finalizers):
         obj["metadata"]["finalizers"] = finalizers
+        return obj
 
     def write_status(self, obj, new):
         obj["status"] = new

@@ -75,8 +75,8 @@ class Reconciler:
         if meta.get("deletionTimestamp"):
             return self._delete(key, obj, owner == ns)
         if FINALIZER not in (meta.get("finalizers") or []):
-            self.kube.set_finalizers(obj, [*(meta.get("finalizers") or []), FINALIZER])
-            return Outcome()  # the watch brings the updated object back
+            obj = self.kube.set_finalizers(obj, [*(meta.get("finalizers") or []), FINALIZER])
+            meta = obj["metadata"]  # go on with what the API server stored (no watch wait)
         if owner != ns:
             return self._write(key, obj, refused=f"metadata.name: {kind} {name!r} is already "
                                f"served from namespace {owner!r} (names are per scheduler)")
