@@ -2,8 +2,8 @@
 
 For each N it builds N models (sklearn-style versions on one server's 2 replicas, state
 Available, no model server needed), pushes them to Envoy and measures, side by side:
-- scheduler CPU to encode the route table for one change: from scratch (what every change cost
-  before) against incremental (the RouteTable's kept pieces);
+- scheduler CPU to encode the routes for one change: from scratch (what every change cost
+  before) against incremental (the ScopeTable's kept pieces), and what Envoy is sent for it;
 - clusters Envoy holds: one per version before, one per set of replicas now;
 - time for Envoy to take the whole config, then for one more model to be routable (Envoy
   answers for it: a tiny HTTP upstream stands in for the model server), and Envoy's RSS.
@@ -121,19 +121,23 @@ async def measure(n: int, upstream: int) -> dict:
         while not await asyncio.to_thread(http_ok, f"http://127.0.0.1:{admin}/ready"):
             await asyncio.sleep(0.05)
         whole = time.perf_counter() - t0
-        route_bytes = len(xds.routes.encode(snap))
+        scopes, routes = xds.scopes.encode(snap)
+        route_bytes = sum(map(len, routes.values())) + sum(map(len, scopes.values()))
         # one more model: scheduler CPU from scratch vs incremental, then time to routable
         hub.add("extra")
-        fresh = _cpu(lambda: er.RouteTable().encode(snapshot.build(hub)))
+        fresh = _cpu(lambda: er.ScopeTable().encode(snapshot.build(hub)))
         t0 = time.perf_counter()
         incremental = _cpu(lambda: xds.set_snapshot(snapshot.build(hub)))
-        incremental += _cpu(lambda: xds.routes.encode(xds.snapshot))
+        incremental += _cpu(lambda: xds.scopes.encode(xds.snapshot))
+        new_scopes, new_routes = xds.scopes.encode(xds.snapshot)
+        pushed = sum(len(b) for n, b in new_routes.items() if routes.get(n) != b) + \
+            sum(map(len, new_scopes.values()))
         while not await asyncio.to_thread(_routable, url, "extra"):
             pass
         one_more = time.perf_counter() - t0
         return {"models": n, "clusters before": 2 * (n + 1),
                 "clusters now": len(er.clusters(xds.snapshot)),
-                "route table MiB": route_bytes / 2**20,
+                "routes MiB": route_bytes / 2**20, "one change pushes MiB": pushed / 2**20,
                 "encode CPU from scratch s": fresh, "encode CPU incremental s": incremental,
                 "ratio": fresh / max(incremental, 1e-6),
                 "envoy takes all s": whole, "one more routable s": one_more,

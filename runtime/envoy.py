@@ -14,6 +14,29 @@ HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_mana
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 BUFFER = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer"
 BUFFER_FILTER = "envoy.filters.http.buffer"
+LUA = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
+SCOPES = "core2_scopes"
+MODEL_HEADER = "seldon-model"
+NOT_FOUND_BODY = ("no model, pipeline or experiment matches this request: check the name in "
+                  "the path or the seldon-model header")
+# Routing is by `seldon-model` (one scope per name, runtime.scheduler.envoy_resources); a REST
+# request that lacks it names the model or pipeline in its path, so the header is derived
+# from that (the header wins when both are given, as in Seldon). LuaJIT, per request, in Envoy.
+NAME_FROM_PATH = """
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  if headers:get("seldon-model") ~= nil then return end
+  local kind, name = string.match(headers:get(":path") or "", "^/v2/(%a+)/([^/?]+)")
+  if kind == "models" then
+    headers:add("seldon-model", name)
+  elseif kind == "pipelines" then
+    headers:add("seldon-model", name .. ".pipeline")
+  else
+    return
+  end
+  handle:clearRouteCache()
+end
+"""
 HTTP_OPTS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 
@@ -41,7 +64,11 @@ def local_replies() -> dict:
     oip = {"json_format": {"error": "%LOCAL_REPLY_BODY%"}, "content_type": "application/json"}
     overloaded = {"and_filter": {"filters": [
         {"response_flag_filter": {"flags": ["UO"]}}, _not_grpc()]}}
+    no_route = {"and_filter": {"filters": [
+        {"response_flag_filter": {"flags": ["NR"]}}, _not_grpc()]}}
     return {"mappers": [
+        {"filter": no_route, "body_format_override": oip,
+         "body": {"inline_string": NOT_FOUND_BODY}},
         {"filter": overloaded, "body_format_override": oip, "body": {"inline_string": (
             "overloaded: the server behind this model has as many requests in flight and "
             "queued as it may (serverMaxRequests, serverMaxPendingRequests); retry with "
@@ -64,11 +91,20 @@ def bootstrap(listen_port: int, admin_port: int, xds_host: str, xds_port: int,
             "stat_prefix": "ingress",
             "codec_type": "AUTO",  # HTTP/1.1 for REST, h2 (h2c without TLS) for gRPC
             "always_set_request_id_in_response": True,
-            "rds": {"route_config_name": "core2_routes", "config_source": ads},
+            # one scope (and route configuration) per name in seldon-model, each sent alone
+            "scoped_routes": {
+                "name": SCOPES,
+                "scope_key_builder": {"fragments": [
+                    {"header_value_extractor": {"name": MODEL_HEADER, "index": 0}}]},
+                "rds_config_source": ads,
+                "scoped_rds": {"scoped_rds_config_source": ads}},
             "local_reply_config": local_replies(),
             # REST bodies beyond the limit get 413 (gRPC routes turn the buffer off: a
             # stream is never buffered whole)
-            "http_filters": [{"name": BUFFER_FILTER, "typed_config": {
+            "http_filters": [{"name": "envoy.filters.http.lua", "typed_config": {
+                                  "@type": LUA, "default_source_code": {
+                                      "inline_string": NAME_FROM_PATH}}},
+                             {"name": BUFFER_FILTER, "typed_config": {
                                   "@type": BUFFER, "max_request_bytes": limits.maxRequestBytes}},
                              {"name": "envoy.filters.http.router",
                               "typed_config": {"@type": ROUTER}}],

@@ -1,8 +1,8 @@
 """What the scheduler tells Envoy, without processes: models on the same replicas share one
 cluster per protocol and each route names its own version; an evicted replica gets a cluster
-of its own (its agent); a change re-encodes only the routes it touches. End to end, the same
-routing is exercised through real Envoy by test_serving, test_versions, test_experiments and
-test_overcommit."""
+of its own (its agent); a change re-encodes, and a push carries, only the scopes it touches.
+End to end, the same routing is exercised through real Envoy by test_serving, test_versions,
+test_experiments and test_overcommit."""
 
 from types import SimpleNamespace
 
@@ -36,10 +36,10 @@ def _hub(*models: st.Model, replicas: int = 2):
         experiments=SimpleNamespace(routes=lambda targets: ([], set())))
 
 
-def _weighted(config, name: str) -> list[tuple[str, str]]:
-    """(cluster, seldon-internal-model) of the REST path route of model `name`."""
-    (route,) = [r for r in config.virtual_hosts[0].routes
-                if r.name == name and r.match.path_separated_prefix]
+def _weighted(snap, name: str) -> list[tuple[str, str]]:
+    """(cluster, seldon-internal-model) of the REST route in the scope of `name`."""
+    config = er.route_configurations(snap)[name]
+    (route,) = [r for r in config.virtual_hosts[0].routes if not r.match.HasField("grpc")]
     return [(c.name, c.request_headers_to_add[0].header.value)
             for c in route.route.weighted_clusters.clusters]
 
@@ -48,44 +48,70 @@ def test_models_on_the_same_replicas_share_clusters_and_keep_their_versions():
     snap = snapshot.build(_hub(_model("iris", (1, st.AVAILABLE, {0: False, 1: False})),
                                _model("wine", (3, st.AVAILABLE, {0: False, 1: False}))))
     assert set(er.clusters(snap)) == {"mlserver_0_1_http", "mlserver_0_1_grpc"}
-    config = er.route_configuration(snap)
-    assert _weighted(config, "iris") == [("mlserver_0_1_http", "iris_1")]
-    assert _weighted(config, "wine") == [("mlserver_0_1_http", "wine_3")]
+    assert _weighted(snap, "iris") == [("mlserver_0_1_http", "iris_1")]
+    assert _weighted(snap, "wine") == [("mlserver_0_1_http", "wine_3")]
 
 
 def test_a_rollout_on_the_same_replicas_splits_between_versions_not_clusters():
     snap = snapshot.build(_hub(_model("iris", (1, st.AVAILABLE, {0: False}),
                                       (2, st.PROGRESSING, {0: False}))))
     assert set(er.clusters(snap)) == {"mlserver_0_http", "mlserver_0_grpc"}
-    assert _weighted(er.route_configuration(snap), "iris") == [
+    assert _weighted(snap, "iris") == [
         ("mlserver_0_http", "iris_1"), ("mlserver_0_http", "iris_2")]
 
 
 def test_an_evicted_replica_is_reached_through_its_agent_in_a_cluster_of_its_own():
     snap = snapshot.build(_hub(_model("iris", (1, st.AVAILABLE, {0: False})),
                                _model("wine", (1, st.AVAILABLE, {0: True}))))
-    assert _weighted(er.route_configuration(snap), "wine") == [("mlserver_0a_http", "wine_1")]
+    assert _weighted(snap, "wine") == [("mlserver_0a_http", "wine_1")]
     (ep,) = er.assignments(snap)["mlserver_0a_http"].endpoints[0].lb_endpoints
     assert ep.endpoint.address.socket_address.port_value == _replica(0).agent_http_port
     (ep,) = er.assignments(snap)["mlserver_0_http"].endpoints[0].lb_endpoints
     assert ep.endpoint.address.socket_address.port_value == _replica(0).server_http_port
 
 
-def test_a_change_re_encodes_only_the_routes_it_touches(monkeypatch):
+def test_a_change_re_encodes_and_sends_only_the_scopes_it_touches(monkeypatch):
     models = [_model(f"m{i}", (1, st.AVAILABLE, {0: False})) for i in range(2000)]
-    table = er.RouteTable()
-    first = table.encode(snapshot.build(_hub(*models)))
+    table = er.ScopeTable()
+    _, first = table.encode(snapshot.build(_hub(*models)))
     built = []
-    pieces = er._route_pieces
-    monkeypatch.setattr(er, "_route_pieces", lambda *a: built.append(a[0].name) or pieces(*a))
+    config = er._route_config
+    monkeypatch.setattr(er, "_route_config", lambda *a: built.append(a[0].name) or config(*a))
     models.append(_model("new", (1, st.AVAILABLE, {1: False})))
     models[7] = _model("m7", (2, st.AVAILABLE, {0: False}))
     snap = snapshot.build(_hub(*models))
-    second = table.encode(snap)
+    scopes, second = table.encode(snap)
     assert sorted(built) == ["m7", "new"]
-    # byte for byte what a table built from scratch encodes
-    assert second == er.RouteTable().encode(snap) and second != first
-    assert _weighted(er.route_configuration(snap), "m7") == [("mlserver_0_http", "m7_2")]
+    assert (scopes, second) == er.ScopeTable().encode(snap)  # as if built from scratch
+    changed = sorted(n for n, b in second.items() if first.get(n) != b)
+    assert changed == ["route:m7", "route:new"]
+    assert _weighted(snap, "m7") == [("mlserver_0_http", "m7_2")]
+
+
+def test_a_push_carries_only_the_changed_route_configurations():
+    import asyncio
+
+    from runtime.scheduler.xds import XdsServer, _Stream
+
+    async def push():
+        xds, stream = XdsServer(), _Stream("envoy")
+        _, routes = xds.scopes.encode(snapshot.build(_hub(
+            *[_model(f"m{i}", (1, st.AVAILABLE, {0: False})) for i in range(50)])))
+        stream.subscribed[er.ROUTE_TYPE] = set(routes)
+        await xds._send_routes(stream, routes)
+        first = await stream.outbox.get()
+        _, routes = xds.scopes.encode(snapshot.build(_hub(
+            *[_model(f"m{i}", (2 if i == 3 else 1, st.AVAILABLE, {0: False}))
+              for i in range(50)])))
+        await xds._send_routes(stream, routes)
+        second = await stream.outbox.get()
+        nothing = await xds._send_routes(stream, routes)
+        return first, second, nothing
+
+    first, second, nothing = asyncio.run(push())
+    assert len(first.resources) == 50
+    names = [er.route_pb2.RouteConfiguration.FromString(r.value).name for r in second.resources]
+    assert names == ["route:m3"] and nothing is None
 
 
 def test_sticky_label_names_the_version():

@@ -14,29 +14,25 @@ from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
-from runtime.envoy import BUFFER_FILTER
+from runtime.envoy import BUFFER_FILTER, MODEL_HEADER, NOT_FOUND_BODY  # noqa: F401
 from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 from runtime.scheduler.routes import Backend, Route, Snapshot, Target
 
-ROUTE_CONFIG = "core2_routes"
-MODEL_HEADER = "seldon-model"
 INTERNAL_HEADER = "seldon-internal-model"
 ROUTE_HEADER = "x-seldon-route"
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SCOPE_TYPE = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 REQUEST_TIMEOUT_S = 120  # a request may wait for an evicted model to reload
-# Envoy's local-reply config wraps it as {"error": ...} for REST (runtime.envoy.local_replies)
-NOT_FOUND_BODY = ("no model, pipeline or experiment matches this request: check the name in "
-                  "the path or the seldon-model header")
 # Below the model servers' keep-alive (uvicorn's 5 s): Envoy must drop an idle connection
 # before the server does, or a request sent on it as the server closes it fails with a 503.
 UPSTREAM_IDLE_TIMEOUT_S = 3
@@ -176,86 +172,62 @@ def _action(targets, grpc: bool, route: Route, mirrored: bool) -> rc.RouteAction
 
 
 def _matches(route: Route):
-    """(RouteMatch, is_grpc, sticky target or None) in priority order for one Route."""
+    """(RouteMatch, is_grpc, sticky target or None) in priority order for one Route. The
+    scope already chose the name (seldon-model), so only the protocol and a sticky
+    `x-seldon-route` remain to match."""
     out = []
     sticky = [t for t in route.targets] if route.sticky and len(route.targets) > 1 else []
     for grpc in (True, False):
         for t in sticky:
-            m = rc.RouteMatch(prefix="/", headers=[
-                _header(MODEL_HEADER, route.name), _header(ROUTE_HEADER, route_label(t))])
+            m = rc.RouteMatch(prefix="/", headers=[_header(ROUTE_HEADER, route_label(t))])
             if grpc:
                 m.grpc.SetInParent()
             out.append((m, grpc, t))
-        m = rc.RouteMatch(prefix="/", headers=[_header(MODEL_HEADER, route.name)])
+        m = rc.RouteMatch(prefix="/")
         if grpc:
             m.grpc.SetInParent()
         out.append((m, grpc, None))
     return out
 
 
-def _path_matches(route: Route):
-    out = []
-    for prefix in route.path_prefixes:
-        for t in (route.targets if route.sticky and len(route.targets) > 1 else []):
-            out.append((rc.RouteMatch(path_separated_prefix=prefix,
-                                      headers=[_header(ROUTE_HEADER, route_label(t))]), t))
-        out.append((rc.RouteMatch(path_separated_prefix=prefix), None))
-    return out
+def route_config_name(route: str) -> str:
+    return f"route:{route}"
 
 
-def _not_found(name: str, match: rc.RouteMatch) -> rc.Route:
-    return rc.Route(
-        name=name, match=match,
-        direct_response=rc.DirectResponseAction(
-            status=404, body=base_pb2.DataSource(inline_string=NOT_FOUND_BODY)),
-        response_headers_to_add=[_header_option("content-type", "application/json")])
-
-
-def _route_pieces(route: Route, live: tuple[Target, ...], mirrored: bool) -> tuple[bytes, bytes]:
-    """One Route's entries in the virtual host, encoded: (header-matched, path-matched)."""
-    header_routes, path_routes = [], []
+def _route_config(route: Route, live: tuple[Target, ...], mirrored: bool) -> bytes:
+    routes = []
     for match, grpc, t in _matches(route):
         r = rc.Route(name=route.name, match=match,
                      route=_action((replace(t, weight=1),) if t else live, grpc, route, mirrored))
         if grpc:  # a gRPC stream is passed through, never buffered whole
             r.typed_per_filter_config[BUFFER_FILTER].Pack(NO_BUFFER)
-        header_routes.append(r)
-    for match, t in _path_matches(route):
-        path_routes.append(rc.Route(
-            name=route.name, match=match,
-            route=_action((replace(t, weight=1),) if t else live, False, route, mirrored)))
-    return (rc.VirtualHost(routes=header_routes).SerializeToString(deterministic=True),
-            rc.VirtualHost(routes=path_routes).SerializeToString(deterministic=True))
+        routes.append(r)
+    return route_pb2.RouteConfiguration(name=route_config_name(route.name), virtual_hosts=[
+        rc.VirtualHost(name="core2", domains=["*"], routes=routes)]).SerializeToString(
+        deterministic=True)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+def _scope(route: Route) -> bytes:
+    return scoped_route_pb2.ScopedRouteConfiguration(
+        name=f"scope:{route.name}", route_configuration_name=route_config_name(route.name),
+        key=scoped_route_pb2.ScopedRouteConfiguration.Key(fragments=[
+            scoped_route_pb2.ScopedRouteConfiguration.Key.Fragment(string_key=route.name)])
+    ).SerializeToString(deterministic=True)
 
 
-class RouteTable:
-    """Encodes the one RouteConfiguration from per-Route pieces kept between snapshots, so a
-    change costs the routes it touches plus a byte join, not a rebuild of every route (at
-    10,000 models the whole table is megabytes of protobuf). Concatenated encodings of a
-    repeated field are the encoding of the concatenated list, which is what makes it work."""
+class ScopeTable:
+    """One routing scope per name Envoy routes (a model, `<p>.pipeline`, `<e>.experiment`),
+    keyed by the `seldon-model` header (Envoy's Lua filter derives it from a REST path that
+    lacks it, runtime.envoy), each with its own small RouteConfiguration. A change touches
+    only the scopes of the names it changes: Envoy gets just those route configurations, and
+    Envoy's per-request lookup is a hash of the name, not a scan of every route. Encoded
+    pieces are kept between snapshots, so the scheduler's cost follows the change too."""
 
     def __init__(self):
-        self._pieces: dict[tuple, tuple[bytes, bytes]] = {}
-        vhost = rc.VirtualHost(name="core2", domains=["*"])
-        self._vhost_head = vhost.SerializeToString()
-        # seldon-model overrides the path: a name no route knows is a 404 even on a known path.
-        unknown = _not_found("unknown_seldon_model", rc.RouteMatch(
-            prefix="/", headers=[rc.HeaderMatcher(name=MODEL_HEADER, present_match=True)]))
-        self._unknown_header = rc.VirtualHost(routes=[unknown]).SerializeToString()
-        self._not_found = rc.VirtualHost(routes=[_not_found(
-            "not_found", rc.RouteMatch(prefix="/"))]).SerializeToString()
-        self._config_head = route_pb2.RouteConfiguration(name=ROUTE_CONFIG).SerializeToString()
+        self._pieces: dict[tuple, tuple[str, bytes, bytes]] = {}
 
-    def encode(self, snapshot: Snapshot) -> bytes:
+    def encode(self, snapshot: Snapshot) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """(scopes, route configurations), each by resource name."""
         pieces = {}
         for route in snapshot.routes:
             live = tuple(t for t in route.targets if t.backend in snapshot.backends)
@@ -263,14 +235,16 @@ class RouteTable:
                 continue
             mirrored = route.mirror is not None and route.mirror.backend in snapshot.backends
             key = (route, live, mirrored)
-            pieces[key] = self._pieces.get(key) or _route_pieces(route, live, mirrored)
+            pieces[key] = self._pieces.get(key) or (
+                route.name, _scope(route), _route_config(route, live, mirrored))
         self._pieces = pieces  # routes gone from the snapshot are forgotten
-        vhost = b"".join([self._vhost_head, *(h for h, _ in pieces.values()),
-                          self._unknown_header, *(p for _, p in pieces.values()),
-                          self._not_found])
-        return self._config_head + b"\x12" + _varint(len(vhost)) + vhost  # field 2, bytes
+        scopes = {f"scope:{name}": scope for name, scope, _ in pieces.values()}
+        routes = {route_config_name(name): config for name, _, config in pieces.values()}
+        return scopes, routes
 
 
-def route_configuration(snapshot: Snapshot) -> route_pb2.RouteConfiguration:
-    """The same table as a message (tests, debugging)."""
-    return route_pb2.RouteConfiguration.FromString(RouteTable().encode(snapshot))
+def route_configurations(snapshot: Snapshot) -> dict[str, route_pb2.RouteConfiguration]:
+    """The route configuration of each name, as messages (tests, debugging)."""
+    _, routes = ScopeTable().encode(snapshot)
+    return {name.removeprefix("route:"): route_pb2.RouteConfiguration.FromString(b)
+            for name, b in routes.items()}

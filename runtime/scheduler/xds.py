@@ -34,6 +34,7 @@ class _Stream:
         self.subscribed: dict[str, set[str]] = {}
         self.acked: dict[str, str] = {}      # type_url -> acknowledged version
         self.sent: dict[str, tuple[str, bytes]] = {}  # type_url -> (version, content hash)
+        self.routes_sent: dict[str, bytes] = {}  # route configuration name -> content
         self.nonce = 0
         self.applied = 0                      # newest snapshot generation fully acknowledged
         self.wake = asyncio.Event()            # a new snapshot or subscription to answer
@@ -46,8 +47,8 @@ class _Stream:
 class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def __init__(self, limits: InferenceLimits = DEFAULT_LIMITS):
         self.limits = limits
-        self.routes = er.RouteTable()
-        self._route_bytes: tuple[Snapshot | None, bytes] = (None, b"")
+        self.scopes = er.ScopeTable()
+        self._encoded: tuple[Snapshot | None, dict, dict] = (None, {}, {})
         self.snapshot = Snapshot()
         self.generation = 0
         self._prefix = uuid.uuid4().hex[:8]   # versions differ across scheduler restarts
@@ -114,14 +115,33 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 stream.subscribed[t] = names
                 # A new subscription (or changed names) needs an answer even if unchanged.
                 stream.sent.pop(t, None)
+                if t == er.ROUTE_TYPE:  # a name dropped and asked for again is sent again
+                    stream.routes_sent = {n: b for n, b in stream.routes_sent.items()
+                                          if n in names and req.response_nonce}
                 stream.subs_changed.set()
                 stream.wake.set()
 
-    def _routes(self, snap: Snapshot) -> list[bytes]:
-        """The route table, encoded once per snapshot for every Envoy."""
-        if self._route_bytes[0] is not snap:
-            self._route_bytes = (snap, self.routes.encode(snap))
-        return [self._route_bytes[1]]
+    def _scoped(self, snap: Snapshot) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """(scopes, route configurations), encoded once per snapshot for every Envoy."""
+        if self._encoded[0] is not snap:
+            self._encoded = (snap, *self.scopes.encode(snap))
+        return self._encoded[1], self._encoded[2]
+
+    async def _send_routes(self, stream: _Stream, routes: dict[str, bytes]) -> str | None:
+        """Route configurations are not state of the world: send only the ones Envoy asked for
+        (its scopes name them) whose content it does not have yet."""
+        names = stream.subscribed.get(er.ROUTE_TYPE, set())
+        changed = [(n, b) for n, b in routes.items()
+                   if n in names and stream.routes_sent.get(n) != b]
+        if not changed:
+            return None
+        stream.nonce += 1
+        version = f"{self._prefix}-{self.generation}-{stream.nonce}"
+        stream.routes_sent.update(changed)
+        await stream.outbox.put(discovery_pb2.DiscoveryResponse(
+            version_info=version, type_url=er.ROUTE_TYPE, nonce=str(stream.nonce),
+            resources=[any_pb2.Any(type_url=er.ROUTE_TYPE, value=b) for _, b in changed]))
+        return version
 
     async def _send(self, stream: _Stream, type_url: str, payloads: list[bytes]) -> str | None:
         """Send encoded resources of one type unless identical to what was sent; return the
@@ -164,10 +184,18 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             # 2. endpoints for the clusters Envoy asks about (it asks right after new clusters)
             if er.ENDPOINT_TYPE in stream.subscribed:
                 await self._send_endpoints(stream, snap)
-            # 3. routes
+            # 3. the route configurations Envoy holds that changed, then the scopes (a new
+            # scope makes Envoy ask for its route configuration: the next round sends it)
+            scopes, routes = self._scoped(snap)
             if er.ROUTE_TYPE in stream.subscribed:
-                await self._await_ack(stream, er.ROUTE_TYPE, await self._send(
-                    stream, er.ROUTE_TYPE, self._routes(snap)))
+                await self._await_ack(stream, er.ROUTE_TYPE,
+                                      await self._send_routes(stream, routes))
+            if er.SCOPE_TYPE in stream.subscribed:
+                await self._await_ack(stream, er.SCOPE_TYPE, await self._send(
+                    stream, er.SCOPE_TYPE, list(scopes.values())))
+            complete = er.SCOPE_TYPE in stream.subscribed and all(
+                stream.routes_sent.get(n) == b for n, b in routes.items())
+            if complete:
                 stream.route_backends = snap.referenced_backends() & set(snap.backends)
                 # 4. drop clusters no route uses any more
                 if keep and er.CLUSTER_TYPE in stream.subscribed:
@@ -178,7 +206,7 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 await self._send(stream, er.LISTENER_TYPE, [])
             if gen != self.generation:
                 stream.wake.set()
-            elif er.ROUTE_TYPE in stream.subscribed:
+            elif complete:
                 stream.applied = gen
                 async with self._applied:
                     self._applied.notify_all()

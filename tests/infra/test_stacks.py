@@ -217,7 +217,8 @@ def test_envoy_bootstrap_points_at_the_scheduler_and_pods_roll_on_change():
                     if x["name"] == "core2_ingress")
     assert listener["address"]["socket_address"]["port_value"] == 9000
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    assert hcm["rds"]["config_source"]["ads"] == {}
+    assert hcm["scoped_routes"]["scoped_rds"]["scoped_rds_config_source"]["ads"] == {}
+    assert hcm["scoped_routes"]["rds_config_source"]["ads"] == {}
     (dep,) = by_kind(render, "Deployment", "envoy")
     pod = dep["spec"]["template"]
     assert pod["spec"]["containers"][0]["image"] == "envoyproxy/envoy:v1.40.0"
