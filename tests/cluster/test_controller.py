@@ -5,7 +5,9 @@ the scheduler's reason, crashes resync without reloading, and only the Lease hol
 
 import itertools
 import json
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -20,6 +22,7 @@ from components import controller
 from runtime.controller import crds
 from runtime.controller.kube import FINALIZER
 from runtime.local.config import LocalKube
+from runtime.local.platform import pid_alive, read_state
 from runtime.procs import Service, free_port, python_module, wait_until
 from tests.cluster.controlplane import tool
 from tests.conftest import IRIS2_CLASS, IRIS_CLASS, SAMPLES
@@ -340,3 +343,46 @@ def test_a_server_cr_scales_its_statefulset_unless_pulumi_owns_it(make_env, kube
         assert k.condition("Server", "plain", "ServerReady").get("status") == "False"
     finally:
         ctl.stop()
+
+
+def test_core2_up_with_kube_supervises_the_controller(namespace, control_plane, kube, tmp_path,
+                                                      sample_models):
+    """`core2 up` with the `kube` config key (what --kube sets) runs the controller as a
+    supervised service: it serves kubectl's CRs, is restarted after a kill -9, and `core2
+    down` stops it."""
+    from tests.conftest import free_ports
+    from tests.test_cli import core2
+
+    config = tmp_path / "local.yaml"
+    config.write_text(yaml.safe_dump({
+        "ports": free_ports().model_dump(), "pipelines": False,
+        "supervision": {"backoffSeconds": 0.2, "probeIntervalSeconds": 0.5},
+        "kube": {"kubeconfig": str(control_plane.kubeconfig), "namespaces": [namespace],
+                 "storageBase": str(SAMPLES), "leaseNamespace": namespace,
+                 "leaseSeconds": LEASE_S}}))
+    run_dir = tmp_path / "run"
+    up = core2(run_dir, "up", "--detach", "-c", str(config))
+    state = read_state(run_dir) or {}
+    try:
+        assert up.returncode == 0, up.stderr
+        k = Cluster(kube, control_plane.kubeconfig, namespace)
+        k.kubectl("apply", "-f", str(SAMPLES / "iris.yaml"))
+        k.wait_ready("Model", "iris")
+
+        first = state["pids"]["controller"]
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: (read_state(run_dir) or {}).get("pids", {}).get("controller")
+                   not in (None, first), 30, "the supervisor to restart the controller")
+        k.kubectl("apply", "-f", str(SAMPLES / "iris2.yaml"))
+        k.wait_ready("Model", "iris2")
+
+        def controller_status() -> dict:
+            return json.loads(core2(run_dir, "status", "--json").stdout)["services"][
+                "controller"]
+        wait_until(lambda: controller_status()["state"] == "Ready", 30,
+                   "`core2 status` to show the controller Ready")
+        assert controller_status()["restarts"] == 1
+    finally:
+        down = core2(run_dir, "down")
+    assert down.returncode == 0
+    assert not any(pid_alive(p) for p in (read_state(run_dir) or state)["pids"].values())
