@@ -7,7 +7,8 @@ side in one run:
 - `flat-5ms`: flat, with Python's default switch interval while a model loads;
 - `flat` (core2's default): find by folder name, load on the loader thread.
 
-    .venv/bin/python bench/loads.py [--models 1000] [--modes stock,flat] [--budget 240]
+    .venv/bin/python bench/loads.py [--models 1000] [--modes stock,flat] [--budget 240] \
+        [--platform]
 
 Prints per mode: loading time until all N are loaded (or how many made it within --budget
 seconds of loading), load time for the first and last 50 models, and inference p50 idle vs
@@ -16,6 +17,8 @@ alternately on the same (shared) machine; the pauses are not counted as loading 
 """
 
 import argparse
+import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -28,6 +31,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime.agent import modelsettings  # noqa: E402
+from runtime.client import SchedulerClient  # noqa: E402
+from runtime.local.config import LocalConfig, Ports  # noqa: E402
+from runtime.local.platform import Platform  # noqa: E402
 from runtime.procs import Service, free_port, http_ok, python_module, wait_until  # noqa: E402
 from runtime.specs.model import ModelSpec  # noqa: E402
 
@@ -44,9 +50,9 @@ MODES = {"stock": ["--repository-scan", "--load-on-loop"], "scan+thread": ["--re
 class Prober(threading.Thread):
     """Sequential REST inference on one model; latencies (ms) go to whichever list is set."""
 
-    def __init__(self, url: str, internal: str):
+    def __init__(self, url: str, headers: dict[str, str] | None = None):
         super().__init__(daemon=True)
-        self.url, self.headers = f"{url}/v2/models/m/infer", {"seldon-internal-model": internal}
+        self.url, self.headers = url, headers or {}
         self.sink: list[float] | None = None
         self.stop = threading.Event()
         self.failures = 0
@@ -102,7 +108,7 @@ def run_mode(mode: str, models: int, budget: float, workdir: Path) -> dict:
                 load_ms.append((time.perf_counter() - start) * 1000)
 
             load(names[0])
-            prober = Prober(url, names[0])
+            prober = Prober(f"{url}/v2/models/m/infer", {"seldon-internal-model": names[0]})
             prober.start()
             # Idle and during-load latency are sampled in alternation (PAUSE s without loads
             # after every WINDOW s of loads), so both see the same machine (it is shared).
@@ -135,16 +141,57 @@ def run_mode(mode: str, models: int, budget: float, workdir: Path) -> dict:
             "during_p99": pct(during, 0.99), "failures": prober.failures}
 
 
+def run_platform(models: int, budget: float) -> dict:
+    """The whole path: N Models applied to a local platform (scheduler, Envoy, one MLServer +
+    agent), until all are Available; inference on the first one through Envoy meanwhile."""
+    run_dir = Path(tempfile.mkdtemp(prefix="core2-loads-platform-"))
+    cfg = LocalConfig(ports=Ports(**{k: 0 for k in Ports.model_fields}), pipelines=False)
+    platform = Platform(run_dir, cfg).start()
+    spec = json.dumps({"storageUri": str(IRIS), "requirements": ["sklearn"]})
+    names = [f"model{i:04d}" for i in range(models)]
+    try:
+        client = SchedulerClient(platform.scheduler_address)
+        client.apply("Model", names[0], spec)
+        client.wait("Model", names[0], timeout=120)
+        prober = Prober(f"{platform.inference_url}/v2/models/{names[0]}/infer")
+        prober.start()
+        idle = prober.sample(3)
+        prober.sink = during = []
+        started = time.monotonic()
+        for name in names[1:]:
+            client.apply("Model", name, spec)
+        available = 0
+        while time.monotonic() - started < budget:
+            available = sum(s.state == "ModelAvailable" for s in client.status("Model"))
+            if available == models:
+                break
+            time.sleep(0.5)
+        elapsed = time.monotonic() - started
+        prober.sink = None
+        idle_after = prober.sample(3)
+        prober.stop.set()
+        prober.join(35)
+    finally:
+        platform.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return {"available": available, "seconds": elapsed, "idle_p50": pct(idle, 0.5),
+            "during_p50": pct(during, 0.5), "during_p99": pct(during, 0.99),
+            "after_p50": pct(idle_after, 0.5), "failures": prober.failures}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=int, default=1000)
     p.add_argument("--modes", default="stock,flat", help=f"comma-separated: {', '.join(MODES)}")
     p.add_argument("--budget", type=float, default=240, help="seconds of loading per mode")
+    p.add_argument("--platform", action="store_true",
+                   help="also the whole path: Models applied to a local platform until "
+                        "Available, inference through Envoy (core2's load path only)")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="core2-loads-") as tmp:
-        for mode in args.modes.split(","):
+        for mode in filter(None, args.modes.split(",")):
             rows.append(run_mode(mode, args.models, args.budget, Path(tmp)))
             print(rows[-1], flush=True)
     print(f"\n{args.models} sklearn models, loaded one at a time into one MLServer "
@@ -157,6 +204,13 @@ def main() -> None:
               f"{r['last50']:8.1f} {r['last50'] / r['first50']:10.2f} {r['idle_p50']:15.2f} "
               f"{r['during_p50']:8.2f} {r['during_p50'] / r['idle_p50']:6.2f} "
               f"{r['during_p99']:11.1f} {r['failures']:5d}")
+    if args.platform:
+        r = run_platform(args.models, args.budget)
+        print(f"\nplatform: {r['available']}/{args.models} Available in {r['seconds']:.1f} s; "
+              f"inference through Envoy p50 {r['idle_p50']:.2f} ms idle before, "
+              f"{r['during_p50']:.2f} ms during (ratio {r['during_p50'] / r['idle_p50']:.2f}), "
+              f"{r['after_p50']:.2f} ms idle after; p99 during {r['during_p99']:.1f} ms; "
+              f"{r['failures']} failures")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ class CannotLoad(Exception):
 class Agent:
     def __init__(self, config: AgentConfig):
         self.config = config
-        self.placements = Placements(config.memory, by_cost=config.eviction == "cheap-lru")
+        self.placements = Placements(config.memory, by_cost=config.eviction == "reload-cost")
         self.server = ServerClient("127.0.0.1", config.server_http_port)
         self.metrics = AgentMetrics(config.server_name, config.replica_idx, self.placements)
         self.memory_lock = asyncio.Lock()  # one memory decision + server load/unload at a time
@@ -230,6 +230,7 @@ class Agent:
                                  f"replica's {self.placements.capacity}")
             if self.placements.available() < model.memory:
                 self.placements.note_usage(await self.server.usage())
+            evicting = time.monotonic()
             while self.placements.available() < model.memory:
                 victim = self.placements.victim(keep=model.internal_name)
                 if victim is None:
@@ -238,7 +239,10 @@ class Agent:
                 await self.evict(victim)
             started = time.monotonic()
             await self.server.load(model.internal_name)
-            model.load_seconds = time.monotonic() - started  # its reload cost, for victim()
+            loaded = time.monotonic()
+            model.loaded_in(loaded - started)  # its reload cost, for the victim choice
+            log.info("loaded %s in %.3fs (making room: %.3fs)", model.internal_name,
+                     loaded - started, started - evicting)
             self.metrics.loads += 1
             model.state = State.LOADED
             model.last_used = time.time()

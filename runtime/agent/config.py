@@ -30,7 +30,7 @@ class AgentConfig:
     server_metrics_port: int | None = None  # model server's /metrics; None: no per-model series
     fetch_rules: FetchRules = field(default_factory=FetchRules)
     local_roots_file: Path | None = None     # more fetch.localRoots, one a line, read per fetch
-    eviction: str = "cheap-lru"              # or "lru" (models.Placements.victim)
+    eviction: str = "reload-cost"            # or "lru" (models.Placements.victim)
 
 
 def _quantity(value: str) -> int:
@@ -72,11 +72,11 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
                         "any local path, no loopback/link-local/metadata address, 10Gi)")
     p.add_argument("--local-roots-file", type=Path, default=None,
                    help="more local roots, one folder a line, read at every fetch")
-    p.add_argument("--eviction", choices=("cheap-lru", "lru"),
-                   default=os.environ.get("CORE2_AGENT_EVICTION", "cheap-lru"),
-                   help="what over-commit evicts: the cheapest to reload among the least "
-                        "recently used half (default), or the least recently used "
-                        "(default from CORE2_AGENT_EVICTION, for benchmarks)")
+    p.add_argument("--eviction", choices=("reload-cost", "lru"),
+                   default=os.environ.get("CORE2_AGENT_EVICTION", "reload-cost"),
+                   help="what over-commit evicts: the least recently used, with models that "
+                        "are dear to reload counted as used later (default), or plain least "
+                        "recently used; default from CORE2_AGENT_EVICTION, for benchmarks")
     a = p.parse_args(argv)
     caps = [c.strip() for c in a.capabilities.split(",") if c.strip()]
     return AgentConfig(

@@ -1,13 +1,15 @@
 """What the agent knows about the model versions placed on its replica: state, memory,
 recency and reload cost, and the choice of what to evict."""
 
-import math
-import statistics
 import time
 from dataclasses import dataclass, field
 from enum import Enum
 
 from runtime.pb import agent_pb2
+
+# Seconds of recency one second of extra reload time is worth: a model that takes 0.5 s more
+# to load than the cheapest is kept as if it had been used 30 s more recently.
+RELOAD_WEIGHT = 60.0
 
 
 class State(Enum):
@@ -24,7 +26,15 @@ class Placed:
     memory: int
     state: State = State.EVICTED
     last_used: float = field(default_factory=time.time)  # wall clock, comparable with the server
-    load_seconds: float | None = None  # how long its last load into the server took
+    # Its fastest reload into the server so far (a first load may include importing the
+    # runtime, and a slow one the machine's noise), for victim(); None until reloaded once.
+    load_seconds: float | None = None
+    loads: int = 0
+
+    def loaded_in(self, seconds: float) -> None:
+        if self.loads:
+            self.load_seconds = min(seconds, self.load_seconds or seconds)
+        self.loads += 1
 
     @property
     def in_server(self) -> bool:
@@ -72,20 +82,20 @@ class Placements:
                 model.last_used = stamp
 
     def victim(self, keep: str) -> Placed | None:
-        """What to evict: among the least recently used half of the loaded models, the one
-        that reloads at under half the cost of the least recently used one, if any; else the
-        least recently used. Under thrash a cheap model comes back fast, an expensive one is
-        kept; with similar costs (noise) this is plain LRU."""
-        candidates = sorted((m for m in self.in_state(State.LOADED) if m.internal_name != keep),
-                            key=lambda m: m.last_used)
+        """What to evict: the least recently used, where a model that is dear to reload counts
+        as used RELOAD_WEIGHT x its extra reload seconds later than it was (GreedyDual-like).
+        Under thrash the cheap models come and go and the dear ones stay. Reload times within
+        2x of the cheapest (noise, alike models) or not known yet add nothing: plain LRU."""
+        candidates = [m for m in self.in_state(State.LOADED) if m.internal_name != keep]
         if not candidates or not self.by_cost:
-            return candidates[0] if candidates else None
-        pool = candidates[:math.ceil(len(candidates) / 2)]
-        known = [m.load_seconds for m in pool if m.load_seconds is not None]
-        typical = statistics.median(known) if known else 0.0
+            return min(candidates, key=lambda m: m.last_used, default=None)
+        floor = min((m.load_seconds for m in candidates if m.load_seconds is not None),
+                    default=0.0)
 
-        def cost(m: Placed) -> float:
-            return typical if m.load_seconds is None else m.load_seconds
+        def kept_for(m: Placed) -> float:
+            cost = m.load_seconds
+            if cost is None or cost <= 2 * floor:
+                return 0.0
+            return RELOAD_WEIGHT * (cost - floor)
 
-        lru, cheapest = pool[0], min(pool, key=cost)
-        return cheapest if cost(cheapest) * 2 < cost(lru) else lru
+        return min(candidates, key=lambda m: m.last_used + kept_for(m))
