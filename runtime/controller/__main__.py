@@ -63,10 +63,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def serve_health(host: str, port: int, election: Election, controller: Controller) -> None:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            leading = election.leading.is_set()
+            leading, progress = election.leading.is_set(), controller.progress
             state = {"identity": election.identity, "leader": leading,
                      "synced": leading and controller.synced,
-                     "queued": len(controller.queue) if leading else 0}
+                     "queued": len(controller.queue) if leading else 0,
+                     # seconds from leading to every listed CR reconciled once
+                     "resyncSeconds": progress.drained_at - progress.started_at
+                     if leading and progress.drained_at else None}
             ok = {"/healthz": True, "/readyz": not leading or controller.synced,
                   "/state": True}.get(self.path)
             body = json.dumps(state).encode()

@@ -26,7 +26,9 @@ class Progress:
     """What /readyz and the bench read: whether every list has been read, and when."""
 
     lists: set[tuple[str, str]] = field(default_factory=set)
+    started_at: float = field(default_factory=time.monotonic)
     synced_at: float | None = None
+    drained_at: float | None = None   # every listed CR reconciled once
     stream_up: dict[str, bool] = field(default_factory=dict)
 
 
@@ -47,6 +49,7 @@ class Controller:
     # ---- lifecycle -------------------------------------------------------------------------
     def run(self) -> None:
         """Run until stop is set (by a signal handler, or leadership lost)."""
+        self.progress.started_at = time.monotonic()
         threads = [self._thread(f"watch-{k}-{ns or 'all'}", self._informer, k, ns)
                    for k in KINDS for ns in self.namespaces]
         threads += [self._thread(f"status-{k}", self._status_stream, k) for k in KINDS]
@@ -152,6 +155,8 @@ class Controller:
                 len(self.progress.lists) == len(KINDS) * len(self.namespaces):
             self.progress.synced_at = time.monotonic()
             log.info("listed every kind in %s", ", ".join(self.namespaces))
+            if not len(self.queue):  # nothing to reconcile
+                self._drained()
 
     # ---- the scheduler's status stream -----------------------------------------------------
     def _status_stream(self, kind: str) -> None:
@@ -201,3 +206,13 @@ class Controller:
                 self.queue.add_after(key, 1.0)
             finally:
                 self.queue.done(key)
+                if self.progress.drained_at is None and self.synced and not len(self.queue):
+                    self._drained()
+
+    def _drained(self) -> None:
+        p = self.progress
+        p.drained_at = time.monotonic()
+        with self.lock:
+            count = len(self.cache)
+        log.info("resync of %d CRs done %.2fs after leading (lists read in %.2fs)", count,
+                 p.drained_at - p.started_at, (p.synced_at or p.drained_at) - p.started_at)
