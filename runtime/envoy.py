@@ -120,7 +120,7 @@ def bootstrap(listen_port: int, admin_port: int, xds_host: str, xds_port: int,
                                                  "port_value": admin_port}}},
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC", "transport_api_version": "V3",
+                "api_type": "DELTA_GRPC", "transport_api_version": "V3",
                 # Reconnect quickly when the scheduler restarts (Envoy serves meanwhile).
                 "grpc_services": [{"envoy_grpc": {
                     "cluster_name": "xds_cluster",

@@ -127,7 +127,9 @@ def test_overload_sheds_fast_503s_and_keeps_serving(limited):
     # 2 at a time, SLOW_S each, for the whole window: goodput did not collapse
     window = 4 * SLOW_S * 2
     assert len(ok) >= 0.5 * 2 * window / SLOW_S, (len(ok), len(shed))
-    assert max(t for *_, t in ok) < 5 * SLOW_S  # queued at most behind the two pending
+    # served requests wait behind at most the two pending ones, not behind all 16 clients (a
+    # queue without limits: ~8 x SLOW_S each)
+    assert sorted(t for *_, t in ok)[len(ok) // 2] < 4 * SLOW_S
     print(f"\noverload: {len(ok)} served, {len(shed)} shed in {window:.0f} s; "
           f"median shed answer {sorted(t for *_, t in shed)[len(shed) // 2] * 1000:.1f} ms")
 

@@ -6,6 +6,8 @@ test_experiments and test_overcommit."""
 
 from types import SimpleNamespace
 
+from envoy.service.discovery.v3 import discovery_pb2
+
 from runtime.scheduler import envoy_resources as er
 from runtime.scheduler import snapshot
 from runtime.scheduler import state as st
@@ -88,30 +90,61 @@ def test_a_change_re_encodes_and_sends_only_the_scopes_it_touches(monkeypatch):
     assert _weighted(snap, "m7") == [("mlserver_0_http", "m7_2")]
 
 
-def test_a_push_carries_only_the_changed_route_configurations():
+def test_a_delta_push_carries_only_the_changed_resources():
     import asyncio
 
     from runtime.scheduler.xds import XdsServer, _Stream
 
-    async def push():
-        xds, stream = XdsServer(), _Stream("envoy")
-        _, routes = xds.scopes.encode(snapshot.build(_hub(
-            *[_model(f"m{i}", (1, st.AVAILABLE, {0: False})) for i in range(50)])))
-        stream.subscribed[er.ROUTE_TYPE] = set(routes)
-        await xds._send_routes(stream, routes)
-        first = await stream.outbox.get()
-        _, routes = xds.scopes.encode(snapshot.build(_hub(
-            *[_model(f"m{i}", (2 if i == 3 else 1, st.AVAILABLE, {0: False}))
-              for i in range(50)])))
-        await xds._send_routes(stream, routes)
-        second = await stream.outbox.get()
-        nothing = await xds._send_routes(stream, routes)
-        return first, second, nothing
+    def models(n: int, bumped: int = -1) -> list[st.Model]:
+        return [_model(f"m{i}", (2 if i == bumped else 1, st.AVAILABLE, {0: False}))
+                for i in range(n)]
 
-    first, second, nothing = asyncio.run(push())
-    assert len(first.resources) == 50
-    names = [er.route_pb2.RouteConfiguration.FromString(r.value).name for r in second.resources]
-    assert names == ["route:m3"] and nothing is None
+    async def push(xds, stream, snap) -> dict[str, discovery_pb2.DeltaDiscoveryResponse]:
+        scopes, routes = xds._scoped(snap)
+        stream.subscribed[er.ROUTE_TYPE] = set(routes)
+        out = {}
+        for type_url, resources in ((er.SCOPE_TYPE, scopes), (er.ROUTE_TYPE, routes)):
+            if await xds._push(stream, type_url, resources):
+                out[type_url] = stream.outbox.get_nowait()
+        return out
+
+    async def run():
+        xds, stream = XdsServer(), _Stream("envoy")
+        stream.subscribed[er.SCOPE_TYPE] = set()
+        first = await push(xds, stream, snapshot.build(_hub(*models(50))))
+        bumped = await push(xds, stream, snapshot.build(_hub(*models(50, bumped=3))))
+        again = await push(xds, stream, snapshot.build(_hub(*models(50, bumped=3))))
+        fewer = await push(xds, stream, snapshot.build(_hub(*models(49, bumped=3))))
+        return first, bumped, again, fewer
+
+    first, bumped, again, fewer = asyncio.run(run())
+    assert len(first[er.SCOPE_TYPE].resources) == len(first[er.ROUTE_TYPE].resources) == 50
+    assert list(bumped) == [er.ROUTE_TYPE]  # the scope is unchanged: only its routes go
+    assert [r.name for r in bumped[er.ROUTE_TYPE].resources] == ["route:m3"]
+    assert again == {}
+    assert list(fewer[er.SCOPE_TYPE].removed_resources) == ["scope:m49"]
+    assert not fewer[er.SCOPE_TYPE].resources
+
+
+def test_an_envoy_that_reconnects_is_sent_only_what_it_lacks():
+    import asyncio
+
+    from runtime.scheduler.xds import XdsServer, _Stream
+
+    async def run():
+        xds = XdsServer()
+        snap = snapshot.build(_hub(*[_model(f"m{i}", (1, st.AVAILABLE, {0: False}))
+                                     for i in range(20)]))
+        scopes, _ = xds._scoped(snap)
+        stream = _Stream("envoy")  # after a scheduler restart Envoy reports what it holds
+        stream.subscribed[er.SCOPE_TYPE] = set()
+        stream.held[er.SCOPE_TYPE] = {n: v for n, (v, _) in scopes.items() if n != "scope:m4"}
+        stream.answered.add(er.SCOPE_TYPE)
+        await xds._push(stream, er.SCOPE_TYPE, scopes)
+        return stream.outbox.get_nowait()
+
+    response = asyncio.run(run())
+    assert [r.name for r in response.resources] == ["scope:m4"]
 
 
 def test_sticky_label_names_the_version():

@@ -1,12 +1,17 @@
-"""Aggregated discovery (ADS, xDS v3, state of the world) for Envoy.
+"""Aggregated discovery for Envoy, incremental (delta xDS v3, `DeltaAggregatedResources`).
 
-The scheduler hands over a Snapshot whenever routing changes; each connected Envoy gets it in a
+The scheduler hands over a Snapshot whenever routing changes; each connected Envoy is sent only
+the resources that changed since what it holds, and the names of the ones that went, in a
 make-before-break order: clusters first (kept while a live route still needs them), then their
-endpoints, then the routes, and only then are clusters no route uses removed. Bursts of changes
-coalesce: a stream always pushes the newest snapshot. `wait_applied` lets a caller wait until
-every Envoy has acknowledged a snapshot (used before a model is unloaded from a server)."""
+endpoints, then route configurations and routing scopes, and only then are clusters no route
+uses removed. A resource's version is a digest of its encoding, so an Envoy that reconnects
+(say, after a scheduler restart) and reports the versions it holds is sent nothing it already
+has. Bursts of changes coalesce: a stream always pushes the newest snapshot. `wait_applied`
+lets a caller wait until every Envoy has acknowledged a snapshot (used before a model is
+unloaded from a server)."""
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -20,21 +25,33 @@ from runtime.scheduler.routes import Snapshot
 
 log = logging.getLogger(__name__)
 ACK_TIMEOUT_S = 5.0
+# Types Envoy subscribes to as a whole; for the others (endpoints, route configurations) it
+# names what it wants, as its clusters and scopes refer to them.
+WILDCARD = {er.CLUSTER_TYPE, er.SCOPE_TYPE, er.LISTENER_TYPE}
+Resources = dict[str, tuple[str, bytes]]  # name -> (version, encoding)
 
 
-def _encoded(resources) -> list[bytes]:
-    return [r.SerializeToString(deterministic=True) for r in resources]
+def _version(encoding: bytes) -> str:
+    return hashlib.blake2b(encoding, digest_size=8).hexdigest()
+
+
+def _resources(messages: dict) -> Resources:
+    out = {}
+    for name, msg in messages.items():
+        b = msg.SerializeToString(deterministic=True)
+        out[name] = (_version(b), b)
+    return out
 
 
 class _Stream:
-    """One Envoy's ADS stream: what it asked for, what it acknowledged, what we sent."""
+    """One Envoy's ADS stream: what it asked for, holds and acknowledged."""
 
     def __init__(self, node: str):
         self.node = node
-        self.subscribed: dict[str, set[str]] = {}
-        self.acked: dict[str, str] = {}      # type_url -> acknowledged version
-        self.sent: dict[str, tuple[str, bytes]] = {}  # type_url -> (version, content hash)
-        self.routes_sent: dict[str, bytes] = {}  # route configuration name -> content
+        self.subscribed: dict[str, set[str]] = {}   # type -> names (empty: wildcard types)
+        self.held: dict[str, dict[str, str]] = {}  # type -> name -> version Envoy has
+        self.acked: dict[str, str] = {}             # type -> newest acknowledged nonce
+        self.answered: set[str] = set()  # types sent a response (Envoy waits for a first one)
         self.nonce = 0
         self.applied = 0                      # newest snapshot generation fully acknowledged
         self.wake = asyncio.Event()            # a new snapshot or subscription to answer
@@ -48,10 +65,11 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def __init__(self, limits: InferenceLimits = DEFAULT_LIMITS):
         self.limits = limits
         self.scopes = er.ScopeTable()
-        self._encoded: tuple[Snapshot | None, dict, dict] = (None, {}, {})
+        self._versions: dict[bytes, str] = {}
+        self._encoded: tuple[Snapshot | None, Resources, Resources] = (None, {}, {})
         self.snapshot = Snapshot()
         self.generation = 0
-        self._prefix = uuid.uuid4().hex[:8]   # versions differ across scheduler restarts
+        self._prefix = uuid.uuid4().hex[:8]   # nonces differ across scheduler restarts
         self._streams: set[_Stream] = set()
         self._applied = asyncio.Condition()
 
@@ -78,7 +96,7 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             except TimeoutError:
                 return False
 
-    async def StreamAggregatedResources(self, request_iterator, context):
+    async def DeltaAggregatedResources(self, request_iterator, context):
         stream = _Stream(node="?")
         self._streams.add(stream)
         reader = asyncio.create_task(self._read(stream, request_iterator))
@@ -105,69 +123,73 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 stream.node = req.node.id
             t = req.type_url
             if req.error_detail.message:
-                log.error("envoy %s rejected %s version %s: %s", stream.node, t,
-                          req.version_info, req.error_detail.message)
-            elif req.response_nonce:
-                stream.acked[t] = req.version_info
+                log.error("envoy %s rejected %s (response %s): %s", stream.node, t,
+                          req.response_nonce, req.error_detail.message)
+            if req.response_nonce:
+                stream.acked[t] = req.response_nonce
                 stream.acked_event.set()
-            names = set(req.resource_names)
-            if stream.subscribed.get(t) != names or not req.response_nonce:
-                stream.subscribed[t] = names
-                # A new subscription (or changed names) needs an answer even if unchanged.
-                stream.sent.pop(t, None)
-                if t == er.ROUTE_TYPE:  # a name dropped and asked for again is sent again
-                    stream.routes_sent = {n: b for n, b in stream.routes_sent.items()
-                                          if n in names and req.response_nonce}
+            first = t not in stream.subscribed
+            added = set(req.resource_names_subscribe) - {"*"}
+            gone = set(req.resource_names_unsubscribe)
+            if first or added or gone or req.initial_resource_versions:
+                names = stream.subscribed.setdefault(t, set())
+                names |= added
+                names -= gone
+                held = stream.held.setdefault(t, {})
+                for n in gone | added:  # a name asked for again is sent again
+                    held.pop(n, None)
+                held.update(req.initial_resource_versions)
                 stream.subs_changed.set()
                 stream.wake.set()
 
-    def _scoped(self, snap: Snapshot) -> tuple[dict[str, bytes], dict[str, bytes]]:
-        """(scopes, route configurations), encoded once per snapshot for every Envoy."""
+    def _scoped(self, snap: Snapshot) -> tuple[Resources, Resources]:
+        """(scopes, route configurations), encoded and versioned once per snapshot."""
         if self._encoded[0] is not snap:
-            self._encoded = (snap, *self.scopes.encode(snap))
+            scopes, routes = self.scopes.encode(snap)
+            versions = {}  # the same encodings as last time keep their digests
+            for b in (*scopes.values(), *routes.values()):
+                versions[b] = self._versions.get(b) or _version(b)
+            self._versions = versions
+            self._encoded = (snap, {n: (versions[b], b) for n, b in scopes.items()},
+                             {n: (versions[b], b) for n, b in routes.items()})
         return self._encoded[1], self._encoded[2]
 
-    async def _send_routes(self, stream: _Stream, routes: dict[str, bytes]) -> str | None:
-        """Route configurations are not state of the world: send only the ones Envoy asked for
-        (its scopes name them) whose content it does not have yet."""
-        names = stream.subscribed.get(er.ROUTE_TYPE, set())
-        changed = [(n, b) for n, b in routes.items()
-                   if n in names and stream.routes_sent.get(n) != b]
-        if not changed:
+    async def _push(self, stream: _Stream, type_url: str, resources: Resources) -> str | None:
+        """Send what changed of one type (and the names that went) unless Envoy holds it all
+        already; return the response's nonce."""
+        held = stream.held.setdefault(type_url, {})
+        if type_url in WILDCARD:
+            wanted = resources
+        else:
+            names = stream.subscribed.get(type_url, set())
+            wanted = {n: r for n, r in resources.items() if n in names}
+        changed = [(n, v, b) for n, (v, b) in wanted.items() if held.get(n) != v]
+        removed = [n for n in held if n not in wanted]
+        if not changed and not removed and type_url in stream.answered:
             return None
+        stream.answered.add(type_url)
+        for n, v, _ in changed:
+            held[n] = v
+        for n in removed:
+            del held[n]
         stream.nonce += 1
-        version = f"{self._prefix}-{self.generation}-{stream.nonce}"
-        stream.routes_sent.update(changed)
-        await stream.outbox.put(discovery_pb2.DiscoveryResponse(
-            version_info=version, type_url=er.ROUTE_TYPE, nonce=str(stream.nonce),
-            resources=[any_pb2.Any(type_url=er.ROUTE_TYPE, value=b) for _, b in changed]))
-        return version
+        nonce = f"{self._prefix}-{stream.nonce}"
+        await stream.outbox.put(discovery_pb2.DeltaDiscoveryResponse(
+            type_url=type_url, nonce=nonce, removed_resources=removed,
+            resources=[discovery_pb2.Resource(name=n, version=v, resource=any_pb2.Any(
+                type_url=type_url, value=b)) for n, v, b in changed]))
+        return nonce
 
-    async def _send(self, stream: _Stream, type_url: str, payloads: list[bytes]) -> str | None:
-        """Send encoded resources of one type unless identical to what was sent; return the
-        version."""
-        content = b"".join(sorted(payloads))
-        sent = stream.sent.get(type_url)
-        if sent and sent[1] == content:
-            return None
-        stream.nonce += 1
-        version = f"{self._prefix}-{self.generation}-{stream.nonce}"
-        stream.sent[type_url] = (version, content)
-        await stream.outbox.put(discovery_pb2.DiscoveryResponse(
-            version_info=version, type_url=type_url, nonce=str(stream.nonce),
-            resources=[any_pb2.Any(type_url=type_url, value=p) for p in payloads]))
-        return version
-
-    async def _await_ack(self, stream: _Stream, type_url: str, version: str | None):
-        if version is None:
+    async def _await_ack(self, stream: _Stream, type_url: str, nonce: str | None):
+        if nonce is None:
             return
         deadline = time.monotonic() + ACK_TIMEOUT_S
-        while stream.acked.get(type_url) != version and time.monotonic() < deadline:
+        while stream.acked.get(type_url) != nonce and time.monotonic() < deadline:
             stream.acked_event.clear()
             try:
                 await asyncio.wait_for(stream.acked_event.wait(), deadline - time.monotonic())
             except TimeoutError:
-                log.warning("envoy %s did not acknowledge %s %s", stream.node, type_url, version)
+                log.warning("envoy %s did not acknowledge %s %s", stream.node, type_url, nonce)
 
     async def _write(self, stream: _Stream):
         while True:
@@ -179,8 +201,8 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             keep = stream.route_backends - set(snap.backends)
             # (not waiting for the ACK: Envoy asks for the new clusters' endpoints first)
             if er.CLUSTER_TYPE in stream.subscribed:
-                await self._send(stream, er.CLUSTER_TYPE,
-                                 _encoded(er.clusters(snap, keep, self.limits).values()))
+                await self._push(stream, er.CLUSTER_TYPE,
+                                 _resources(er.clusters(snap, keep, self.limits)))
             # 2. endpoints for the clusters Envoy asks about (it asks right after new clusters)
             if er.ENDPOINT_TYPE in stream.subscribed:
                 await self._send_endpoints(stream, snap)
@@ -189,21 +211,20 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             scopes, routes = self._scoped(snap)
             if er.ROUTE_TYPE in stream.subscribed:
                 await self._await_ack(stream, er.ROUTE_TYPE,
-                                      await self._send_routes(stream, routes))
+                                      await self._push(stream, er.ROUTE_TYPE, routes))
             if er.SCOPE_TYPE in stream.subscribed:
-                await self._await_ack(stream, er.SCOPE_TYPE, await self._send(
-                    stream, er.SCOPE_TYPE, list(scopes.values())))
+                await self._await_ack(stream, er.SCOPE_TYPE,
+                                      await self._push(stream, er.SCOPE_TYPE, scopes))
+            held = stream.held.get(er.ROUTE_TYPE, {})
             complete = er.SCOPE_TYPE in stream.subscribed and all(
-                stream.routes_sent.get(n) == b for n, b in routes.items())
+                held.get(n) == v for n, (v, _) in routes.items())
             if complete:
                 stream.route_backends = snap.referenced_backends() & set(snap.backends)
                 # 4. drop clusters no route uses any more
                 if keep and er.CLUSTER_TYPE in stream.subscribed:
-                    await self._await_ack(stream, er.CLUSTER_TYPE, await self._send(
+                    await self._await_ack(stream, er.CLUSTER_TYPE, await self._push(
                         stream, er.CLUSTER_TYPE,
-                        _encoded(er.clusters(snap, limits=self.limits).values())))
-            if er.LISTENER_TYPE in stream.subscribed and er.LISTENER_TYPE not in stream.sent:
-                await self._send(stream, er.LISTENER_TYPE, [])
+                        _resources(er.clusters(snap, limits=self.limits))))
             if gen != self.generation:
                 stream.wake.set()
             elif complete:
@@ -212,17 +233,15 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     self._applied.notify_all()
 
     async def _send_endpoints(self, stream: _Stream, snap: Snapshot):
-        # Envoy re-subscribes to EDS for new clusters after it accepts CDS; give it a moment.
+        # Envoy subscribes to the endpoints of new clusters after it accepts them; give it a
+        # moment, so the endpoints go in this round.
         deadline = time.monotonic() + ACK_TIMEOUT_S
-        all_eps = er.assignments(snap)
-        wanted = set(all_eps)
+        wanted = set(er.assignments(snap))
         while not wanted <= stream.subscribed.get(er.ENDPOINT_TYPE, set()):
             stream.subs_changed.clear()
             try:
                 await asyncio.wait_for(stream.subs_changed.wait(), deadline - time.monotonic())
             except (TimeoutError, ValueError):
                 break
-        names = stream.subscribed.get(er.ENDPOINT_TYPE, set())
-        resources = [a for n, a in all_eps.items() if not names or n in names]
-        await self._await_ack(stream, er.ENDPOINT_TYPE,
-                              await self._send(stream, er.ENDPOINT_TYPE, _encoded(resources)))
+        await self._await_ack(stream, er.ENDPOINT_TYPE, await self._push(
+            stream, er.ENDPOINT_TYPE, _resources(er.assignments(snap))))
