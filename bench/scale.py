@@ -173,7 +173,11 @@ async def measure(n: int, upstream: int) -> dict:
                 "resources resent": sent}
     finally:
         envoy.terminate()
-        envoy.wait(10)
+        try:
+            envoy.wait(30)
+        except subprocess.TimeoutExpired:
+            envoy.kill()
+            envoy.wait()
         await server.stop(0)
 
 

@@ -80,7 +80,13 @@ def register(subparsers, scheduler_addr_fn) -> None:
             raise _fail(f"pipeline inference failed with status {code}")
 
     def inspect(args) -> None:
-        from runtime.dataflow.inspect import InspectError, read_records, render, topics_for
+        from runtime.dataflow.inspect import (
+            InspectError,
+            read_records,
+            render,
+            render_json,
+            topics_for,
+        )
 
         name = args.target.split(".")[0]
         items = client(args).status("Pipeline", name)
@@ -96,7 +102,8 @@ def register(subparsers, scheduler_addr_fn) -> None:
         if not records:
             _say("no records" + (f" for request id {args.request_id}" if args.request_id
                                  else ""))
-        print(render(records, tensor))
+        show = render_json if args.format == "json" else render
+        print(show(records, tensor, args.verbose))
 
     p = subparsers.add_parser("pipeline", help="Pipelines (Kafka dataflow)")
     s = p.add_subparsers(dest="verb", required=True)
@@ -121,7 +128,11 @@ def register(subparsers, scheduler_addr_fn) -> None:
     a = s.add_parser("inspect", help="latest records on the pipeline's topics")
     a.add_argument("target", help="NAME[.step[.inputs|outputs[.tensor]]]")
     a.add_argument("--request-id", help="only records with this key")
-    a.add_argument("--last", type=int, default=1, help="records per topic (default 1)")
+    a.add_argument("--offset", "--last", dest="last", type=int, default=1, metavar="N",
+                   help="the last N records per topic (default 1: the latest only)")
+    a.add_argument("--format", choices=("raw", "json"), default="raw",
+                   help="raw: topic, key and value per line; json: Seldon's JSON document")
+    a.add_argument("-v", "--verbose", action="store_true", help="show the records' headers")
     a.add_argument("--kafka-bootstrap", help="default: the local platform's broker")
     a.add_argument("--kafka-prefix")
     a.add_argument("--kafka-namespace")

@@ -92,13 +92,31 @@ def read_records(cfg: KafkaConfig, topics: list[str], pipeline: str | None = Non
     return out
 
 
-def render(records: list[Record], tensor: str | None = None) -> str:
+def _body(r: Record, tensor: str | None):
+    if not tensor:
+        return r.value
+    picked = [t for t in r.tensors() if t.get("name") == tensor]
+    return picked[0] if picked else None
+
+
+def render(records: list[Record], tensor: str | None = None, verbose: bool = False) -> str:
+    """Seldon's raw format: `topic<TAB>key<TAB>value`, one record a line; `verbose` adds the
+    record's headers as a fourth column (a JSON object)."""
     lines = []
     for r in records:
-        if tensor:
-            picked = [t for t in r.tensors() if t.get("name") == tensor]
-            body = json.dumps(picked[0] if picked else None)
-        else:
-            body = json.dumps(r.value)
-        lines.append(f"{r.topic}\t{r.key}\t{body}")
+        line = f"{r.topic}\t{r.key}\t{json.dumps(_body(r, tensor))}"
+        lines.append(line + (f"\t{json.dumps(r.headers)}" if verbose else ""))
     return "\n".join(lines)
+
+
+def render_json(records: list[Record], tensor: str | None = None,
+                verbose: bool = False) -> str:
+    """Seldon's `--format json`: {"topics": [{"name", "msgs": [{"key", "value"[, "headers"]}]}]},
+    headers as lists of values (a Kafka header may repeat) with `verbose`."""
+    topics: dict[str, list[dict]] = {}
+    for r in records:
+        msg = {"key": r.key, "value": _body(r, tensor)}
+        if verbose:
+            msg["headers"] = {k: [v] for k, v in r.headers.items()}
+        topics.setdefault(r.topic, []).append(msg)
+    return json.dumps({"topics": [{"name": t, "msgs": m} for t, m in topics.items()]})

@@ -48,3 +48,24 @@ def test_inspect_shows_each_steps_inputs_and_outputs_for_a_request(capsys, dataf
     code, _, err = run_cli(capsys, dataflow, "pipeline", "inspect", "join.nope",
                            "--kafka-bootstrap", dataflow.bootstrap)
     assert code == 2 and "'nope' is not a step of join" in err
+
+
+def test_inspect_takes_seldons_offset_format_and_verbose_flags(capsys, dataflow):
+    ids = []
+    for x in (1.0, 2.0):
+        r = dataflow.infer("chain", [tensor("x", [x])])
+        ids.append(r.headers["x-request-id"])
+    code, out, err = run_cli(capsys, dataflow, "pipeline", "inspect", "chain.outputs",
+                             "--offset", "2", "--format", "json", "--verbose",
+                             "--kafka-bootstrap", dataflow.bootstrap)
+    assert code == 0, err
+    (topic,) = json.loads(out)["topics"]
+    assert topic["name"] == "seldon.default.pipeline.chain.outputs"
+    assert [m["key"] for m in topic["msgs"]] == ids  # the last two, oldest first
+    for m in topic["msgs"]:
+        assert m["value"]["outputs"] and m["headers"]
+        assert all(isinstance(v, list) for v in m["headers"].values())
+    code, out, _ = run_cli(capsys, dataflow, "pipeline", "inspect", "chain.outputs", "-v",
+                           "--kafka-bootstrap", dataflow.bootstrap)
+    topic_name, key, value, headers = out.strip().split("\t")
+    assert key == ids[-1] and json.loads(headers)
