@@ -93,14 +93,15 @@ class Engine:
         out = {self.cfg.model_inputs(m) for p in plans for m in p.models}
         return out | {self.cfg.pipeline_outputs(p.name) for p in plans} | {self.cfg.errors()}
 
-    def _unready_all(self, why: str) -> None:
-        """Pipelines are not Ready while their topics are gone or the broker is away (the
-        scheduler shows PipelineCreating); _report_ready says Ready again once they are back."""
+    def _unready_all(self, why: str, reason: str = "") -> None:
+        """Pipelines are not Ready while their topics are gone, the broker is away (the
+        scheduler shows PipelineCreating) or it stopped giving records (`reason`: shown as
+        PipelineFailed); _report_ready says Ready again once that is over."""
         for name, plan in self.flow.plans.items():
             if name not in self._unready:
                 log.warning("pipeline %s v%d not ready: %s", name, plan.version, why)
                 self._unready[name] = plan
-                self.report(name, plan.version, False, "")
+                self.report(name, plan.version, False, reason)
 
     def _reread(self) -> None:
         self._unready_all("its topics were created again")
@@ -163,6 +164,9 @@ class Engine:
     def _report_ready(self) -> None:
         if self.guard.down.is_set():
             self._unready_all("the broker is unreachable")
+            return
+        if stall := self.guard.stall:
+            self._unready_all(stall, stall)
             return
         for name, plan in list(self._unready.items()):
             if self._plan_topics(plan) <= self.sub.assigned:
@@ -277,6 +281,7 @@ class Engine:
         log.info("partition assignment: %s", self.sub.mode)
         self.guard = TopicGuard(self.cfg, lambda: set(self.sub.wanted),
                                 self._written_topics)
+        self.guard.progress = self.sub.stalled
         self.guard.start(stop)
         try:
             while not stop.is_set():

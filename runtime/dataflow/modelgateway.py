@@ -46,8 +46,9 @@ MODEL_RETRIES = Counter("seldon_modelgateway_retries_total",
                         "model calls retried after a transient failure", ["model", "code"])
 GROUP = "seldon-modelgateway"
 # Worth another try until the request's deadline: the model server is away or restarting
-# (502: no connection, 503: Envoy has no healthy upstream, 404: the model is being (re)loaded).
-TRANSIENT = frozenset({404, 429, 502, 503})
+# (502: no connection, 503: Envoy has no healthy upstream, 404: the model is being (re)loaded)
+# or too busy to answer in time (504: seen for a burst of calls on an overloaded machine).
+TRANSIENT = frozenset({404, 429, 502, 503, 504})
 # MLServer answers 400 "Model <name> is not ready yet." while a model is being loaded again
 # (after a model-server restart): transient too, unlike other 400s
 NOT_READY = "is not ready yet"
@@ -73,6 +74,7 @@ class ModelGateway:
         self.sub: Subscription | None = None
         self.tracker: OffsetTracker | None = None
         self._sem = asyncio.Semaphore(concurrency)
+        self._closing = False
 
     # -- control --------------------------------------------------------------------------
     def set_pipeline(self, name: str, version: int, spec: PipelineSpec) -> None:
@@ -252,11 +254,14 @@ class ModelGateway:
             else:
                 self._error(token, key, out_headers, step, model, status, body)
         except Exception as e:  # noqa: BLE001 - one record's bug must not stop the rest
+            if self._closing:  # the session closed under the call: replayed after a restart
+                return
             log.exception("request %s to model %s", key, model)
             self._error(token, key, out_headers, step, model, 500,
                         f"the model gateway failed: {e!r}")
         finally:
-            self.tracker.release(token)
+            if not self._closing:  # unreleased, its offset is not committed
+                self.tracker.release(token)
         self.producer.poll(0)
 
     async def _infer_batch(self, items: list, model: str, step: str) -> None:
@@ -292,7 +297,8 @@ class ModelGateway:
                                          key=keys[i], value=value, headers=out_headers)
         finally:
             for _, token in items:
-                self.tracker.release(token)
+                if not self._closing:
+                    self.tracker.release(token)
         self.producer.poll(0)
 
     def _error(self, token, key, headers, step, model, status, reason) -> None:
@@ -320,6 +326,9 @@ class ModelGateway:
                 self.producer.poll(0)
         finally:
             await asyncio.to_thread(consumer.join, 10)
+            # calls still running end with "Session is closed": not the records' fault, so no
+            # error records for them; left unfinished, they are read again after a restart
+            self._closing = True
             await self.session.close()
             self.producer.flush(5)
 

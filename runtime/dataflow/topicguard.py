@@ -8,6 +8,7 @@ topics afresh (offsets start over on a new topic)."""
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
@@ -33,6 +34,9 @@ class TopicGuard:
         self.down = threading.Event()   # the last check could not reach the broker
         self._renewed: set[str] = set()
         self._wake = threading.Event()
+        # set by the service: why its reading stalled, or None (Subscription.stalled)
+        self.progress: Callable[[float], str | None] | None = None
+        self.stall: str | None = None
 
     def remember(self, topics: list[str]) -> None:
         """Record the ids of topics the service starts reading (call right after assigning
@@ -74,6 +78,8 @@ class TopicGuard:
             try:
                 self.check(self._admin)
                 self.down.clear()
+                if self.progress is not None:
+                    self.stall = self.progress(time.monotonic())
             except Exception as e:  # noqa: BLE001 - broker away, or sets changing: next pass
                 log.debug("topic check: %s", e)
                 self.down.set()

@@ -1,8 +1,10 @@
 """Which partition assignment a dataflow service uses, and the at-least-once bookkeeping."""
 
 import pytest
+from confluent_kafka import TopicPartition
 
 from runtime.dataflow.offsets import OffsetTracker
+from runtime.dataflow.subscription import STALL_S, Subscription
 from runtime.kafka import KafkaConfig
 
 
@@ -53,3 +55,29 @@ def test_revoked_partitions_store_nothing_more():
     t.release(a)
     t.flush()
     assert consumer.stored == []
+
+
+class PositionConsumer:
+    """What Subscription.stalled asks a consumer: positions and high watermarks."""
+
+    def __init__(self, position: int, high: int):
+        self.pos, self.high = position, high
+
+    def position(self, parts):
+        return [TopicPartition(p.topic, p.partition, self.pos) for p in parts]
+
+    def get_watermark_offsets(self, part, timeout=None):
+        return 0, self.high
+
+
+def test_reading_counts_as_stalled_when_records_wait_and_the_position_stays():
+    consumer = PositionConsumer(position=2639, high=4960)
+    sub = Subscription(consumer, "static")
+    sub._parts = {"in": [TopicPartition("in", 0)]}
+    assert sub.stalled(0.0) is None
+    assert sub.stalled(STALL_S - 1) is None
+    assert "on in at offset 2639 of 4960" in sub.stalled(STALL_S + 1)
+    consumer.pos = 2700                              # moving again
+    assert sub.stalled(STALL_S + 2) is None
+    consumer.pos = consumer.high = 4960              # caught up: idle is not stalled
+    assert sub.stalled(100.0) is None and sub.stalled(200.0) is None
