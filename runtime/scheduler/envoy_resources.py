@@ -27,6 +27,7 @@ from runtime.scheduler.routes import Backend, Route, Snapshot, Target
 
 INTERNAL_HEADER = "seldon-internal-model"
 ROUTE_HEADER = "x-seldon-route"
+REQUEST_ID_HEADER = "x-request-id"
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -121,10 +122,6 @@ def assignments(snapshot: Snapshot) -> dict[str, endpoint_pb2.ClusterLoadAssignm
     return out
 
 
-def _header(name: str, exact: str) -> rc.HeaderMatcher:
-    return rc.HeaderMatcher(name=name, string_match=string_pb2.StringMatcher(exact=exact))
-
-
 def _header_option(name: str, value: str) -> base_pb2.HeaderValueOption:
     return base_pb2.HeaderValueOption(
         header=base_pb2.HeaderValue(key=name, value=value),
@@ -157,10 +154,13 @@ def _action(targets, grpc: bool, route: Route, mirrored: bool) -> rc.RouteAction
     if route.mirror and mirrored and route.mirror_percent > 0:
         mirror = route.mirror
         http, grpc_name = cluster_names(mirror.backend)
-        # The copy must name the mirror's own version, not the one the route chose.
-        mutations = [mutation_rules_pb2.HeaderMutation(
-            append=_header_option(INTERNAL_HEADER, mirror.internal_name))] \
-            if mirror.internal_name else []
+        # The copy must name the mirror's own version, not the one the route chose, and
+        # carry its own request id (a pipeline gateway holds one request per id in flight).
+        mutations = [mutation_rules_pb2.HeaderMutation(append=_header_option(
+            REQUEST_ID_HEADER, "%REQ(x-request-id)%-mirror"))]
+        if mirror.internal_name:
+            mutations.append(mutation_rules_pb2.HeaderMutation(
+                append=_header_option(INTERNAL_HEADER, mirror.internal_name)))
         action.request_mirror_policies.append(rc.RouteAction.RequestMirrorPolicy(
             cluster=grpc_name if grpc else http,
             request_headers_mutations=mutations,
@@ -179,7 +179,11 @@ def _matches(route: Route):
     sticky = [t for t in route.targets] if route.sticky and len(route.targets) > 1 else []
     for grpc in (True, False):
         for t in sticky:
-            m = rc.RouteMatch(prefix="/", headers=[_header(ROUTE_HEADER, route_label(t))])
+            # `contains`: Seldon's clients send back labels for a pipeline's steps too
+            # (":add10_1: :p.pipeline:"); the colons keep ":a_1:" from matching ":a_12:"
+            m = rc.RouteMatch(prefix="/", headers=[rc.HeaderMatcher(
+                name=ROUTE_HEADER, string_match=string_pb2.StringMatcher(
+                    contains=route_label(t)))])
             if grpc:
                 m.grpc.SetInParent()
             out.append((m, grpc, t))
