@@ -176,6 +176,9 @@ class Controller:
                         connected_before = True
                     self.rec.remember(kind, item)
                     self._requeue_name((kind, "", item.name))
+                    if kind == "Model":  # a refused pipeline or experiment may lack it
+                        for key in self.rec.waiting():
+                            self.queue.add(key)
             except grpc.RpcError as e:
                 if self.stop.is_set():
                     return

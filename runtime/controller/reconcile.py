@@ -59,6 +59,10 @@ class Reconciler:
             if old is None or s.updated_unix_ms >= old.updated_unix_ms or not s.updated_unix_ms:
                 self.statuses[(kind, s.name)] = s
 
+    def waiting(self) -> list[Key]:
+        """Refused Pipelines and Experiments: a model appearing may make them valid."""
+        return [k for k in list(self.refused) if k[0] in ("Pipeline", "Experiment")]
+
     def forget_applied(self) -> None:
         """The scheduler restarted: check each spec against it again (applying only a diff)."""
         with self.lock:
