@@ -19,6 +19,7 @@ alternately on the same (shared) machine; the pauses are not counted as loading 
 import argparse
 import json
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -179,6 +180,19 @@ def run_platform(models: int, budget: float) -> dict:
             "after_p50": pct(idle_after, 0.5), "failures": prober.failures}
 
 
+def print_table(rows: list[dict], models: int, budget: float) -> None:
+    print(f"\n{models} sklearn models, loaded one at a time into one MLServer "
+          f"(budget {budget:.0f} s per mode)")
+    print(f"{'mode':12} {'loaded':>7} {'seconds':>8} {'load ms first50':>16} {'last50':>8} "
+          f"{'last/first':>10} {'infer p50 idle':>15} {'during':>8} {'ratio':>6} "
+          f"{'p99 during':>11} {'fail':>5}")
+    for r in rows:
+        print(f"{r['mode']:12} {r['loaded']:7d} {r['seconds']:8.1f} {r['first50']:16.1f} "
+              f"{r['last50']:8.1f} {r['last50'] / r['first50']:10.2f} {r['idle_p50']:15.2f} "
+              f"{r['during_p50']:8.2f} {r['during_p50'] / r['idle_p50']:6.2f} "
+              f"{r['during_p99']:11.1f} {r['failures']:5d}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,21 +203,14 @@ def main() -> None:
                    help="also the whole path: Models applied to a local platform until "
                         "Available, inference through Envoy (core2's load path only)")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the clean-ups (platform.stop)
     rows = []
     with tempfile.TemporaryDirectory(prefix="core2-loads-") as tmp:
         for mode in filter(None, args.modes.split(",")):
             rows.append(run_mode(mode, args.models, args.budget, Path(tmp)))
             print(rows[-1], flush=True)
-    print(f"\n{args.models} sklearn models, loaded one at a time into one MLServer "
-          f"(budget {args.budget:.0f} s per mode)")
-    print(f"{'mode':12} {'loaded':>7} {'seconds':>8} {'load ms first50':>16} {'last50':>8} "
-          f"{'last/first':>10} {'infer p50 idle':>15} {'during':>8} {'ratio':>6} "
-          f"{'p99 during':>11} {'fail':>5}")
-    for r in rows:
-        print(f"{r['mode']:12} {r['loaded']:7d} {r['seconds']:8.1f} {r['first50']:16.1f} "
-              f"{r['last50']:8.1f} {r['last50'] / r['first50']:10.2f} {r['idle_p50']:15.2f} "
-              f"{r['during_p50']:8.2f} {r['during_p50'] / r['idle_p50']:6.2f} "
-              f"{r['during_p99']:11.1f} {r['failures']:5d}")
+    if rows:
+        print_table(rows, args.models, args.budget)
     if args.platform:
         r = run_platform(args.models, args.budget)
         print(f"\nplatform: {r['available']}/{args.models} Available in {r['seconds']:.1f} s; "

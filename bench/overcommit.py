@@ -17,6 +17,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -51,7 +53,9 @@ def train_heavy(folder: Path) -> Path:
     return folder
 
 
-def drive(client: httpx.Client, url: str, names: list[str], seconds: float) -> list[float]:
+def drive(client: httpx.Client, url: str, names: list[str], seconds: float
+          ) -> list[tuple[str, float]]:
+    """Call the models in turn for `seconds`; (kind, latency ms) per request."""
     latencies = []
     deadline = time.monotonic() + seconds
     i = 0
@@ -61,7 +65,8 @@ def drive(client: httpx.Client, url: str, names: list[str], seconds: float) -> l
         r = client.post(f"{url}/v2/models/{name}/infer", json=PROBE)
         if r.status_code != 200:
             raise SystemExit(f"{name}: {r.status_code} {r.text}")
-        latencies.append((time.perf_counter() - start) * 1000)
+        latencies.append((name.rsplit("-", 1)[1].rstrip("0123456789"),
+                          (time.perf_counter() - start) * 1000))
         i += 1
     return latencies
 
@@ -94,7 +99,7 @@ def run_policy(policy: str, heavy: Path, rounds: int, seconds: float) -> dict[st
                     "server": server}))
                 client.wait("Model", name, timeout=120)
                 models.append(name)
-        results: dict[str, list[float]] = {server: [] for server in names}
+        results: dict[str, list[tuple[str, float]]] = {server: [] for server in names}
         with httpx.Client(timeout=120) as http:
             for models in names.values():  # warm: every model once
                 drive(http, platform.inference_url, models, 0.5)
@@ -109,10 +114,12 @@ def run_policy(policy: str, heavy: Path, rounds: int, seconds: float) -> dict[st
         platform.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
     out = {}
-    for server, lat in results.items():
-        lat.sort()
+    for server, samples in results.items():
+        lat = sorted(ms for _, ms in samples)
         out[server] = {"rps": len(lat) / (rounds * seconds), "p50": lat[len(lat) // 2],
                        "p90": lat[int(len(lat) * 0.9)], "requests": len(lat)}
+        for kind in ("light", "heavy"):
+            out[server][kind] = statistics.median(ms for k, ms in samples if k == kind)
     out["thrash"]["reloads"] = reloads
     return out
 
@@ -124,21 +131,23 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--policies", default="lru,reload-cost")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the clean-ups (platform.stop)
     with tempfile.TemporaryDirectory(prefix="core2-heavy-") as tmp:
         heavy = train_heavy(Path(tmp) / "heavy")
         rows = {policy: run_policy(policy, heavy, args.rounds, args.seconds)
                 for policy in args.policies.split(",")}
     print("\nsix models (3 cheap, 3 dear to load) called in turn through Envoy, one client; "
           "thrash holds four")
-    print(f"{'policy':10} {'server':9} {'req/s':>7} {'p50 ms':>8} {'p90 ms':>8} "
-          f"{'reloads/req':>12} {'thrash/resident req/s':>22}")
+    print(f"{'policy':12} {'server':9} {'req/s':>7} {'p50 ms':>8} {'p90 ms':>8} "
+          f"{'cheap p50':>10} {'dear p50':>9} {'reloads/req':>12} {'vs resident req/s':>19}")
     for policy, r in rows.items():
         ratio = r["thrash"]["rps"] / r["resident"]["rps"]
         for server in ("resident", "thrash"):
             s = r[server]
             share = f"{s['reloads'] / s['requests']:12.2f}" if "reloads" in s else " " * 12
-            print(f"{policy:10} {server:9} {s['rps']:7.1f} {s['p50']:8.1f} {s['p90']:8.1f} "
-                  f"{share} {ratio if server == 'thrash' else 1.0:22.3f}")
+            print(f"{policy:12} {server:9} {s['rps']:7.1f} {s['p50']:8.1f} {s['p90']:8.1f} "
+                  f"{s['light']:10.1f} {s['heavy']:9.1f} {share} "
+                  f"{ratio if server == 'thrash' else 1.0:19.3f}")
 
 
 if __name__ == "__main__":
