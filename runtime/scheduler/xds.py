@@ -52,6 +52,7 @@ class _Stream:
         self.held: dict[str, dict[str, str]] = {}  # type -> name -> version Envoy has
         self.acked: dict[str, str] = {}             # type -> newest acknowledged nonce
         self.answered: set[str] = set()  # types sent a response (Envoy waits for a first one)
+        self.pushed: dict[str, str] = {}  # type -> nonce of the newest response
         self.nonce = 0
         self.applied = 0                      # newest snapshot generation fully acknowledged
         self.wake = asyncio.Event()            # a new snapshot or subscription to answer
@@ -128,6 +129,8 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             if req.response_nonce:
                 stream.acked[t] = req.response_nonce
                 stream.acked_event.set()
+                if t in (er.ROUTE_TYPE, er.SCOPE_TYPE):  # may complete a snapshot
+                    stream.wake.set()
             first = t not in stream.subscribed
             added = set(req.resource_names_subscribe) - {"*"}
             gone = set(req.resource_names_unsubscribe)
@@ -174,6 +177,7 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             del held[n]
         stream.nonce += 1
         nonce = f"{self._prefix}-{stream.nonce}"
+        stream.pushed[type_url] = nonce
         await stream.outbox.put(discovery_pb2.DeltaDiscoveryResponse(
             type_url=type_url, nonce=nonce, removed_resources=removed,
             resources=[discovery_pb2.Resource(name=n, version=v, resource=any_pb2.Any(
@@ -206,17 +210,19 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             # 2. endpoints for the clusters Envoy asks about (it asks right after new clusters)
             if er.ENDPOINT_TYPE in stream.subscribed:
                 await self._send_endpoints(stream, snap)
-            # 3. the route configurations Envoy holds that changed, then the scopes (a new
-            # scope makes Envoy ask for its route configuration: the next round sends it)
+            # 3. the route configurations Envoy holds that changed, then the scopes. A new
+            # scope makes Envoy ask for its route configuration; acknowledgements and those
+            # requests wake this loop again (waiting here for Envoy, which holds some
+            # acknowledgements while it takes in scopes, would stall both sides).
             scopes, routes = self._scoped(snap)
             if er.ROUTE_TYPE in stream.subscribed:
-                await self._await_ack(stream, er.ROUTE_TYPE,
-                                      await self._push(stream, er.ROUTE_TYPE, routes))
+                await self._push(stream, er.ROUTE_TYPE, routes)
             if er.SCOPE_TYPE in stream.subscribed:
-                await self._await_ack(stream, er.SCOPE_TYPE,
-                                      await self._push(stream, er.SCOPE_TYPE, scopes))
+                await self._push(stream, er.SCOPE_TYPE, scopes)
             held = stream.held.get(er.ROUTE_TYPE, {})
             complete = er.SCOPE_TYPE in stream.subscribed and all(
+                stream.acked.get(t) == stream.pushed.get(t)
+                for t in (er.ROUTE_TYPE, er.SCOPE_TYPE) if t in stream.pushed) and all(
                 held.get(n) == v for n, (v, _) in routes.items())
             if complete:
                 stream.route_backends = snap.referenced_backends() & set(snap.backends)
