@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import http.server
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -178,6 +179,7 @@ async def measure(n: int, upstream: int) -> dict:
         except subprocess.TimeoutExpired:
             envoy.kill()
             envoy.wait()
+        shutil.rmtree(work, ignore_errors=True)
         await server.stop(0)
 
 
