@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import grpc
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from runtime.kafka import KafkaConfig
 from runtime.pb import grpc_service_pb2 as oip
@@ -147,6 +147,7 @@ class AsyncLoad:
         self.wrong: dict[str, str] = {}
         self.errors: dict[str, str] = {}
         self.redelivered = 0
+        self._later: list[str] = []   # produce refused at once: produced again next round
         self.duplicates = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -203,10 +204,19 @@ class AsyncLoad:
                 return
             except BufferError:
                 self.producer.poll(0.05)
+            except KafkaException:  # e.g. the topic is gone (broker restart): try again later
+                with self._lock:
+                    self.redelivered += 1
+                    self._later.append(rid)
+                return
 
     def _produce_loop(self) -> None:
         n = 0
         while not self._stop.is_set():
+            with self._lock:
+                later, self._later = self._later, []
+            for rid in later:
+                self._produce_one(rid)
             rid = uuid.uuid4().hex
             with self._lock:
                 self.sent[rid] = float(n % 100)
