@@ -43,8 +43,12 @@ class ModelServer:
 
     def start(self) -> "ModelServer":
         self.service.start()
-        wait_until(lambda: http_ok(f"{self.url}/v2/health/ready"), 60, "MLServer ready",
-                   self.service)
+        try:
+            wait_until(lambda: http_ok(f"{self.url}/v2/health/ready"), 60, "MLServer ready",
+                       self.service)
+        except BaseException:  # a server that never got ready must not outlive the test
+            self.service.stop()
+            raise
         return self
 
     def held(self) -> set[str]:
@@ -176,8 +180,12 @@ class AgentProcess:
     def start(self) -> "AgentProcess":
         self.runs += 1
         self.service = Service(f"agent-{self.runs}", self.argv, self.logs, cwd=str(ROOT)).start()
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{self.metrics_port}/ready"), 60,
-                   "agent ready", self.service)
+        try:
+            wait_until(lambda: http_ok(f"http://127.0.0.1:{self.metrics_port}/ready"), 60,
+                       "agent ready", self.service)
+        except BaseException:
+            self.service.stop()
+            raise
         return self
 
     def stop(self) -> None:

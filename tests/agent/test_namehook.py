@@ -21,12 +21,15 @@ HEADER = {"seldon-internal-model": "iris_1"}
 def served(tmp_path_factory, iris_artifact):
     """MLServer holding the iris sample as `iris_1`."""
     server = ModelServer(tmp_path_factory.mktemp("namehook")).start()
-    spec = ModelSpec(storageUri=str(iris_artifact), requirements=["sklearn"])
-    modelsettings.write_model(server.repository, "iris_1", spec, iris_artifact,
-                              {"name": "iris", "version": 1, "memory": 0})
-    httpx.post(f"{server.url}/v2/repository/models/iris_1/load", timeout=120).raise_for_status()
-    yield server
-    server.service.stop()
+    try:  # stopped even when the load fails
+        spec = ModelSpec(storageUri=str(iris_artifact), requirements=["sklearn"])
+        modelsettings.write_model(server.repository, "iris_1", spec, iris_artifact,
+                                  {"name": "iris", "version": 1, "memory": 0})
+        httpx.post(f"{server.url}/v2/repository/models/iris_1/load",
+                   timeout=120).raise_for_status()
+        yield server
+    finally:
+        server.service.stop()
 
 
 @pytest.fixture(scope="module")
