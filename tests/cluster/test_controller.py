@@ -386,3 +386,29 @@ def test_core2_up_with_kube_supervises_the_controller(namespace, control_plane, 
         down = core2(run_dir, "down")
     assert down.returncode == 0
     assert not any(pid_alive(p) for p in (read_state(run_dir) or state)["pids"].values())
+
+
+def test_a_pulumi_stacks_crs_are_served_by_the_controller(stack_dir, cluster, make_env,
+                                                          control_plane, kube, seldon_crds):
+    """`pulumi up` of a cluster stack (the real engine) creates the Model CR; a controller on
+    the same API server serves it; `pulumi destroy` deletes it and the model is unloaded
+    before the CR goes."""
+    sd = stack_dir("staging")
+    ns = f"stack-ctl-{int(time.time()) % 100000}"
+    sd.values.update({
+        "core2:namespace": ns, "core2:strimziInstallOperator": False,
+        "core2:models": [{"name": "iris", "spec": {"storageUri": "models/iris",
+                                                    "requirements": ["sklearn"]}}],
+        "core2:pipelines": [], "core2:experiments": []})
+    sd.save()
+    sd.run("up").ok()
+    env = make_env(kube=LocalKube(kubeconfig=control_plane.kubeconfig, namespaces=[ns],
+                                  storageBase=SAMPLES, leaseNamespace=ns,
+                                  leaseSeconds=LEASE_S))
+    k = Cluster(kube, control_plane.kubeconfig, ns)
+    k.wait_ready("Model", "iris")
+    assert env.predict("iris") == IRIS_CLASS
+    sd.run("destroy").ok()
+    wait_until(lambda: k.get("Model", "iris") is None, 90, "the Model CR to go")
+    assert env.scheduler.get("Model", "iris") is None or \
+        env.scheduler.get("Model", "iris").state == "ModelTerminated"
