@@ -211,7 +211,7 @@ def test_envoy_bootstrap_points_at_the_scheduler_and_pods_roll_on_change():
     endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert endpoint["address"]["socket_address"] == {
         "address": "scheduler.core2-staging.svc", "port_value": 9002}
-    assert boot["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+    assert boot["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"  # incremental xDS
     assert boot["dynamic_resources"]["cds_config"]["ads"] == {}
     listener = next(x for x in boot["static_resources"]["listeners"]
                     if x["name"] == "core2_ingress")
