@@ -276,6 +276,7 @@ class ModelGateway:
         request, sizes = merged
         keys = [key_of(m) for m in msgs]
         deadline = min(self._deadline(headers_of(m)) for m in msgs)
+        produced: set[int] = set()
         try:
             status, body = await self._call_retrying(
                 model, keys[0], encode({"id": keys[0], **request}), deadline)
@@ -295,6 +296,15 @@ class ModelGateway:
                     value = encode({**doc, "id": keys[i], "outputs": parts[i]})
                     self.tracker.produce(self.producer, token, self.cfg.model_outputs(model),
                                          key=keys[i], value=value, headers=out_headers)
+                produced.add(i)
+        except Exception as e:  # noqa: BLE001 - released unanswered, the records would be lost
+            if self._closing:  # the session closed under the call: replayed after a restart
+                return
+            log.exception("batch of %d requests to model %s", len(msgs), model)
+            for i, (m, token) in enumerate(items):
+                if i not in produced:
+                    self._error(token, keys[i], list(headers_of(m).items()), step, model, 500,
+                                f"the model gateway failed: {e!r} (batch of {len(msgs)})")
         finally:
             for _, token in items:
                 if not self._closing:
