@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -132,14 +133,24 @@ def make_env(tmp_path, sample_models):
         p.stop()
 
 
-@pytest.fixture(scope="module")
-def iris_env(tmp_path_factory, sample_models):
-    """One platform with iris loaded, shared by a module's read-only tests."""
-    cfg = LocalConfig(ports=free_ports(), pipelines=False)
-    platform = Platform(tmp_path_factory.mktemp("iris"), cfg).start()
+@contextmanager
+def platform_env(run_dir: Path, models: dict[str, tuple[Path, dict]], **options):
+    """A started platform (no pipelines) with `models` ({name: (artifact, spec fields)})
+    loaded; stopped on leaving, also when a load fails."""
+    platform = Platform(run_dir, LocalConfig(ports=free_ports(), pipelines=False,
+                                             **options)).start()
     env = Env(platform)
     try:
-        env.load_model("iris", sample_models / "iris")
+        for name, (artifact, spec) in models.items():
+            env.load_model(name, artifact, **spec)
         yield env
     finally:
         platform.stop()
+
+
+@pytest.fixture(scope="module")
+def iris_env(tmp_path_factory, sample_models):
+    """One platform with iris loaded, shared by a module's read-only tests."""
+    with platform_env(tmp_path_factory.mktemp("iris"),
+                      {"iris": (sample_models / "iris", {})}) as env:
+        yield env

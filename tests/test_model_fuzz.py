@@ -8,24 +8,15 @@ import grpc
 import httpx
 import pytest
 
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, platform_env
 from tests.dataflow.malformed import grpc_cases, rest_cases
 
 
 @pytest.fixture(scope="module")
 def echo_env(tmp_path_factory, sample_models):
-    from runtime.local.config import LocalConfig
-    from runtime.local.platform import Platform
-    from tests.conftest import Env, free_ports
-
-    cfg = LocalConfig(ports=free_ports(), pipelines=False)
-    platform = Platform(tmp_path_factory.mktemp("fuzz"), cfg).start()
-    env = Env(platform)
-    try:
-        env.load_model("echo", SAMPLES / "models" / "echo", requirements=["mlserver"])
+    with platform_env(tmp_path_factory.mktemp("fuzz"), {
+            "echo": (SAMPLES / "models" / "echo", {"requirements": ["mlserver"]})}) as env:
         yield env
-    finally:
-        platform.stop()
 
 
 def test_two_thousand_malformed_rest_requests_to_a_model(echo_env):

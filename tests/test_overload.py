@@ -11,13 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
+from runtime.envoy import NOT_FOUND_BODY
 from runtime.limits import InferenceLimits
 from runtime.local.config import LocalServer
 from runtime.pb import grpc_service_pb2 as pb
 from runtime.pb import grpc_service_pb2_grpc
-from runtime.scheduler.envoy_resources import NOT_FOUND_BODY
 from runtime.specs.fetch import FetchRules
-from tests.conftest import IRIS_CLASS, iris_request
+from tests.conftest import IRIS_CLASS, iris_request, platform_env
 
 SLOW_S = 0.5
 SLOW_RUNTIME = f'''
@@ -41,10 +41,6 @@ SLOW_BODY = json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory, sample_models):
     """A platform with small limits, serving iris and a model that takes SLOW_S per request."""
-    from runtime.local.config import LocalConfig
-    from runtime.local.platform import Platform
-    from tests.conftest import Env, free_ports
-
     root = tmp_path_factory.mktemp("overload")
     slow = root / "slow"
     slow.mkdir()
@@ -52,15 +48,10 @@ def limited(tmp_path_factory, sample_models):
     (slow / "model-settings.json").write_text(json.dumps(
         {"name": "slow", "implementation": "slow_model.Slow"}))
     server = LocalServer(name="mlserver", fetch=FetchRules(localRoots=[root]))
-    cfg = LocalConfig(ports=free_ports(), pipelines=False, servers=[server], limits=LIMITS)
-    platform = Platform(root / "run", cfg).start()
-    env = Env(platform)
-    try:
-        env.load_model("iris", sample_models / "iris")
-        env.load_model("slow", slow, requirements=["mlserver"])
+    with platform_env(root / "run", {"iris": (sample_models / "iris", {}),
+                                     "slow": (slow, {"requirements": ["mlserver"]})},
+                      servers=[server], limits=LIMITS) as env:
         yield env
-    finally:
-        platform.stop()
 
 
 def _post(url: str, body: bytes, timeout: float = 30) -> tuple[int, dict, dict, float]:

@@ -21,7 +21,7 @@ from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
-from runtime.envoy import BUFFER_FILTER, MODEL_HEADER, NOT_FOUND_BODY  # noqa: F401
+from runtime.envoy import BUFFER_FILTER
 from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 from runtime.scheduler.routes import Backend, Route, Snapshot, Target
 

@@ -242,12 +242,12 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         # Envoy subscribes to the endpoints of new clusters after it accepts them; give it a
         # moment, so the endpoints go in this round.
         deadline = time.monotonic() + ACK_TIMEOUT_S
-        wanted = set(er.assignments(snap))
-        while not wanted <= stream.subscribed.get(er.ENDPOINT_TYPE, set()):
+        endpoints = _resources(er.assignments(snap))
+        while not set(endpoints) <= stream.subscribed.get(er.ENDPOINT_TYPE, set()):
             stream.subs_changed.clear()
             try:
                 await asyncio.wait_for(stream.subs_changed.wait(), deadline - time.monotonic())
             except (TimeoutError, ValueError):
                 break
-        await self._await_ack(stream, er.ENDPOINT_TYPE, await self._push(
-            stream, er.ENDPOINT_TYPE, _resources(er.assignments(snap))))
+        await self._await_ack(stream, er.ENDPOINT_TYPE,
+                              await self._push(stream, er.ENDPOINT_TYPE, endpoints))
