@@ -15,11 +15,13 @@ KIND = {"Model": pb.MODEL, "Server": pb.SERVER, "Pipeline": pb.PIPELINE,
         "Experiment": pb.EXPERIMENT}
 FAILED_STATES = {"ModelFailed", "ScheduleFailed", "PipelineFailed"}
 GONE_STATES = {"ModelTerminated", "PipelineTerminated", "Terminated"}
+REFUSED = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
 
 
 class SchedulerError(Exception):
     """The scheduler refused a request or is unreachable; the message says why.
-    `invalid` is true when the request itself was bad (a spec error)."""
+    `invalid` is true when the request itself was refused: a spec error (INVALID_ARGUMENT) or
+    one no server could ever satisfy (FAILED_PRECONDITION)."""
 
     def __init__(self, message: str, invalid: bool = False):
         super().__init__(message)
@@ -42,8 +44,7 @@ class SchedulerClient:
             if e.code() == grpc.StatusCode.UNAVAILABLE:
                 raise SchedulerError(f"scheduler not reachable at {self.address} "
                                      f"(is `core2 up` running?): {e.details()}") from None
-            raise SchedulerError(e.details(),
-                                 invalid=e.code() == grpc.StatusCode.INVALID_ARGUMENT) from None
+            raise SchedulerError(e.details(), invalid=e.code() in REFUSED) from None
 
     def apply(self, kind: str, name: str, spec_json: str) -> pb.ResourceStatus:
         return self._call(self.stub.Apply, pb.ApplyRequest(kind=KIND[kind], name=name,

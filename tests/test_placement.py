@@ -1,7 +1,11 @@
-"""Placement: requirements against server capabilities, ScheduleFailed, retry on server join."""
+"""Placement: requirements against server capabilities, refusal of requirements no server
+offers, ScheduleFailed, retry on server join."""
 
 import json
 
+import pytest
+
+from runtime.client import SchedulerError
 from runtime.local.config import LocalServer
 from tests.conftest import IRIS_CLASS
 
@@ -20,18 +24,28 @@ def test_models_land_where_requirements_are_met(make_env, sample_models):
     assert _server_of(env, "on-b") == "beta"
     assert env.predict("on-a") == IRIS_CLASS and env.predict("on-b") == IRIS_CLASS
 
-    # No server offers "tpu": ScheduleFailed, naming the requirement.
-    env.load_model("needs-tpu", sample_models / "iris", wait=False, requirements=["sklearn", "tpu"])
-    [status] = env.scheduler.status("Model", "needs-tpu")
-    assert status.state == "ScheduleFailed"
-    assert "tpu" in status.reason
-    status_code, body, _ = env.infer("needs-tpu")
+    # No server offers "tpu": refused at load (FAILED_PRECONDITION) with each server's lack,
+    # as Seldon's scheduler does; nothing is left behind.
+    with pytest.raises(SchedulerError) as refused:
+        env.load_model("needs-tpu", sample_models / "iris", requirements=["sklearn", "tpu"])
+    assert refused.value.invalid
+    assert str(refused.value) == ("spec.requirements: no server offers sklearn, tpu "
+                                  "(alpha lacks tpu; beta lacks tpu)")
+    assert env.scheduler.get("Model", "needs-tpu") is None
+    # A server that is not connected yet counts once known (by its Server spec or an agent):
+    # pinned to a server the scheduler has never seen, the model is accepted and waits.
+    env.load_model("pinned-later", sample_models / "iris", wait=False, server="gamma",
+                   requirements=["sklearn", "tpu"])
+    [status] = env.scheduler.status("Model", "pinned-later")
+    assert status.state == "ScheduleFailed" and "gamma" in status.reason
+    status_code, body, _ = env.infer("pinned-later")
     assert status_code == 404 and "error" in body
 
-    # A server offering it joins: the model is retried and becomes Available.
+    # The server joins: the waiting model is placed, and "tpu" is now accepted.
     env.platform.add_server(LocalServer(name="gamma", capabilities=["sklearn", "tpu"]))
-    env.scheduler.wait("Model", "needs-tpu", timeout=60)
-    assert _server_of(env, "needs-tpu") == "gamma"
+    env.scheduler.wait("Model", "pinned-later", timeout=60)
+    env.load_model("needs-tpu", sample_models / "iris", requirements=["sklearn", "tpu"])
+    assert _server_of(env, "needs-tpu") == _server_of(env, "pinned-later") == "gamma"
     assert env.predict("needs-tpu") == IRIS_CLASS
 
 

@@ -9,6 +9,7 @@ from runtime.dataflow.control import COMPONENT_HEADER
 from runtime.pb import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from runtime.scheduler.core import KEYS, NotFound, Scheduler
 from runtime.scheduler.drain import DrainError, Outcome
+from runtime.scheduler.models import Unsatisfiable
 from runtime.scheduler.state import Replica
 from runtime.specs import SpecError
 
@@ -24,6 +25,8 @@ async def _guard(context, fn, *args):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
     except NotFound as e:
         await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+    except Unsatisfiable as e:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
     except RecursionError:  # a document the depth checks did not catch
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "spec: nested too deeply")
 

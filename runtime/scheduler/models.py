@@ -10,10 +10,15 @@ from runtime.scheduler.placement import PlacementError, place
 from runtime.scheduler.state import Model, ModelVersion, Replica, ReplicaState
 from runtime.scheduler.tables import NotFound
 from runtime.specs import ModelSpec
+from runtime.specs.server import ServerSpec
 
 log = logging.getLogger(__name__)
 Op = agent_pb2.ModelOperation
 Ev = agent_pb2.ModelEvent
+
+
+class Unsatisfiable(Exception):
+    """No server the scheduler knows could ever run the model (gRPC FAILED_PRECONDITION)."""
 
 
 class ModelManager:
@@ -32,6 +37,7 @@ class ModelManager:
 
     # ---- desired state -------------------------------------------------------------------
     def apply(self, name: str, spec: ModelSpec) -> Model:
+        self._check_satisfiable(spec)
         m = self.models.get(name)
         if m is None:
             m = self.models[name] = Model(name)
@@ -47,6 +53,27 @@ class ModelManager:
             self._schedule(m, v)
         self.hub.changed("model", m.name)
         return m
+
+    def _check_satisfiable(self, spec: ModelSpec) -> None:
+        """Refuse requirements that no known server offers, by its Server spec or its agents'
+        capabilities. With no server known yet, or a pinned server not known yet, the model is
+        accepted and waits (ScheduleFailed): servers may still come."""
+        wanted = set(spec.requirements)
+        offers: dict[str, set[str]] = {}
+        for server, doc in self.hub.servers.docs.items():
+            offers[server] = set(ServerSpec.model_validate(doc["spec"]).all_capabilities())
+        for r in self.replicas.values():
+            offers.setdefault(r.server, set()).update(r.capabilities)
+        if spec.server:
+            if spec.server not in offers:
+                return
+            offers = {spec.server: offers[spec.server]}
+        if not wanted or not offers or any(wanted <= caps for caps in offers.values()):
+            return
+        lacks = "; ".join(f"{s} lacks {', '.join(sorted(wanted - caps))}"
+                          for s, caps in sorted(offers.items()))
+        raise Unsatisfiable(f"spec.requirements: no server offers {', '.join(sorted(wanted))} "
+                            f"({lacks})")
 
     def is_live(self, name: str) -> bool:
         """The model exists and a version of it is Available."""

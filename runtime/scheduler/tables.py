@@ -138,10 +138,8 @@ class Pipelines(Table):
                 self.put(name, doc)
 
     def apply(self, name: str, spec: PipelineSpec) -> None:
+        # Models may come later (as Seldon allows): the pipeline waits for them, see state().
         spec.validate_for(name)
-        unknown = sorted(s.name for s in spec.steps if s.name not in self.hub.models.models)
-        if unknown:
-            raise SpecError(f"steps: no model named {', '.join(unknown)} (load it first)")
         data = spec.model_dump(exclude_none=True)
         version = self._next_version(name, data)
         prev = self.docs.get(name)
@@ -155,6 +153,13 @@ class Pipelines(Table):
         doc["reports"][r.component] = {"ready": r.ready, "reason": r.reason}
         self.put(r.name, doc)
 
+    def models_waiting(self, name: str) -> list[str]:
+        """Step models not Available yet, each marked when it is not loaded at all."""
+        models = self.hub.models
+        return [s["name"] if s["name"] in models.models and not models.models[s["name"]].deleted
+                else f"{s['name']} (not loaded)"
+                for s in self.docs[name]["spec"]["steps"] if not models.is_live(s["name"])]
+
     def state(self, name: str) -> tuple[str, str]:
         """Ready only when every step's model is Available and the engine runs this version."""
         doc = self.docs[name]
@@ -162,9 +167,7 @@ class Pipelines(Table):
                   if not r["ready"] and r["reason"]]
         if failed:
             return "PipelineFailed", "; ".join(failed)
-        waiting = [s["name"] for s in doc["spec"]["steps"]
-                   if not self.hub.models.is_live(s["name"])]
-        if waiting:
+        if waiting := self.models_waiting(name):
             return "PipelineCreating", f"waiting for model(s) {', '.join(waiting)}"
         waiting = [what for c, what in DATAFLOW.items()
                    if not (c in self.links and doc["reports"].get(c, {}).get("ready"))]
@@ -178,5 +181,6 @@ class Pipelines(Table):
         return pb.ResourceStatus(
             kind=pb.PIPELINE, name=name, version=doc["version"], state=state, reason=reason,
             ready=state == "PipelineReady", spec_json=json.dumps(doc["spec"]),
-            detail_json=json.dumps({"reports": doc["reports"]}),
+            detail_json=json.dumps({"reports": doc["reports"],
+                                    "modelsReady": not self.models_waiting(name)}),
             updated_unix_ms=self.hub.updated("pipeline", name))

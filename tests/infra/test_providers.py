@@ -76,8 +76,9 @@ def test_failing_model_reports_the_scheduler_reason(platform, tmp_path):
     assert ModelProvider().read("model/broken", props(platform, "broken", {})).id is None
 
 
-def test_unschedulable_model_fails_after_the_grace_period(platform, sample_models):
-    with pytest.raises(SchedulerError, match=r"Model gpu-only: ScheduleFailed: .*tensorflow"):
+def test_model_no_server_can_run_is_refused_at_create(platform, sample_models):
+    refused = r"Model gpu-only: spec.requirements: .*tensorflow.*FAILED_PRECONDITION"
+    with pytest.raises(SchedulerError, match=refused):
         ModelProvider().create(props(platform, "gpu-only", iris_spec(
             sample_models, requirements=["tensorflow"])))
     assert ModelProvider().read("model/gpu-only", props(platform, "gpu-only", {})).id is None
