@@ -31,35 +31,75 @@ class SchedulerLink:
         self._channel = SchedulerAuth.from_env().channel(address)
         self._stub = scheduler_pb2_grpc.SchedulerStub(self._channel)
         self._known: dict[str, int] = {}
+        # (name, version) -> (ready, reason): what the scheduler has taken, and what it is
+        # still to be told (the sender retries until it takes it)
         self._reported: dict[tuple[str, int], tuple[bool, str]] = {}
+        self._pending: dict[tuple[str, int], tuple[bool, str]] = {}
         self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._stop = threading.Event()
         self.connected = threading.Event()
 
     def start(self) -> "SchedulerLink":
         threading.Thread(target=self._run, name=f"scheduler-{self.component}",
                          daemon=True).start()
+        threading.Thread(target=self._send, name=f"reports-{self.component}",
+                         daemon=True).start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._channel.close()
 
     def report(self, name: str, version: int, ready: bool, reason: str = "") -> None:
-        """Tell the scheduler whether this component runs the pipeline version. Only changes are
-        sent: every report makes the scheduler publish the pipeline's status again."""
+        """Tell the scheduler whether this component runs the pipeline version. Returns at once:
+        a sender thread delivers it, and retries until the scheduler takes it (a report lost
+        to a busy or restarting scheduler would leave the pipeline PipelineCreating while it
+        serves). Only changes are sent: every report makes the scheduler publish the
+        pipeline's status again."""
+        key, value = (name, version), (ready, reason)
         with self._lock:
-            if self._reported.get((name, version)) == (ready, reason):
+            if key not in self._pending and self._reported.get(key) == value:
                 return
-            self._reported[(name, version)] = (ready, reason)
-        try:
-            self._stub.ReportPipeline(pb.PipelineReport(
-                name=name, version=version, component=self.component, ready=ready,
-                reason=reason), timeout=5)
-        except grpc.RpcError as e:
-            log.warning("report %s v%d to scheduler failed: %s", name, version, e.code())
+            self._pending[key] = value
+        self._wake.set()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def _send(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
             with self._lock:
-                self._reported.pop((name, version), None)
+                batch = list(self._pending.items())
+            failed = False
+            for (name, version), (ready, reason) in batch:
+                try:
+                    self._stub.ReportPipeline(pb.PipelineReport(
+                        name=name, version=version, component=self.component, ready=ready,
+                        reason=reason), timeout=5)
+                except grpc.RpcError as e:
+                    if self._stop.is_set():
+                        return
+                    log.warning("report %s v%d to scheduler failed: %s; retrying in %.1fs",
+                                name, version, e.code(), backoff)
+                    failed = True
+                    break
+                with self._lock:
+                    self._reported = {k: v for k, v in self._reported.items() if k[0] != name}
+                    self._reported[(name, version)] = (ready, reason)
+                    if self._pending.get((name, version)) == (ready, reason):
+                        del self._pending[(name, version)]
+            if failed:
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+                self._wake.set()
+            else:
+                backoff = 0.1
 
     def _run(self) -> None:
         backoff = 0.2
@@ -74,7 +114,7 @@ class SchedulerLink:
                         self.connected.set()
                         with self._lock:  # a restarted scheduler wants every report again
                             self._reported.clear()
-                            self._known.clear()
+                        self._known.clear()
                     backoff = 0.2
                     self._apply(status)
             except grpc.RpcError as e:

@@ -20,6 +20,7 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         self._watchers: list[queue.Queue] = []
         self._lock = threading.Lock()
         self.server: grpc.Server | None = None
+        self.drop_reports = 0  # the next N reports are lost, as to a busy scheduler
 
     # -- test API -------------------------------------------------------------------------
     def set_pipeline(self, name: str, spec: dict) -> int:
@@ -82,6 +83,10 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         return pb.StatusResponse(items=items)
 
     def ReportPipeline(self, request, context):
+        with self._lock:
+            drop, self.drop_reports = self.drop_reports > 0, max(0, self.drop_reports - 1)
+        if drop:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the scheduler did not answer")
         self.reports[(request.name, request.version, request.component)] = request
         return pb.Empty()
 
