@@ -26,13 +26,15 @@ import struct
 import time
 from typing import Any
 
+import grpc
 import mlserver.grpc.server as grpc_server
+import mlserver.grpc.utils as grpc_utils
 import mlserver.rest.server as rest_server
 import mlserver.server as mlserver_server
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from mlserver.errors import MLServerError
+from mlserver.errors import MLServerError, ModelNotFound, ModelNotReady
 from mlserver.grpc.servicers import InferenceServicer
 from mlserver.handlers import DataPlane
 from mlserver.types import InferenceRequest
@@ -87,6 +89,14 @@ class NamedDataPlane(DataPlane):
         last_inference[internal] = time.time()
         try:
             response = await super().infer(payload, internal, version)
+        except (ModelNotReady, ModelNotFound) as err:
+            if not hooked:
+                raise
+            # The scheduler routed here, so the version is (re)loading on this server (after a
+            # restart or an eviction): the caller did nothing wrong and should retry, as Envoy
+            # does (503 / UNAVAILABLE are in the route's retry policy).
+            raise MLServerError(f"model {name} is loading on this server; retry",
+                                status_code=503) from err
         except MLServerError as err:
             raise _rename_error(err, internal, name) from None
         except (ValueError, TypeError) as err:
@@ -207,5 +217,6 @@ def install() -> None:
         return app
 
     rest_server.create_app = create_app
+    grpc_utils.STATUS_CODE_MAPPING[503] = grpc.StatusCode.UNAVAILABLE  # stock: UNKNOWN
     mlserver_server.DataPlane = NamedDataPlane
     grpc_server.InferenceServicer = NamedInferenceServicer

@@ -16,6 +16,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2
@@ -38,6 +39,29 @@ REQUEST_TIMEOUT_S = 120  # a request may wait for an evicted model to reload
 # before the server does, or a request sent on it as the server closes it fails with a 503.
 UPSTREAM_IDLE_TIMEOUT_S = 3
 NO_BUFFER = buffer_pb2.BufferPerRoute(disabled=True)
+
+
+def _packed(message) -> any_pb2.Any:
+    out = any_pb2.Any()
+    out.Pack(message)
+    return out
+
+
+# Retried, on another replica when there is one: a connection that failed before the request
+# went out, and a model server's 503 / UNAVAILABLE for a version it is (re)loading (after a
+# restart or an eviction). Envoy's own overflow 503s are local replies and never retried.
+RETRY_POLICY = rc.RetryPolicy(
+    retry_on="connect-failure,refused-stream,reset-before-request,retriable-status-codes,"
+             "unavailable",
+    retriable_status_codes=[503],
+    num_retries=wrappers_pb2.UInt32Value(value=3),
+    retry_back_off=rc.RetryPolicy.RetryBackOff(
+        base_interval=duration_pb2.Duration(nanos=100_000_000),
+        max_interval=duration_pb2.Duration(nanos=500_000_000)),
+    retry_host_predicate=[rc.RetryPolicy.RetryHostPredicate(
+        name="envoy.retry_host_predicates.previous_hosts",
+        typed_config=_packed(previous_hosts_pb2.PreviousHostsPredicate()))],
+    host_selection_retry_max_attempts=3)
 
 
 def _limits(limits: InferenceLimits) -> circuit_breaker_pb2.CircuitBreakers:
@@ -147,9 +171,7 @@ def _action(targets, grpc: bool, route: Route, mirrored: bool) -> rc.RouteAction
     action = rc.RouteAction(
         weighted_clusters=rc.WeightedCluster(clusters=weighted),
         timeout=duration_pb2.Duration(seconds=REQUEST_TIMEOUT_S),
-        retry_policy=rc.RetryPolicy(
-            retry_on="connect-failure,refused-stream,reset-before-request",
-            num_retries=wrappers_pb2.UInt32Value(value=3)),
+        retry_policy=RETRY_POLICY,
     )
     if route.mirror and mirrored and route.mirror_percent > 0:
         mirror = route.mirror
