@@ -210,18 +210,19 @@ def test_spec_change_rolls_without_a_failed_request_and_delete_waits_for_unload(
 
 
 def test_a_refused_cr_shows_the_schedulers_reason_and_is_retried(served):
-    env, k = served(pipelines=True)
-    k.apply("Pipeline", "lonely", {"steps": [{"name": "nosuch"}],
-                                   "output": {"steps": ["nosuch"]}})
-    wait_until(lambda: k.condition("Pipeline", "lonely", "PipelineReady").get("reason") ==
+    env, k = served()
+    # no server offers "tpu": the scheduler refuses the model at load (FAILED_PRECONDITION)
+    k.apply("Model", "needs-tpu", {"storageUri": "./models/iris",
+                                   "requirements": ["sklearn", "tpu"]})
+    wait_until(lambda: k.condition("Model", "needs-tpu", "ModelReady").get("reason") ==
                "SchedulerRefused", 30, "the refusal condition")
-    cond = k.condition("Pipeline", "lonely", "PipelineReady")
-    assert cond["status"] == "False" and "no model named nosuch" in cond["message"], cond
-    assert "no model named nosuch" in k.kubectl("get", "pipelines")  # the Message column
+    cond = k.condition("Model", "needs-tpu", "ModelReady")
+    assert cond["status"] == "False" and "no server offers sklearn, tpu" in cond["message"], cond
+    assert env.scheduler.get("Model", "needs-tpu") is None
 
-    # the model it lacked arrives: the refused pipeline is applied on a retry
-    k.apply("Model", "nosuch", {"storageUri": "./models/add10", "requirements": ["mlserver"]})
-    k.wait_ready("Pipeline", "lonely", timeout=120)
+    # the spec is fixed: the refused model is applied on a retry
+    k.patch_spec("Model", "needs-tpu", {"requirements": ["sklearn"]})
+    k.wait_ready("Model", "needs-tpu", timeout=120)
 
 
 def test_kill_9_of_controller_and_scheduler_resyncs_without_reloading(served):
