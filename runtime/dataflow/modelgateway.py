@@ -102,7 +102,9 @@ class ModelGateway:
         self.sub = Subscription(consumer, self.cfg.resolved_assignment(),
                                 on_revoked=self.tracker.forget)
         log.info("partition assignment: %s", self.sub.mode)
-        guard = TopicGuard(self.cfg, lambda: set(self.sub.wanted), self._written).start(stop)
+        guard = TopicGuard(self.cfg, lambda: set(self.sub.wanted), self._written)
+        guard.progress = self.sub.stalled
+        guard.start(stop)
         try:
             while not stop.is_set():
                 if guard.lost.is_set():
@@ -144,7 +146,7 @@ class ModelGateway:
                 if msgs:
                     loop.call_soon_threadsafe(self._dispatch, msgs)
                 self.tracker.flush()
-                self._report_ready()
+                self._report_ready(guard.stall)
         finally:
             consumer.close()
 
@@ -153,7 +155,18 @@ class ModelGateway:
             models = set().union(*(m for _, m in self._pipelines.values()))
         return {self.cfg.model_outputs(m) for m in models} | {self.cfg.errors()}
 
-    def _report_ready(self) -> None:
+    def _report_ready(self, stall: str | None) -> None:
+        """Ready once a pipeline's model topics are read; not Ready (PipelineFailed, with
+        the reason) while the broker stopped giving records, and Ready again after."""
+        if stall:
+            with self._lock:
+                stalled = [(n, v) for n, (v, _) in self._pipelines.items()
+                           if n not in self._unready]
+                self._unready |= {n for n, _ in stalled}
+            for name, version in stalled:
+                log.error("pipeline %s v%d: %s", name, version, stall)
+                self.report(name, version, False, stall)
+            return
         with self._lock:
             done = [(n, self._pipelines[n][0]) for n in self._unready
                     if self._topics_of(self._pipelines[n][1]) <= self.sub.assigned]

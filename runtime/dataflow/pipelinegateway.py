@@ -29,6 +29,7 @@ from runtime.dataflow.records import (
     next_batch,
     setup_service,
 )
+from runtime.dataflow.subscription import StallWatch
 from runtime.dataflow.topicguard import TopicGuard
 from runtime.dataflow.validate import InvalidInput, check_request, parse_request
 from runtime.kafka import H_DEADLINE, H_PIPELINE, H_VERSION, KafkaConfig
@@ -116,7 +117,10 @@ class PipelineGateway:
 
         guard = TopicGuard(self.cfg, lambda: assigned | {errors}, inputs)
         guard.remember([errors])
+        guard.progress = StallWatch(consumer, lambda: [
+            TopicPartition(p.topic, p.partition) for p in consumer.assignment()])
         guard.start(self._stop)
+        stalled: str | None = None
         try:
             while not self._stop.is_set():
                 if guard.lost.is_set():  # topics created again: read them from their start
@@ -150,6 +154,9 @@ class PipelineGateway:
                         self.report(name, version, True, "")
                 with self._lock:
                     from_start = from_start and bool(self._todo)
+                if bool(guard.stall) != bool(stalled):  # the text changes (seconds)
+                    stalled = guard.stall
+                    self._stalled(stalled)
                 batch = []
                 for m in next_batch(consumer, 0.05, 1000):
                     if m.error():
@@ -161,6 +168,21 @@ class PipelineGateway:
                     loop.call_soon_threadsafe(self._resolve, batch)
         finally:
             consumer.close()
+
+    def _stalled(self, why: str | None) -> None:
+        """The broker stopped giving answers (`why`): pipelines are not Ready (PipelineFailed
+        with the reason, and calls get a fast 503 instead of waiting for their timeout);
+        None: it gives them again, so they are Ready again (through the next pass)."""
+        with self._lock:
+            versions = dict(self.versions)
+            if why:
+                self.ready.clear()
+            else:
+                self._todo |= set(versions)
+        if why:
+            log.error("answers stalled: %s", why)
+            for name, version in versions.items():
+                self.report(name, version, False, why)
 
     def _resolve(self, batch) -> None:
         for is_error, key, headers, value in batch:

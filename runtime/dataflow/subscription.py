@@ -21,6 +21,33 @@ log = logging.getLogger(__name__)
 STALL_S = 10.0
 
 
+class StallWatch:
+    """Why a consumer's reading has stalled, or None: a partition has records past the
+    position and the position has not moved for STALL_S. Seen with the embedded broker (Tansu,
+    memory storage): a fetch scans every stored batch, and once a partition holds a few
+    thousand a fetch outlasts fetch.wait.max.ms and returns nothing, for good. Called with
+    the time from any thread (the topic guard's)."""
+
+    def __init__(self, consumer: Consumer, partitions: Callable[[], list[TopicPartition]]):
+        self.consumer, self._partitions = consumer, partitions
+        self._moved: dict[tuple[str, int], tuple[int, float]] = {}  # -> (position, since)
+
+    def __call__(self, now: float) -> str | None:
+        parts = self._partitions()
+        if not parts:
+            return None
+        for p in self.consumer.position(parts):
+            key = (p.topic, p.partition)
+            high = self.consumer.get_watermark_offsets(TopicPartition(*key), timeout=5)[1]
+            last = self._moved.get(key)
+            if p.offset < 0 or high <= p.offset or last is None or last[0] != p.offset:
+                self._moved[key] = (p.offset, now)
+            elif now - last[1] >= STALL_S:
+                return (f"no records from the broker for {now - last[1]:.0f}s on {p.topic} at "
+                        f"offset {p.offset} of {high}")
+        return None
+
+
 class Subscription:
     def __init__(self, consumer: Consumer, mode: str, offset_reset: str = "earliest",
                  on_revoked: Callable[[list[tuple[str, int]]], None] | None = None):
@@ -31,7 +58,7 @@ class Subscription:
         self.assigned: set[str] = set()
         self._parts: dict[str, list[TopicPartition]] = {}
         self._fresh: set[str] = set()   # topics created again: read from their start
-        self._moved: dict[tuple[str, int], tuple[int, float]] = {}  # -> (position, since)
+        self.stalled = StallWatch(consumer, self._partitions)
 
     def set_topics(self, topics: list[str]) -> None:
         """Consume exactly `topics` (sorted list); raises KafkaException if the broker is away
@@ -80,25 +107,9 @@ class Subscription:
         self.wanted = topics
         self.assigned = set(self._parts)
 
-    def stalled(self, now: float) -> str | None:
-        """Why reading has stalled, or None: a partition has records past the position and
-        the position has not moved for STALL_S. Seen with the embedded broker (Tansu, memory
-        storage): a fetch scans every stored batch, and once a partition holds a few thousand
-        a fetch outlasts fetch.wait.max.ms and returns nothing, for good. Any thread."""
-        parts = [TopicPartition(p.topic, p.partition) for ps in list(self._parts.values())
-                 for p in ps]
-        if not parts:
-            return None
-        for p in self.consumer.position(parts):
-            key = (p.topic, p.partition)
-            high = self.consumer.get_watermark_offsets(TopicPartition(*key), timeout=5)[1]
-            last = self._moved.get(key)
-            if p.offset < 0 or high <= p.offset or last is None or last[0] != p.offset:
-                self._moved[key] = (p.offset, now)
-            elif now - last[1] >= STALL_S:
-                return (f"no records from the broker for {now - last[1]:.0f}s on {p.topic} at "
-                        f"offset {p.offset} of {high}")
-        return None
+    def _partitions(self) -> list[TopicPartition]:
+        return [TopicPartition(p.topic, p.partition) for ps in list(self._parts.values())
+                for p in ps]
 
     def reread(self, renewed: set[str] | frozenset = frozenset()) -> None:
         """Read the topics afresh: drop every partition and take them back, `renewed` ones

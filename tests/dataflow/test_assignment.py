@@ -1,11 +1,17 @@
 """Which partition assignment a dataflow service uses, and the at-least-once bookkeeping."""
 
+import asyncio
+from types import SimpleNamespace
+
 import pytest
 from confluent_kafka import TopicPartition
 
+from runtime.dataflow.modelgateway import ModelGateway
 from runtime.dataflow.offsets import OffsetTracker
+from runtime.dataflow.pipelinegateway import InferError, PipelineGateway
 from runtime.dataflow.subscription import STALL_S, Subscription
 from runtime.kafka import KafkaConfig
+from runtime.specs.pipeline import PipelineSpec
 
 
 @pytest.mark.parametrize("bootstrap, mode", [
@@ -81,3 +87,41 @@ def test_reading_counts_as_stalled_when_records_wait_and_the_position_stays():
     assert sub.stalled(STALL_S + 2) is None
     consumer.pos = consumer.high = 4960              # caught up: idle is not stalled
     assert sub.stalled(100.0) is None and sub.stalled(200.0) is None
+
+
+STALL = "no records from the broker for 12s on core2.out at offset 2639 of 4960"
+
+
+def test_a_stalled_pipeline_gateway_fails_its_pipelines_fast_and_recovers():
+    gw = PipelineGateway(KafkaConfig(bootstrap="127.0.0.1:9"))
+    reports = []
+    gw.report = lambda *report: reports.append(report)
+    gw.set_pipeline("chain", 3, None)
+    gw.ready.add("chain")
+    gw._todo.clear()
+
+    gw._stalled(STALL)
+    assert reports == [("chain", 3, False, STALL)]  # PipelineFailed, with the reason
+    with pytest.raises(InferError) as err:  # a fast 503, not a wait for the timeout
+        asyncio.run(gw.infer("chain", {"inputs": []}, "r1"))
+    assert err.value.status == 503
+
+    gw._stalled(None)  # answers flow again: the consume loop reports it Ready again
+    assert gw._todo == {"chain"}
+
+
+def test_a_stalled_model_gateway_reports_its_pipelines_failed_once_then_ready_again():
+    gw = ModelGateway(KafkaConfig(bootstrap="127.0.0.1:9"), "http://127.0.0.1:9")
+    reports = []
+    gw.report = lambda *report: reports.append(report)
+    gw.set_pipeline("chain", 3, PipelineSpec.model_validate(
+        {"steps": [{"name": "add10"}], "output": {"steps": ["add10"]}}))
+    gw.sub = SimpleNamespace(assigned={gw.cfg.model_inputs("add10")})
+    gw._report_ready(None)
+    assert reports == [("chain", 3, True, "")]
+
+    gw._report_ready(STALL)
+    gw._report_ready(STALL)
+    assert reports[1:] == [("chain", 3, False, STALL)]
+    gw._report_ready(None)
+    assert reports[2:] == [("chain", 3, True, "")]
