@@ -2,17 +2,21 @@
 
 For each N it builds N models (sklearn-style versions on one server's 2 replicas, state
 Available, no model server needed), pushes them to Envoy and measures, side by side:
-- scheduler CPU to encode the routes for one change: from scratch (what every change cost
-  before) against incremental (the ScopeTable's kept pieces), and what Envoy is sent for it;
+- scheduler CPU for one change: to encode the routes from scratch (what every change cost
+  before) against the snapshot and encodings kept between changes (routing.Routing, the
+  ScopeTable), then the scheduler's whole CPU until Envoy acknowledged the change, and what
+  Envoy is sent for it;
 - clusters Envoy holds: one per version before, one per set of replicas now;
 - time for Envoy to take the whole config, then for one more model to be routable (Envoy
   answers for it: a tiny HTTP upstream stands in for the model server), and Envoy's RSS.
 
     .venv/bin/python bench/scale.py [--models 1000 5000 10000]
+    SCALE_PROFILE=/tmp/one.prof .venv/bin/python bench/scale.py --models 10000  # cProfile
 """
 
 import argparse
 import asyncio
+import cProfile
 import http.server
 import os
 import shutil
@@ -24,6 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,6 +43,8 @@ from runtime.scheduler import state as st  # noqa: E402
 from runtime.scheduler.xds import XdsServer  # noqa: E402
 from runtime.specs import ModelSpec  # noqa: E402
 
+PROFILE = os.environ.get("SCALE_PROFILE")  # a file: cProfile of the one-more-model rounds
+ROUNDS = 5
 SPEC = ModelSpec(storageUri="/m", requirements=["sklearn"])
 
 
@@ -131,7 +138,8 @@ async def measure(n: int, upstream: int) -> dict:
                              stderr=open(work / "envoy.log", "w"))
     url = f"http://127.0.0.1:{listen}"
     try:
-        snap = snapshot.build(hub)
+        routing = snapshot.Routing(hub)  # kept between changes, as in the scheduler
+        snap = routing.snapshot()
         t0 = time.perf_counter()
         generation = xds.set_snapshot(snap)
         while not await xds.wait_applied(generation, timeout=600):
@@ -141,35 +149,58 @@ async def measure(n: int, upstream: int) -> dict:
         whole = time.perf_counter() - t0
         scopes, routes = xds.scopes.encode(snap)
         route_bytes = sum(map(len, routes.values())) + sum(map(len, scopes.values()))
-        # one more model: scheduler CPU from scratch vs incremental, then time to routable
-        hub.add("extra")
-        fresh = _cpu(lambda: er.ScopeTable().encode(snapshot.build(hub)))
-        t0 = time.perf_counter()
-        incremental = _cpu(lambda: xds.set_snapshot(snapshot.build(hub)))
-        incremental += _cpu(lambda: xds.scopes.encode(xds.snapshot))
-        new_scopes, new_routes = xds.scopes.encode(xds.snapshot)
-        # delta xDS: only the scopes and route configurations that changed
-        pushed = sum(len(b) for n, b in new_routes.items() if routes.get(n) != b) + \
-            sum(len(b) for n, b in new_scopes.items() if scopes.get(n) != b)
-        while not await asyncio.to_thread(_routable, url, "extra"):
-            pass
-        one_more = time.perf_counter() - t0
+        # one more model, a few times (medians): scheduler CPU to encode it from scratch
+        # (what every change cost before) and kept between changes; the scheduler's whole
+        # CPU (its thread: snapshot, encoding, the xDS streams) until Envoy acknowledged it;
+        # what Envoy is sent; and the time until Envoy answers for the model
+        fresh, incremental, cpu, pushed, one_more = [], [], [], [], []
+        prof = cProfile.Profile() if PROFILE else None
+        for i in range(ROUNDS):
+            name = f"extra{i}"
+            hub.add(name)
+            routing.touch(name)
+            fresh.append(_cpu(lambda: er.ScopeTable().encode(snapshot.build(hub))))
+            before = xds._route_res.generation, xds._scope_res.generation
+            if prof:
+                prof.enable()
+            t0, c0 = time.perf_counter(), time.thread_time()
+            snap = routing.snapshot()
+            xds._scoped(snap)  # what the xDS writer does first
+            incremental.append(time.thread_time() - c0)
+            generation = xds.set_snapshot(snap)
+            while not await xds.wait_applied(generation, timeout=600):
+                pass
+            cpu.append(time.thread_time() - c0)
+            while not await asyncio.to_thread(_routable, url, name):
+                pass
+            one_more.append(time.perf_counter() - t0)
+            if prof:
+                prof.disable()
+            # delta xDS: only the scopes and route configurations that changed
+            pushed.append(sum(len(xds._route_res[n][1]) for n in xds._route_res.changed_since(
+                before[0])) + sum(len(xds._scope_res[n][1])
+                                  for n in xds._scope_res.changed_since(before[1])))
+        if prof:
+            prof.dump_stats(PROFILE)
         # a scheduler restart: a new xDS server with the same state on the same port; Envoy
         # reconnects, reports the versions it holds and is sent only what it lacks
         await server.stop(0)
         restarted, server = await _serve(xds_port)
         t0 = time.perf_counter()
-        generation = restarted.set_snapshot(snapshot.build(hub))
+        generation = restarted.set_snapshot(snapshot.build(hub))  # a new scheduler's first
         while not await restarted.wait_applied(generation, timeout=600):
             pass
         resync = time.perf_counter() - t0
         sent = restarted.resent
         return {"models": n, "clusters before": 2 * (n + 1),
                 "clusters now": len(er.clusters(xds.snapshot)),
-                "routes MiB": route_bytes / 2**20, "one change pushes KiB": pushed / 2**10,
-                "encode CPU from scratch s": fresh, "encode CPU incremental s": incremental,
-                "ratio": fresh / max(incremental, 1e-6),
-                "envoy takes all s": whole, "one more routable s": one_more,
+                "routes MiB": route_bytes / 2**20,
+                "one change pushes KiB": median(pushed) / 2**10,
+                "encode CPU from scratch s": median(fresh),
+                "encode CPU kept s": median(incremental),
+                "ratio": median(fresh) / max(median(incremental), 1e-6),
+                "scheduler CPU per change s": median(cpu),
+                "envoy takes all s": whole, "one more routable s": median(one_more),
                 "envoy RSS MiB": _rss_mb(envoy.pid), "restart resync s": resync,
                 "resources resent": sent}
     finally:

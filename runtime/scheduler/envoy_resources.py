@@ -246,27 +246,53 @@ class ScopeTable:
     keyed by the `seldon-model` header (Envoy's Lua filter derives it from a REST path that
     lacks it, runtime.envoy), each with its own small RouteConfiguration. A change touches
     only the scopes of the names it changes: Envoy gets just those route configurations, and
-    Envoy's per-request lookup is a hash of the name, not a scan of every route. Encoded
-    pieces are kept between snapshots, so the scheduler's cost follows the change too."""
+    Envoy's per-request lookup is a hash of the name, not a scan of every route. The encoded
+    scopes and route configurations are kept between snapshots, and a snapshot from the same
+    scheduler says which routes changed (Snapshot.changed_since), so the cost follows the
+    change, not the number of routes."""
 
     def __init__(self):
-        self._pieces: dict[tuple, tuple[str, bytes, bytes]] = {}
+        self._keys: dict[str, tuple] = {}    # route name -> what its encoding was made from
+        self.scopes: dict[str, bytes] = {}   # "scope:<name>" -> encoding
+        self.routes: dict[str, bytes] = {}   # "route:<name>" -> encoding
+        self._seen: Snapshot | None = None
+
+    def update(self, snapshot: Snapshot) -> tuple[dict[str, bytes | None],
+                                                  dict[str, bytes | None]]:
+        """Take in `snapshot`; return the scopes and the route configurations that changed,
+        by resource name (None: gone)."""
+        names = snapshot.changed_since(self._seen)
+        if names is None:  # another scheduler's snapshot, or too old: compare every route
+            names = set(snapshot.routes) | set(self._keys)
+        self._seen = snapshot
+        scopes: dict[str, bytes | None] = {}
+        routes: dict[str, bytes | None] = {}
+        for name in names:
+            key = None
+            route = snapshot.routes.get(name)
+            if route is not None:
+                live = tuple(t for t in route.targets if t.backend in snapshot.backends)
+                mirrored = route.mirror is not None and route.mirror.backend in snapshot.backends
+                key = (route, live, mirrored) if live else None
+            if self._keys.get(name) == key:
+                continue
+            scope_name, config_name = f"scope:{name}", route_config_name(name)
+            if key is None:
+                del self._keys[name], self.scopes[scope_name], self.routes[config_name]
+                scopes[scope_name] = routes[config_name] = None
+                continue
+            self._keys[name] = key
+            if scope_name not in self.scopes:  # a scope depends on the name alone
+                self.scopes[scope_name] = scopes[scope_name] = _scope(route)
+            config = _route_config(*key)
+            if self.routes.get(config_name) != config:
+                self.routes[config_name] = routes[config_name] = config
+        return scopes, routes
 
     def encode(self, snapshot: Snapshot) -> tuple[dict[str, bytes], dict[str, bytes]]:
-        """(scopes, route configurations), each by resource name."""
-        pieces = {}
-        for route in snapshot.routes:
-            live = tuple(t for t in route.targets if t.backend in snapshot.backends)
-            if not live:
-                continue
-            mirrored = route.mirror is not None and route.mirror.backend in snapshot.backends
-            key = (route, live, mirrored)
-            pieces[key] = self._pieces.get(key) or (
-                route.name, _scope(route), _route_config(route, live, mirrored))
-        self._pieces = pieces  # routes gone from the snapshot are forgotten
-        scopes = {f"scope:{name}": scope for name, scope, _ in pieces.values()}
-        routes = {route_config_name(name): config for name, _, config in pieces.values()}
-        return scopes, routes
+        """Every scope and route configuration of `snapshot`, by resource name."""
+        self.update(snapshot)
+        return dict(self.scopes), dict(self.routes)
 
 
 def route_configurations(snapshot: Snapshot) -> dict[str, route_pb2.RouteConfiguration]:

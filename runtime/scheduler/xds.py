@@ -15,13 +15,14 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
 
 from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 from runtime.scheduler import envoy_resources as er
-from runtime.scheduler.routes import Snapshot
+from runtime.scheduler.routes import ChangeLog, Snapshot
 
 log = logging.getLogger(__name__)
 ACK_TIMEOUT_S = 5.0
@@ -43,6 +44,41 @@ def _resources(messages: dict) -> Resources:
     return out
 
 
+class Versioned(Mapping):
+    """Resources of one type (name -> (version, encoding)) kept between snapshots, with a log
+    of which names changed when: a stream that pushed generation g checks only the names
+    changed since, not every resource."""
+
+    def __init__(self):
+        self._items: Resources = {}
+        self.generation = 0
+        self.log = ChangeLog()
+
+    def __getitem__(self, name: str) -> tuple[str, bytes]:
+        return self._items[name]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def apply(self, changes: dict[str, bytes | None]) -> None:
+        """Set the changed encodings (None: the resource went)."""
+        if not changes:
+            return
+        self.generation += 1
+        for name, b in changes.items():
+            if b is None:
+                self._items.pop(name, None)
+            else:
+                self._items[name] = (_version(b), b)
+        self.log.add(self.generation, changes)
+
+    def changed_since(self, generation: int) -> set[str] | None:
+        return self.log.since(generation, self.generation)
+
+
 class _Stream:
     """One Envoy's ADS stream: what it asked for, holds and acknowledged."""
 
@@ -58,6 +94,13 @@ class _Stream:
         self.wake = asyncio.Event()            # a new snapshot or subscription to answer
         self.subs_changed = asyncio.Event()
         self.route_backends: set[str] = set()  # backends the routes Envoy holds point at
+        # per type, for Versioned resources: the generation last pushed, names to look at
+        # again (subscriptions changed), whether to compare everything next time, and the
+        # resources Envoy does not hold at their newest version
+        self.synced: dict[str, int] = {}
+        self.recheck: dict[str, set[str]] = {}
+        self.compare_all: set[str] = set()
+        self.lacking: dict[str, set[str]] = {}
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.acked_event = asyncio.Event()
 
@@ -66,8 +109,8 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def __init__(self, limits: InferenceLimits = DEFAULT_LIMITS):
         self.limits = limits
         self.scopes = er.ScopeTable()
-        self._versions: dict[bytes, str] = {}
-        self._encoded: tuple[Snapshot | None, Resources, Resources] = (None, {}, {})
+        self._scope_res, self._route_res = Versioned(), Versioned()
+        self._encoded: Snapshot | None = None
         self.snapshot = Snapshot()
         self.generation = 0
         self._prefix = uuid.uuid4().hex[:8]   # nonces differ across scheduler restarts
@@ -139,35 +182,45 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 names |= added
                 names -= gone
                 held = stream.held.setdefault(t, {})
+                recheck = stream.recheck.setdefault(t, set())
                 for n in gone | added:  # a name asked for again is sent again
                     held.pop(n, None)
-                held.update(req.initial_resource_versions)
+                    recheck.add(n)
+                if req.initial_resource_versions:
+                    held.update(req.initial_resource_versions)
+                    stream.compare_all.add(t)
                 stream.subs_changed.set()
                 stream.wake.set()
 
-    def _scoped(self, snap: Snapshot) -> tuple[Resources, Resources]:
-        """(scopes, route configurations), encoded and versioned once per snapshot."""
-        if self._encoded[0] is not snap:
-            scopes, routes = self.scopes.encode(snap)
-            versions = {}  # the same encodings as last time keep their digests
-            for b in (*scopes.values(), *routes.values()):
-                versions[b] = self._versions.get(b) or _version(b)
-            self._versions = versions
-            self._encoded = (snap, {n: (versions[b], b) for n, b in scopes.items()},
-                             {n: (versions[b], b) for n, b in routes.items()})
-        return self._encoded[1], self._encoded[2]
+    def _scoped(self, snap: Snapshot) -> tuple[Versioned, Versioned]:
+        """(scopes, route configurations), brought up to `snap` (never back to an older
+        snapshot: a stream that took an older one pushes the newer routes)."""
+        seen = self._encoded
+        if seen is None or (snap is not seen and not (
+                snap.log is not None and snap.log is seen.log
+                and snap.generation < seen.generation)):
+            scopes, routes = self.scopes.update(snap)
+            self._scope_res.apply(scopes)
+            self._route_res.apply(routes)
+            self._encoded = snap
+        return self._scope_res, self._route_res
 
-    async def _push(self, stream: _Stream, type_url: str, resources: Resources) -> str | None:
+    async def _push(self, stream: _Stream, type_url: str, resources: Mapping) -> str | None:
         """Send what changed of one type (and the names that went) unless Envoy holds it all
         already; return the response's nonce."""
         held = stream.held.setdefault(type_url, {})
-        if type_url in WILDCARD:
-            wanted = resources
-        else:
-            names = stream.subscribed.get(type_url, set())
-            wanted = {n: r for n, r in resources.items() if n in names}
-        changed = [(n, v, b) for n, (v, b) in wanted.items() if held.get(n) != v]
-        removed = [n for n in held if n not in wanted]
+        wildcard = type_url in WILDCARD
+        subscribed = stream.subscribed.get(type_url, set())
+        names = self._to_check(stream, type_url, resources)
+        changed, removed = [], []
+        for n in (set(resources) | set(held)) if names is None else names:
+            r = resources.get(n) if wildcard or n in subscribed else None
+            if r is None:
+                if n in held:
+                    removed.append(n)
+            elif held.get(n) != r[0]:
+                changed.append((n, *r))
+        self._note_lacking(stream, type_url, resources, names, changed)
         if not changed and not removed and type_url in stream.answered:
             return None
         stream.answered.add(type_url)
@@ -183,6 +236,40 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             resources=[discovery_pb2.Resource(name=n, version=v, resource=any_pb2.Any(
                 type_url=type_url, value=b)) for n, v, b in changed]))
         return nonce
+
+    @staticmethod
+    def _to_check(stream: _Stream, type_url: str, resources: Mapping) -> set[str] | None:
+        """The names that may differ from what Envoy holds: those changed since the last
+        push and those whose subscription changed; None to compare everything (a plain dict,
+        a first push, Envoy reported what it holds, or the log no longer reaches back)."""
+        recheck = stream.recheck.pop(type_url, set())
+        if not isinstance(resources, Versioned):
+            return None
+        since = stream.synced.get(type_url)
+        stream.synced[type_url] = resources.generation
+        if since is None or type_url not in stream.answered or type_url in stream.compare_all:
+            stream.compare_all.discard(type_url)
+            return None
+        names = resources.changed_since(since)
+        return None if names is None else names | recheck
+
+    @staticmethod
+    def _note_lacking(stream: _Stream, type_url: str, resources: Mapping,
+                      names: set[str] | None, changed: list) -> None:
+        """Keep the set of resources Envoy does not hold at their newest version (after this
+        push sends `changed`)."""
+        held, sent = stream.held.get(type_url, {}), {n for n, *_ in changed}
+        if names is None:
+            names = set(resources)
+            lacking = stream.lacking[type_url] = set()
+        else:
+            lacking = stream.lacking.setdefault(type_url, set(resources))
+        for n in names:
+            r = resources.get(n)
+            if r is None or n in sent or held.get(n) == r[0]:
+                lacking.discard(n)
+            else:
+                lacking.add(n)
 
     async def _await_ack(self, stream: _Stream, type_url: str, nonce: str | None):
         if nonce is None:
@@ -210,6 +297,12 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             # 2. endpoints for the clusters Envoy asks about (it asks right after new clusters)
             if er.ENDPOINT_TYPE in stream.subscribed:
                 await self._send_endpoints(stream, snap)
+            if gen != self.generation:  # changed meanwhile: routes go as they are now,
+                newer = self.snapshot       # unless clusters or endpoints changed too
+                if newer.backends != snap.backends:
+                    stream.wake.set()
+                    continue
+                gen, snap = self.generation, newer
             # 3. the route configurations Envoy holds that changed, then the scopes. A new
             # scope makes Envoy ask for its route configuration; acknowledgements and those
             # requests wake this loop again (waiting here for Envoy, which holds some
@@ -219,13 +312,12 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 await self._push(stream, er.ROUTE_TYPE, routes)
             if er.SCOPE_TYPE in stream.subscribed:
                 await self._push(stream, er.SCOPE_TYPE, scopes)
-            held = stream.held.get(er.ROUTE_TYPE, {})
+            lacking = stream.lacking.get(er.ROUTE_TYPE, routes)  # not pushed yet: all of them
             complete = er.SCOPE_TYPE in stream.subscribed and all(
                 stream.acked.get(t) == stream.pushed.get(t)
-                for t in (er.ROUTE_TYPE, er.SCOPE_TYPE) if t in stream.pushed) and all(
-                held.get(n) == v for n, (v, _) in routes.items())
+                for t in (er.ROUTE_TYPE, er.SCOPE_TYPE) if t in stream.pushed) and not lacking
             if complete:
-                stream.route_backends = snap.referenced_backends() & set(snap.backends)
+                stream.route_backends = set(snap.backends)
                 # 4. drop clusters no route uses any more
                 if keep and er.CLUSTER_TYPE in stream.subscribed:
                     await self._await_ack(stream, er.CLUSTER_TYPE, await self._push(
