@@ -9,6 +9,7 @@ from runtime.scheduler import snapshot
 from runtime.scheduler import state as st
 from runtime.scheduler.model_status import model_status, server_status
 from runtime.scheduler.models import ModelManager
+from runtime.scheduler.placement import UsedMemory
 from runtime.scheduler.routes import Endpoint
 from runtime.scheduler.store import Store
 from runtime.scheduler.tables import Experiments, NotFound, Pipelines, ServerSpecs
@@ -39,12 +40,15 @@ class Scheduler:
         self.servers = ServerSpecs(self)
         self.experiments = Experiments(self)
         self.pipelines = Pipelines(self)
+        # kept between changes, updated for the models changed() names
+        self.routing = snapshot.Routing(self)
+        self.used_memory = UsedMemory(self.models.models)
         for name, doc in store.all("model").items():
             self.models.models[name] = st.Model.from_doc(name, doc)
         for key, doc in store.all("replica").items():
             self.models.replicas[key] = st.Replica(**doc)
             self.models.watch_lost(key)  # known from before a restart: must come back
-        self.xds.set_snapshot(snapshot.build(self))  # Envoy gets the same routes after a restart
+        self.xds.set_snapshot(self.routing.snapshot())  # Envoy gets the same routes after a restart
 
     # ---- plumbing used by the managers ---------------------------------------------------
     def spawn(self, coro) -> None:
@@ -59,8 +63,13 @@ class Scheduler:
         return self._updated.get((kind, name), 0)
 
     def changed(self, kind: str, name: str) -> None:
-        if kind == "model" and name in self.models.models:
-            self.store.put("model", name, self.models.models[name].to_doc())
+        """Every change to a resource comes through here (models: also a change to one of
+        their versions or replicas), so the routing snapshot looks again at just it."""
+        if kind == "model":
+            self.routing.touch(name)
+            self.used_memory.touch(name)
+            if name in self.models.models:
+                self.store.put("model", name, self.models.models[name].to_doc())
         self._updated[(kind, name)] = int(time.time() * 1000)
         self._notify(kind, name)
         if kind == "model":  # experiments and pipelines follow their models' readiness
@@ -70,6 +79,9 @@ class Scheduler:
                 self._notify("pipeline", p)
 
     def forget(self, kind: str, name: str) -> None:
+        if kind == "model":
+            self.routing.touch(name)
+            self.used_memory.touch(name)
         self.store.delete(kind, name)
 
     def _notify(self, kind: str, name: str) -> None:
@@ -78,7 +90,7 @@ class Scheduler:
                 q.put_nowait((kind, name))
 
     async def publish_routes(self) -> bool:
-        return await self.xds.wait_applied(self.xds.set_snapshot(snapshot.build(self)))
+        return await self.xds.wait_applied(self.xds.set_snapshot(self.routing.snapshot()))
 
     # ---- API -----------------------------------------------------------------------------
     def _table(self, kind: int):

@@ -95,16 +95,7 @@ class ModelManager:
 
     # ---- placement -----------------------------------------------------------------------
     def _used_memory(self, exclude: ModelVersion) -> dict[str, int]:
-        used: dict[str, int] = {}
-        for m in self.models.values():
-            for v in m.versions:
-                if v is exclude:
-                    continue
-                for idx, r in v.replicas.items():
-                    if r.state not in (st.UNLOADED, st.LOAD_FAILED):
-                        key = f"{v.server}/{idx}"
-                        used[key] = used.get(key, 0) + v.spec.memory_bytes
-        return used
+        return self.hub.used_memory.without(exclude)  # kept up to date (placement.UsedMemory)
 
     def _schedule(self, m: Model, v: ModelVersion) -> None:
         spec = v.spec
