@@ -54,7 +54,7 @@ def test_inference_and_pipelines_over_tls(make_env, sample_models, certs):
                 contents=oip.InferTensorContents(fp32_contents=PROBE_INPUT))])
         reply = oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
             request, metadata=[("seldon-model", "iris")], timeout=30)
-    assert reply.model_name == "iris" and list(reply.outputs[0].contents.int64_contents) == [
+    assert reply.model_name == "iris_1" and list(reply.outputs[0].contents.int64_contents) == [
         IRIS_CLASS]
 
     # The model gateway reaches the models through the TLS listener.

@@ -26,7 +26,8 @@ def test_three_models_on_an_overcommitted_server(make_env, sample_models):
         for name in order:
             status, body, _ = env.infer(name)
             assert status == 200, (name, body)
-            assert body["model_name"] == name and body["outputs"][0]["data"] == [IRIS_CLASS]
+            assert body["model_name"] == f"{name}_1" and body["outputs"][0]["data"] == [
+                IRIS_CLASS]
     assert _evictions(env) > 0  # the third model really did push another out
 
     # Over the over-commit allowance: refused with the reason, the others undisturbed.

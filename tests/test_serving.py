@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -16,8 +17,17 @@ def test_rest_inference_through_envoy(iris_env):
     status, body, headers = iris_env.infer("iris")
     assert status == 200
     assert body["outputs"][0]["data"] == [IRIS_CLASS]
-    assert body["model_name"] == "iris"  # the name inside the server (iris_1) stays hidden
+    # As Seldon Core 2 answers: the version that served, by its name in the server, and number
+    assert (body["model_name"], body["model_version"]) == ("iris_1", "1")
     assert headers.get("x-request-id")
+
+
+def test_model_metadata_names_the_version_the_server_holds(iris_env):
+    with urllib.request.urlopen(f"{iris_env.url}/v2/models/iris", timeout=30) as r:
+        metadata = json.loads(r.read())
+    # Seldon: {"name": "tfsimple1_1", "versions": ["1"], "platform": ..., "inputs": [...]}
+    assert (metadata["name"], metadata["versions"]) == ("iris_1", ["1"])
+    assert {"platform", "inputs", "outputs"} <= set(metadata)
 
 
 def test_seldon_model_header_routes_rest(iris_env):
@@ -37,7 +47,7 @@ def test_grpc_inference_through_envoy(iris_env):
         response = stub.ModelInfer(request, metadata=[("seldon-model", "iris")], timeout=30)
         ready = stub.ModelReady(pb.ModelReadyRequest(name="iris"),
                                 metadata=[("seldon-model", "iris")], timeout=30)
-    assert response.model_name == "iris"
+    assert (response.model_name, response.model_version) == ("iris_1", "1")
     assert list(response.outputs[0].contents.int64_contents) == [IRIS_CLASS]
     assert ready.ready
 

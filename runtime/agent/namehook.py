@@ -1,5 +1,5 @@
-"""core2's name hook inside MLServer: serve a request by the model named in its
-`seldon-internal-model` header and answer with the name the user asked for.
+"""core2's name hook inside MLServer: serve a request by the model version named in its
+`seldon-internal-model` header, and answer with that version's name and number as Seldon does.
 
 Envoy sends `/v2/models/iris/infer` (or ModelInferRequest.model_name = "iris") to a replica with
 `seldon-internal-model: iris_1`; MLServer holds that version as `iris_1`. The hook is three
@@ -8,8 +8,10 @@ symbol swaps made before MLServer is constructed, all in this process (no extra 
 - `create_app` gains a tiny ASGI middleware that puts the header into a contextvar (REST);
 - the gRPC servicer puts the same header from the call's metadata into the contextvar;
 - the DataPlane resolves the name through the contextvar (or, for infer, the request headers
-  MLServer already copies into `payload.parameters.headers`), and writes the user's name back
-  into infer responses, metadata and error messages;
+  MLServer already copies into `payload.parameters.headers`); infer responses and metadata
+  answer as Seldon's do, with the version's name and number (`"model_name": "iris_1"`,
+  `"model_version": "1"`; metadata `"name": "iris_1", "versions": ["1"]` and the tensors the
+  server knows), and error messages keep the user's name;
 - requests with the header get 400 with the OIP body `{"error": ...}` for bad input where stock
   MLServer answers 500 (model rejects the tensor) or FastAPI's 422 `{"detail": ...}`.
 
@@ -75,13 +77,14 @@ class NamedDataPlane(DataPlane):
             raise _rename_error(err, internal, name) from None
 
     async def model_metadata(self, name: str, version: str | None = None):
-        internal, version, _ = _resolve(name, version)
+        internal, version, hooked = _resolve(name, version)
         try:
             metadata = await super().model_metadata(internal, version)
         except MLServerError as err:
             raise _rename_error(err, internal, name) from None
-        if internal != name:
-            metadata = metadata.model_copy(update={"name": name})
+        if hooked:  # Seldon's answer: the version's name in the server, and its version
+            metadata = metadata.model_copy(update={
+                "name": internal, "versions": [_version_of(internal)]})
         return metadata
 
     async def infer(self, payload: InferenceRequest, name: str, version: str | None = None):
@@ -106,17 +109,29 @@ class NamedDataPlane(DataPlane):
             # feature count) with a bare 500; through core2 it is the caller's 400.
             raise MLServerError(f"invalid inference request for model {name}: {err}",
                                 status_code=400) from None
-        if internal != name:
-            response.model_name = name
+        if hooked:
+            _name_answer(response, internal)
         return response
 
     async def infer_stream(self, payloads, name: str, version: str | None = None):
-        internal, version, _ = _resolve(name, version)
+        internal, version, hooked = _resolve(name, version)
         last_inference[internal] = time.time()
         async for response in super().infer_stream(payloads, internal, version):
-            if internal != name:
-                response.model_name = name
+            if hooked:
+                _name_answer(response, internal)
             yield response
+
+
+def _version_of(internal: str) -> str:
+    """`iris_2` -> "2": the scheduler's version of the model, in its name in the server."""
+    return internal.rpartition("_")[2]
+
+
+def _name_answer(response, internal: str) -> None:
+    """As Seldon Core 2 answers: `model_name` is the version that answered (`iris_1`, so a
+    client sees which candidate of an experiment served it) and `model_version` its version."""
+    response.model_name = internal
+    response.model_version = _version_of(internal)
 
 
 def _header_from(context: Any) -> str | None:

@@ -217,7 +217,8 @@ class Engine:
             value = {"id": e.key, "inputs": e.tensors}
         elif e.kind == OUTPUT:
             topic = self.cfg.pipeline_outputs(e.pipeline)
-            value = {"model_name": e.pipeline, "id": e.key, "outputs": e.tensors}
+            # Seldon's pipelines answer with an empty model_name (x-pipeline-version says which)
+            value = {"model_name": "", "id": e.key, "outputs": e.tensors}
         elif e.kind == INPUT:
             topic = self.cfg.pipeline_inputs(e.pipeline)
             value = {"id": e.key, "inputs": e.tensors}

@@ -29,7 +29,8 @@ def test_load_serves_the_model_and_unload_removes_it(agent, scheduler, model_ser
 
     r = infer(model_server.url, "iris", internal)
     assert r.status_code == 200, r.text
-    assert r.json()["model_name"] == "iris"
+    assert (r.json()["model_name"], r.json()["model_version"]) == (internal, "1") == ("iris_1",
+                                                                                    "1")
     assert r.json()["outputs"][0]["data"] == [PROBE_CLASS]
 
     scheduler.unload("iris", 1)
@@ -67,7 +68,7 @@ def test_custom_runtime_from_the_artifacts_model_settings(agent, scheduler, mode
     scheduler.wait_event(internal, "LOADED")
     r = infer(model_server.url, "echo", internal)
     assert r.status_code == 200, r.text
-    assert r.json()["model_name"] == "echo"
+    assert (r.json()["model_name"], r.json()["model_version"]) == ("echo_3", "3")
     assert r.json()["outputs"][0]["data"] == [60.0, 22.0, 50.0, 15.0]
 
 
@@ -120,7 +121,7 @@ def test_over_commit_evicts_lru_and_reloads_on_demand(agent, scheduler, model_se
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda _: infer(agent.url, "b", b), range(4)))
     assert [r.status_code for r in answers] == [200] * 4, answers[0].text
-    assert {r.json()["model_name"] for r in answers} == {"b"}
+    assert {r.json()["model_name"] for r in answers} == {b}
     assert model_server.load_requests(b) == loads_before + 1
     scheduler.wait_event(b, "RESIDENT")
     assert b in model_server.held() and len(model_server.held()) == 2
@@ -133,7 +134,7 @@ def test_over_commit_evicts_lru_and_reloads_on_demand(agent, scheduler, model_se
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         response = stub.ModelInfer(_grpc_probe("a"), metadata=[("seldon-internal-model", a)],
                                    timeout=30)
-    assert response.model_name == "a"
+    assert response.model_name == a
     assert list(response.outputs[0].contents.int64_contents) == [PROBE_CLASS]
     scheduler.wait_event(a, "RESIDENT")
 
@@ -227,6 +228,6 @@ def test_model_server_restart_moves_models_to_reload_on_demand(agent, scheduler,
     evicting = scheduler.wait_event(internal, "EVICTING", timeout=30)
     assert evicting.available_memory_bytes == 10**9 - 100 * 10**6  # counted until acked
     r = infer(agent.url, "iris", internal)
-    assert r.status_code == 200 and r.json()["model_name"] == "iris"
+    assert r.status_code == 200 and r.json()["model_name"] == internal
     scheduler.wait_event(internal, "RESIDENT")
     assert model_server.held() == {internal}

@@ -45,17 +45,18 @@ def probe(model: str) -> pb.ModelInferRequest:
     return pb.ModelInferRequest(model_name=model, inputs=[tensor])
 
 
-def test_rest_infer_with_header_reaches_internal_and_shows_user_name(served):
+def test_rest_infer_with_header_reaches_internal_and_answers_like_seldon(served):
     r = httpx.post(f"{served.url}/v2/models/iris/infer", json=PROBE, headers=HEADER)
     assert r.status_code == 200, r.text
-    assert r.json()["model_name"] == "iris"
+    # Seldon Core 2 answers with the version that served: "model_name":"iris_1","model_version":"1"
+    assert (r.json()["model_name"], r.json()["model_version"]) == ("iris_1", "1")
     assert r.json()["outputs"][0]["data"] == [PROBE_CLASS]
-    assert "iris_1" not in r.text
 
 
 def test_rest_metadata_and_ready_with_header(served):
     r = httpx.get(f"{served.url}/v2/models/iris", headers=HEADER)
-    assert r.status_code == 200 and r.json()["name"] == "iris"
+    assert r.status_code == 200
+    assert (r.json()["name"], r.json()["versions"]) == ("iris_1", ["1"])
     assert httpx.get(f"{served.url}/v2/models/iris/ready", headers=HEADER).status_code == 200
 
 
@@ -110,9 +111,10 @@ def test_grpc_bad_input_is_invalid_argument(stub):
 def test_grpc_infer_metadata_ready_with_header(stub):
     md = [("seldon-internal-model", "iris_1")]
     response = stub.ModelInfer(probe("iris"), metadata=md)
-    assert response.model_name == "iris"
+    assert (response.model_name, response.model_version) == ("iris_1", "1")
     assert list(response.outputs[0].contents.int64_contents) == [PROBE_CLASS]
-    assert stub.ModelMetadata(pb.ModelMetadataRequest(name="iris"), metadata=md).name == "iris"
+    metadata = stub.ModelMetadata(pb.ModelMetadataRequest(name="iris"), metadata=md)
+    assert (metadata.name, list(metadata.versions)) == ("iris_1", ["1"])
     assert stub.ModelReady(pb.ModelReadyRequest(name="iris"), metadata=md).ready
 
 
