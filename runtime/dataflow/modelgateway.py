@@ -49,8 +49,8 @@ GROUP = "seldon-modelgateway"
 # (502: no connection, 503: Envoy has no healthy upstream, 404: the model is being (re)loaded)
 # or too busy to answer in time (504: seen for a burst of calls on an overloaded machine).
 TRANSIENT = frozenset({404, 429, 502, 503, 504})
-# MLServer answers 400 "Model <name> is not ready yet." while a model is being loaded again
-# (after a model-server restart): transient too, unlike other 400s
+# Stock MLServer answers 400 "Model <name> is not ready yet." while a model is being loaded
+# again: transient too, unlike other 400s (core2's name hook makes it a 503 already)
 NOT_READY = "is not ready yet"
 MAX_IN_FLIGHT = 20_000  # records taken but not finished: stop fetching beyond this
 
