@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.client import SchedulerClient, SchedulerError, status_dict
+from runtime.client import SchedulerClient, SchedulerError
 from runtime.dataflow import cli as pipeline_cli
 from runtime.promote import register as register_promote
 from runtime.specs import SpecError
@@ -245,11 +245,33 @@ def cmd_delete(args) -> None:
         _say(f"{r.kind.lower()} {r.name}: deleted")
 
 
+def print_status(args, client: SchedulerClient, kind: str) -> None:
+    """Seldon's status document(s) of a kind (runtime.seldon_status), after `-w` if given."""
+    from runtime.seldon_status import render
+
+    name = getattr(args, "name", "") or ""
+    if getattr(args, "wait", None):
+        if not name:  # SchedulerError: this runs from runtime.dataflow.cli too (see there)
+            raise SchedulerError("-w/--wait: needs a NAME", invalid=True)
+        client.wait(kind, name, until=args.wait, timeout=args.timeout)
+    items = client.status(kind, name)
+    _print(render(items[0]) if name else [render(s) for s in items])
+
+
+def add_status_args(parser, kind: str) -> None:
+    parser.add_argument("name", nargs="?")
+    parser.add_argument("-w", "--wait", nargs="?", const="ready", metavar="STATE",
+                        help=f"first wait until the {kind.lower()} is in STATE (e.g. "
+                             f"{READY_STATE[kind]}; alone: until ready), up to --timeout")
+
+
+READY_STATE = {"Model": "ModelAvailable", "Pipeline": "PipelineReady",
+               "Experiment": "ExperimentReady", "Server": "Ready"}
+
+
 def _status_cmd(kind: str):
     def run(args) -> None:
-        items = _client(args).status(kind, getattr(args, "name", "") or "")
-        _print([status_dict(s) for s in items] if not getattr(args, "name", "")
-               else status_dict(items[0]))
+        print_status(args, _client(args), kind)
     return run
 
 
@@ -303,8 +325,8 @@ def _resource_group(sub, kind: str, verb_load: str, verb_unload: str):
     unload.add_argument("name")
     unload.add_argument("--no-wait", action="store_true")
     unload.set_defaults(func=_unload_cmd(kind))
-    st = s.add_parser("status")
-    st.add_argument("name", nargs="?")
+    st = s.add_parser("status", help=f"Seldon's {kind.lower()} status JSON")
+    add_status_args(st, kind)
     st.set_defaults(func=_status_cmd(kind))
     s.add_parser("list").set_defaults(func=_list_cmd(kind))
     return s
@@ -351,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     _resource_group(sub, "Experiment", "start", "stop")
 
     server = sub.add_parser("server", help="Servers").add_subparsers(dest="verb", required=True)
-    ss = server.add_parser("status")
-    ss.add_argument("name", nargs="?")
+    ss = server.add_parser("status", help="Seldon's ServerStatusResponse JSON")
+    add_status_args(ss, "Server")
     ss.set_defaults(func=_status_cmd("Server"))
     server.add_parser("list").set_defaults(func=_list_cmd("Server"))
 

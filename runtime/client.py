@@ -1,6 +1,5 @@
 """A small client of the scheduler API, shared by the CLI and the Pulumi providers."""
 
-import json
 import time
 from collections.abc import Callable
 
@@ -71,7 +70,8 @@ class SchedulerClient:
     def wait(self, kind: str, name: str, until: str = "ready", timeout: float = 120,
              progress: Callable[[pb.ResourceStatus], None] = lambda s: None
              ) -> pb.ResourceStatus | None:
-        """Wait until a resource is ready (raising with its reason if it fails) or gone."""
+        """Wait until a resource is ready (raising with its reason if it fails), gone, or in
+        the state named by `until` (e.g. ModelAvailable, as `seldon ... status -w`)."""
         deadline = time.monotonic() + timeout
         last = None
         while True:
@@ -82,12 +82,12 @@ class SchedulerClient:
                 last = s
             if until == "gone" and (s is None or s.state in GONE_STATES):
                 return s
-            if until == "ready" and s is not None:
-                if s.ready:
+            if until != "gone" and s is not None:
+                if s.ready if until == "ready" else s.state == until:
                     return s
                 if s.state in FAILED_STATES and s.reason:
                     raise SchedulerError(f"{kind} {name}: {s.state}: {s.reason}")
-            if until == "ready" and s is None:
+            if until != "gone" and s is None:
                 raise SchedulerError(f"{kind} {name} not found")
             if time.monotonic() > deadline:
                 state = f"{last.state} {last.reason}".strip() if last else "unknown"
@@ -98,13 +98,3 @@ class SchedulerClient:
     def close(self):
         self.channel.close()
 
-
-def status_dict(s: pb.ResourceStatus) -> dict:
-    """A ResourceStatus as plain data for printing (JSON)."""
-    from google.protobuf.json_format import MessageToDict
-
-    d = MessageToDict(s, preserving_proto_field_name=True)
-    for key in ("spec_json", "detail_json"):
-        if d.get(key):
-            d[key.removesuffix("_json")] = json.loads(d.pop(key))
-    return d

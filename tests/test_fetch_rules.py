@@ -219,7 +219,7 @@ def test_platform_refuses_attacks_with_the_reason_in_model_status(make_env):
         status = _failed(env, name)
         assert "spec.storageUri" in status.reason and rule in status.reason, status.reason
         shown = core2(env.platform.run_dir, "model", "status", name, timeout=30)
-        assert rule in json.loads(shown.stdout)["reason"]
+        assert rule in json.loads(shown.stdout)["versions"][0]["state"]["reason"]
     assert _nothing_copied(cache)
 
 

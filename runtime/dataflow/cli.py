@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from runtime.client import SchedulerClient, SchedulerError, status_dict
+from runtime.client import SchedulerClient, SchedulerError
 from runtime.kafka import DEFAULT_NAMESPACE, DEFAULT_PREFIX, KafkaConfig
 from runtime.specs import SpecError
 from runtime.specs.manifest import load_file
@@ -59,9 +59,9 @@ def register(subparsers, scheduler_addr_fn) -> None:
         _say(f"pipeline {args.name}: unloaded")
 
     def status(args) -> None:
-        items = client(args).status("Pipeline", args.name or "")
-        out = [status_dict(s) for s in items]
-        print(json.dumps(out[0] if args.name else out, indent=2))
+        from runtime.cli import print_status
+
+        print_status(args, client(args), "Pipeline")
 
     def list_(args) -> None:
         for s in client(args).status("Pipeline"):
@@ -115,8 +115,10 @@ def register(subparsers, scheduler_addr_fn) -> None:
     a.add_argument("name")
     a.add_argument("--no-wait", action="store_true")
     a.set_defaults(func=unload)
-    a = s.add_parser("status")
-    a.add_argument("name", nargs="?")
+    a = s.add_parser("status", help="Seldon's pipeline status JSON")
+    from runtime.cli import add_status_args
+
+    add_status_args(a, "Pipeline")
     a.set_defaults(func=status)
     s.add_parser("list").set_defaults(func=list_)
     a = s.add_parser("infer", help="inference through Envoy (or --inference URL)")

@@ -18,10 +18,14 @@ def model_status(m: st.Model, updated: int) -> pb.ResourceStatus:
     reason = v.reason
     if live is not None and live is not v and v.state in (st.FAILED, st.SCHEDULE_FAILED):
         reason = f"version {v.version}: {v.reason} (version {live.version} still serving)"
+    # older versions still known keep their own spec (Seldon's status shows each modelDefn)
+    specs = {str(x.version): x.spec.model_dump(exclude_none=True) for x in m.versions
+             if x is not v}
     return pb.ResourceStatus(
         kind=pb.MODEL, name=m.name, version=v.version, state=v.state, reason=reason,
         ready=v.state == st.AVAILABLE, spec_json=v.spec.model_dump_json(exclude_none=True),
-        versions=versions, updated_unix_ms=updated)
+        versions=versions, updated_unix_ms=updated,
+        detail_json=json.dumps({"specs": specs}) if specs else "")
 
 
 def server_status(name: str, manager, spec: dict | None, updated: int) -> pb.ResourceStatus:
