@@ -146,7 +146,7 @@ def wait_ready(stub, kind: str, name: str, version: int, timeout: float,
                 return last
             if last.state in FAILED[kind]:
                 raise SchedulerError(f"{kind} {name}: {last.state}: {last.reason}")
-            if last.state in RETRIED[kind]:
+            if last.state in RETRIED[kind] or _models_missing(last):
                 failing_since = failing_since or time.monotonic()
                 if time.monotonic() - failing_since >= retry_grace:
                     raise SchedulerError(f"{kind} {name}: {last.state}: {last.reason}")
@@ -155,6 +155,13 @@ def wait_ready(stub, kind: str, name: str, version: int, timeout: float,
         time.sleep(interval)
     where = f"{last.state}: {last.reason}" if last is not None else "no status"
     raise SchedulerError(f"{kind} {name}: not ready after {timeout:.0f}s ({where})")
+
+
+def _models_missing(st: pb.ResourceStatus) -> bool:
+    """A pipeline waiting for models the scheduler does not have (it may be loaded before
+    them): retried like ScheduleFailed, since the program may create them next."""
+    return st.kind == pb.PIPELINE and bool(st.detail_json) and \
+        bool(json.loads(st.detail_json).get("modelsMissing"))
 
 
 def wait_gone(stub, kind: str, name: str, timeout: float, interval: float = 0.25) -> None:

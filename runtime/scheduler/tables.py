@@ -153,12 +153,18 @@ class Pipelines(Table):
         doc["reports"][r.component] = {"ready": r.ready, "reason": r.reason}
         self.put(r.name, doc)
 
+    def models_missing(self, name: str) -> list[str]:
+        """Step models the scheduler does not have (never loaded, or unloaded)."""
+        models = self.hub.models.models
+        return [s["name"] for s in self.docs[name]["spec"]["steps"]
+                if s["name"] not in models or models[s["name"]].deleted]
+
     def models_waiting(self, name: str) -> list[str]:
         """Step models not Available yet, each marked when it is not loaded at all."""
-        models = self.hub.models
-        return [s["name"] if s["name"] in models.models and not models.models[s["name"]].deleted
-                else f"{s['name']} (not loaded)"
-                for s in self.docs[name]["spec"]["steps"] if not models.is_live(s["name"])]
+        missing = self.models_missing(name)
+        return [f"{s['name']} (not loaded)" if s["name"] in missing else s["name"]
+                for s in self.docs[name]["spec"]["steps"]
+                if not self.hub.models.is_live(s["name"])]
 
     def state(self, name: str) -> tuple[str, str]:
         """Ready only when every step's model is Available and the engine runs this version."""
@@ -182,5 +188,6 @@ class Pipelines(Table):
             kind=pb.PIPELINE, name=name, version=doc["version"], state=state, reason=reason,
             ready=state == "PipelineReady", spec_json=json.dumps(doc["spec"]),
             detail_json=json.dumps({"reports": doc["reports"],
-                                    "modelsReady": not self.models_waiting(name)}),
+                                    "modelsReady": not self.models_waiting(name),
+                                    "modelsMissing": self.models_missing(name)}),
             updated_unix_ms=self.hub.updated("pipeline", name))
