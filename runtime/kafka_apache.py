@@ -1,0 +1,178 @@
+"""Apache Kafka for tests, benches and `core2 up --kafka apache`: one KRaft node (broker and
+controller in one JVM) on loopback, run from the jars `scripts/tools` fetched from Maven
+Central. Optional SSL and SASL_SSL (SCRAM-SHA-512) listeners beside the plaintext one."""
+
+import shutil
+import uuid
+from base64 import urlsafe_b64encode
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.procs import Service, free_port, tcp_open, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+LIB = ROOT / ".tools" / "apache-kafka" / "lib"
+SCRAM = "SCRAM-SHA-512"
+# A small heap, and G1 told to keep pauses short: a hop of a pipeline waits on every pause.
+JVM_OPTS = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true"]
+LOG4J = """status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.out.ref = out
+logger.started.name = kafka.server.KafkaRaftServer
+logger.started.level = info
+"""
+
+
+class KafkaJarsMissing(RuntimeError):
+    pass
+
+
+def java_cp() -> str:
+    if not any(LIB.glob("kafka_2.13-*.jar")):
+        raise KafkaJarsMissing(f"Apache Kafka's jars are not in {LIB}: run scripts/tools "
+                               "(it fetches them from Maven Central; needs Java 17 and Maven)")
+    if not shutil.which("java"):
+        raise KafkaJarsMissing("Apache Kafka needs Java 17+ (`java` is not on PATH)")
+    return f"{LIB}/*"
+
+
+@dataclass
+class ApacheKafka:
+    """A single-node cluster's files under `home`: server.properties, log4j2.properties and
+    the data folder. A restart of the same `home` keeps the topics and offsets."""
+
+    home: Path
+    port: int = 0                       # PLAINTEXT listener (clients and the broker itself)
+    controller_port: int = 0
+    ssl_port: int = 0                   # SSL listener, when `keystore` is given
+    sasl_port: int = 0                  # SASL_SSL listener (SCRAM-SHA-512), when `users` too
+    keystore: Path | None = None        # PEM: the unencrypted PKCS#8 key, then the cert chain
+    users: dict[str, str] = field(default_factory=dict)  # SCRAM users created at format time
+
+    def __post_init__(self):
+        self.home = Path(self.home)
+        self.port = self.port or free_port()
+        self.controller_port = self.controller_port or free_port()
+        if self.keystore:
+            self.ssl_port = self.ssl_port or free_port()
+            if self.users:
+                self.sasl_port = self.sasl_port or free_port()
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ssl_port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.sasl_port}"
+
+    def properties(self) -> str:
+        listeners = {"PLAINTEXT": self.port}
+        if self.ssl_port:
+            listeners["SSL"] = self.ssl_port
+        if self.sasl_port:
+            listeners["SASL_SSL"] = self.sasl_port
+        advertised = ",".join(f"{n}://127.0.0.1:{p}" for n, p in listeners.items())
+        conf = {
+            "process.roles": "broker,controller", "node.id": 1,
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "controller.listener.names": "CONTROLLER",
+            "listeners": f"{advertised},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": advertised,
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": ",".join(
+                f"{n}:{n}" for n in [*listeners, "CONTROLLER"]).replace(
+                "CONTROLLER:CONTROLLER", "CONTROLLER:PLAINTEXT"),
+            "log.dirs": self.home / "data",
+            # one node: every internal topic with one replica, and few partitions (the
+            # offsets topic's default 50 takes seconds to create on a small machine)
+            "offsets.topic.replication.factor": 1, "offsets.topic.num.partitions": 4,
+            "transaction.state.log.replication.factor": 1, "transaction.state.log.min.isr": 1,
+            "transaction.state.log.num.partitions": 4,
+            "share.coordinator.state.topic.replication.factor": 1,
+            "share.coordinator.state.topic.min.isr": 1,
+            "group.initial.rebalance.delay.ms": 0, "num.partitions": 1,
+            # threads for a 2-core machine, not a server
+            "num.network.threads": 2, "num.io.threads": 2, "background.threads": 2,
+            "num.recovery.threads.per.data.dir": 1, "log.cleaner.threads": 1,
+        }
+        if self.ssl_port:
+            conf |= {"ssl.keystore.type": "PEM", "ssl.keystore.location": self.keystore,
+                     "ssl.client.auth": "none"}
+        if self.sasl_port:
+            conf |= {"sasl.enabled.mechanisms": SCRAM,
+                     f"listener.name.sasl_ssl.{SCRAM.lower()}.sasl.jaas.config":
+                         "org.apache.kafka.common.security.scram.ScramLoginModule required;"}
+        return "".join(f"{k}={v}\n" for k, v in conf.items())
+
+    def prepare(self) -> list[str]:
+        """Write the config, format the storage once (a restart keeps it), and return the
+        broker's argv."""
+        import subprocess
+
+        cp = java_cp()
+        self.home.mkdir(parents=True, exist_ok=True)
+        config = self.home / "server.properties"
+        config.write_text(self.properties())
+        (self.home / "log4j2.properties").write_text(LOG4J)
+        if not (self.home / "data" / "meta.properties").exists():
+            cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            scram = [a for user, pw in self.users.items()
+                     for a in ("--add-scram", f"{SCRAM}=[name={user},password={pw}]")]
+            proc = subprocess.run(
+                ["java", *self.jvm_opts(), "-Xmx256m", "-cp", cp, "kafka.tools.StorageTool",
+                 "format", "-t", cluster_id, "-c", str(config), *scram],
+                capture_output=True, text=True, timeout=120)
+            if proc.returncode != 0:
+                raise RuntimeError(f"formatting Kafka storage in {self.home} failed:\n"
+                                   f"{(proc.stdout + proc.stderr)[-3000:]}")
+        return ["java", *self.jvm_opts(), *JVM_OPTS, "-cp", cp, "kafka.Kafka", str(config)]
+
+    def jvm_opts(self) -> list[str]:
+        return [f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}"]
+
+
+def start_apache_kafka(log_dir: Path, port: int | None = None, timeout: float = 120,
+                       kafka: ApacheKafka | None = None) -> tuple[Service, str]:
+    """Start Apache Kafka and wait until a client can produce and consume; returns (service,
+    bootstrap) like runtime.broker.start_broker. The same port (or `kafka.home`) again
+    restarts the same broker with its data."""
+    from runtime.broker import round_trip
+
+    if kafka is None:
+        port = port or free_port()
+        home = Path(log_dir) / f"apache-kafka-{port}"
+        kafka = read_ports(home) or ApacheKafka(home, port=port)
+    svc = Service("apache-kafka", kafka.prepare(), log_dir).start()
+    try:
+        wait_until(lambda: tcp_open(kafka.port), timeout, f"Kafka port {kafka.port}", proc=svc,
+                   interval=0.2)
+        if not round_trip(kafka.bootstrap, timeout):
+            raise TimeoutError(f"Kafka on {kafka.bootstrap} accepted no produce/consume "
+                               "round trip")
+    except BaseException:
+        svc.stop()
+        raise
+    svc.kafka = kafka
+    return svc, kafka.bootstrap
+
+
+def read_ports(home: Path) -> ApacheKafka | None:
+    """The plaintext broker formerly configured in `home` (same ports, so its data fits)."""
+    try:
+        text = (home / "server.properties").read_text()
+    except OSError:
+        return None
+    conf = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    ports = {url.split("://")[0]: int(url.rsplit(":", 1)[1])
+             for url in conf["listeners"].split(",")}
+    return ApacheKafka(home, port=ports["PLAINTEXT"], controller_port=ports["CONTROLLER"])
