@@ -118,8 +118,17 @@ def cmd_up(args) -> None:
         raise CliError(str(e), 2) from None
     if args.kafka_bootstrap:
         cfg.kafkaBootstrap = args.kafka_bootstrap
+    if args.kafka:
+        cfg.kafkaBroker = args.kafka
     if args.no_pipelines:
         cfg.pipelines = False
+    if cfg.pipelines and not cfg.kafkaBootstrap and cfg.kafkaBroker == "apache":
+        from runtime.kafka_apache import java_cp
+
+        try:
+            java_cp()
+        except RuntimeError as e:
+            raise CliError(str(e)) from None
     if args.kube:
         from runtime.local.config import LocalKube
 
@@ -346,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("-c", "--config", help="local config YAML (ports, servers, kafka)")
     up.add_argument("--detach", "-d", action="store_true", help="return once healthy")
     up.add_argument("--kafka-bootstrap", help="use this Kafka instead of the embedded broker")
+    up.add_argument("--kafka", choices=("embedded", "apache"),
+                    help="the broker to start: embedded (Tansu, memory only; the default) or "
+                         "apache (Apache Kafka from the jars scripts/tools fetched)")
     up.add_argument("--no-pipelines", action="store_true", help="no broker or dataflow")
     up.add_argument("--kube", metavar="KUBECONFIG",
                     help="also serve this cluster's Seldon CRs (runs the controller)")

@@ -1,6 +1,7 @@
 """Local platform settings: ports and servers, from defaults or a YAML file (`core2 up -c`)."""
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -69,11 +70,15 @@ class LocalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ports: Ports = Ports()
     servers: list[LocalServer] = [LocalServer(name="mlserver")]
-    kafkaBootstrap: str | None = None   # use an existing Kafka instead of the embedded broker
+    kafkaBootstrap: str | None = None   # use an existing Kafka instead of starting a broker
+    # the broker started when kafkaBootstrap is unset: the embedded Tansu (memory only), or
+    # Apache Kafka from the jars `scripts/tools` fetched (data in <run-dir>/kafka)
+    kafkaBroker: Literal["embedded", "apache"] = "embedded"
     kafkaPrefix: str = "seldon"
     kafkaNamespace: str = "default"
-    # Bounds each Kafka hop's latency; lower costs the embedded broker CPU while idle.
-    kafkaFetchWaitMs: int = Field(default=2, ge=1)
+    # consumer fetch.wait.max.ms; unset: by broker (runtime.kafka.FETCH_WAIT_MS). On the
+    # embedded broker it bounds each hop's latency, and lower costs it CPU while idle.
+    kafkaFetchWaitMs: int | None = Field(default=None, ge=1)
     pipelines: bool = True              # start the broker and the dataflow services
     # A replica whose agent is away this long is forgotten; its models move to other replicas.
     replicaLostAfterSeconds: float = Field(default=10.0, gt=0)
@@ -82,6 +87,15 @@ class LocalConfig(BaseModel):
     limits: InferenceLimits = DEFAULT_LIMITS
     supervision: RestartPolicy = RestartPolicy()
     kube: LocalKube | None = None
+
+    def fetch_wait_ms(self) -> int:
+        from runtime.kafka import FETCH_WAIT_MS
+
+        if self.kafkaFetchWaitMs:
+            return self.kafkaFetchWaitMs
+        # an existing Kafka named by kafkaBootstrap is taken for a real one
+        kind = "apache" if self.kafkaBootstrap else self.kafkaBroker
+        return FETCH_WAIT_MS[kind]
 
     @classmethod
     def load(cls, path: str | Path | None) -> "LocalConfig":

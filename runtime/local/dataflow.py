@@ -1,7 +1,10 @@
-"""Local mode's pipeline half: the embedded broker (unless an existing Kafka is named) and the
-dataflow services (engine, model gateway, pipeline gateway)."""
+"""Local mode's pipeline half: the embedded broker or Apache Kafka (unless an existing Kafka is
+named) and the dataflow services (engine, model gateway, pipeline gateway)."""
+
+import shutil
 
 from runtime.broker import broker_argv, round_trip
+from runtime.kafka_apache import ApacheKafka
 from runtime.procs import free_port, http_ok, python_module, tcp_open
 
 
@@ -9,15 +12,23 @@ def start_dataflow(platform) -> None:
     p, cfg = platform.ports, platform.config
     if not platform.kafka_bootstrap:
         platform.kafka_bootstrap = f"127.0.0.1:{p['kafka']}"
-        platform._add("kafka-broker", broker_argv(p["kafka"]),
+        if cfg.kafkaBroker == "apache":
+            # a fresh broker each `core2 up`, as the embedded one is: the scheduler's state
+            # is what says which pipelines exist (a supervisor restart keeps the data)
+            home = platform.run_dir / "kafka"
+            shutil.rmtree(home, ignore_errors=True)
+            argv, env = ApacheKafka(home, port=p["kafka"]).prepare(), {}
+        else:
+            argv, env = broker_argv(p["kafka"]), {"RUST_LOG": "warn"}
+        platform._add("kafka-broker", argv,
                       lambda: tcp_open(p["kafka"]) and round_trip(platform.kafka_bootstrap, 5),
-                      env={"RUST_LOG": "warn"},
+                      env=env,
                       # a produce/consume round trip every few seconds would load the broker
                       probe=lambda: tcp_open(p["kafka"]))
     common = ["--scheduler", platform.scheduler_address,
               "--kafka-bootstrap", platform.kafka_bootstrap,
               "--kafka-prefix", cfg.kafkaPrefix, "--kafka-namespace", cfg.kafkaNamespace,
-              "--kafka-fetch-wait-ms", str(cfg.kafkaFetchWaitMs)]
+              "--kafka-fetch-wait-ms", str(cfg.fetch_wait_ms())]
     for name, module, extra in (
         ("dataflow-engine", "runtime.dataflow.engine", []),
         ("model-gateway", "runtime.dataflow.modelgateway", ["--envoy", platform.inference_url] + (

@@ -1,0 +1,28 @@
+"""Apache Kafka's setup: the broker kinds and `core2 up --kafka apache` without the jars."""
+
+import pytest
+
+from runtime import cli, kafka_apache
+from runtime.broker import start_kafka
+from runtime.local.config import LocalConfig
+
+
+def test_up_without_the_jars_says_to_run_scripts_tools(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(kafka_apache, "LIB", tmp_path / "no-such-lib")
+    code = cli.main(["--run-dir", str(tmp_path / "run"), "up", "--kafka", "apache"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Apache Kafka's jars are not in" in err and "run scripts/tools" in err
+    assert not (tmp_path / "run" / "state.json").exists()  # nothing was started
+
+
+def test_fetch_wait_follows_the_broker():
+    assert LocalConfig().fetch_wait_ms() == 2                        # embedded: bounds a hop
+    assert LocalConfig(kafkaBroker="apache").fetch_wait_ms() == 500  # answered on arrival
+    assert LocalConfig(kafkaBootstrap="k:9092").fetch_wait_ms() == 500
+    assert LocalConfig(kafkaBroker="apache", kafkaFetchWaitMs=20).fetch_wait_ms() == 20
+
+
+def test_an_unknown_broker_kind_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="'tansu': expected one of embedded, apache"):
+        start_kafka("tansu", tmp_path)
