@@ -3,15 +3,18 @@ restarted, or it is reloading the version): the caller is told to retry (503 / U
 with the OIP error body), not that its request was wrong, and Envoy retries it first."""
 
 import json
+import os
 import re
+import signal
 import urllib.request
+from contextlib import contextmanager
 
 import grpc
 import pytest
 
 from runtime.pb import grpc_service_pb2 as pb
 from runtime.pb import grpc_service_pb2_grpc
-from tests.conftest import platform_env
+from tests.conftest import platform_env, wait_for
 
 RETRIES = 3  # runtime.scheduler.envoy_resources.RETRY_POLICY
 
@@ -46,11 +49,23 @@ def _retries(env) -> int:
     return sum(int(n) for n in re.findall(r": (\d+)$", text, re.M))
 
 
+@contextmanager
+def _paused(env, service: str):
+    """The service's process stopped (SIGSTOP) and continued on leaving: here, the agent, so it
+    cannot notice the unload and move the route to itself while we look."""
+    pid = env.platform.services[service].pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def test_a_version_missing_on_its_server_answers_503_after_envoys_retries(env):
     internal = _internal_name(env)
     assert env.infer("iris")[0] == 200
-    _mlserver(env, f"/v2/repository/models/{internal}/unload", b"")  # behind core2's back
-    try:
+    with _paused(env, "mlserver-0-agent"):
+        _mlserver(env, f"/v2/repository/models/{internal}/unload", b"")  # behind core2's back
         before = _retries(env)
         status, body, _ = env.infer("iris")
         assert status == 503, body
@@ -68,6 +83,11 @@ def test_a_version_missing_on_its_server_answers_503_after_envoys_retries(env):
             stub.ModelInfer(request, metadata=[("seldon-model", "iris")], timeout=30)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
         assert "loading" in err.value.details()
-    finally:
-        _mlserver(env, f"/v2/repository/models/{internal}/load", b"")
-    assert env.infer("iris")[0] == 200
+
+    # The agent notices the server lost the version, routes it to itself and reloads it on the
+    # next request: it serves again with no one loading it by hand, and never answers a 4xx.
+    def serves() -> bool:
+        status, body, _ = env.infer("iris")
+        assert status in (200, 503), body
+        return status == 200
+    wait_for(serves, 30, "iris to serve again")
