@@ -12,7 +12,7 @@ from collections import defaultdict
 import aiohttp
 import grpc
 
-from runtime.agent import modelsettings
+from runtime.agent import modelsettings, triton_layout
 from runtime.agent.config import AgentConfig
 from runtime.agent.fetch import FetchError, fetch
 from runtime.agent.fetch_rules import read_roots
@@ -103,10 +103,13 @@ class Agent:
 
     def subscribe_message(self) -> agent_pb2.AgentSubscribe:
         c = self.config
+        # A proxied server is reached through the agent: Envoy gets the proxy's ports for it.
+        http, grpc_port = ((c.http_port, c.grpc_port) if c.proxied
+                           else (c.server_http_port, c.server_grpc_port))
         return agent_pb2.AgentSubscribe(
             server_name=c.server_name, replica_idx=c.replica_idx, capabilities=c.capabilities,
             memory_bytes=c.memory, over_commit_percentage=c.over_commit, host=c.host,
-            server_http_port=c.server_http_port, server_grpc_port=c.server_grpc_port,
+            server_http_port=http, server_grpc_port=grpc_port,
             agent_http_port=c.http_port, agent_grpc_port=c.grpc_port,
             loaded=[m.ref() for m in self.placements.models.values() if m.in_server],
             evicted=[m.ref() for m in self.placements.in_state(State.EVICTED)],
@@ -217,8 +220,13 @@ class Agent:
                                                spec.artifactVersion, rules, roots, cancel)
         finally:
             self.fetch_cancels.pop(model.internal_name, None)
-        await asyncio.to_thread(modelsettings.write_model, self.config.repository,
-                                model.internal_name, spec, artifact, model.record())
+        if self.config.server_kind == "triton":
+            await asyncio.to_thread(triton_layout.write_model, self.config.repository,
+                                    model.internal_name, model.version, artifact,
+                                    model.record())
+        else:
+            await asyncio.to_thread(modelsettings.write_model, self.config.repository,
+                                    model.internal_name, spec, artifact, model.record())
 
     async def make_resident(self, model: Placed) -> None:
         """Load `model` into the server, evicting least-recently-used models to make room."""

@@ -31,6 +31,14 @@ class AgentConfig:
     fetch_rules: FetchRules = field(default_factory=FetchRules)
     local_roots_file: Path | None = None     # more fetch.localRoots, one a line, read per fetch
     eviction: str = "reload-cost"            # or "lru" (models.Placements.victim)
+    # "mlserver" (core2's name hook inside the server; Envoy reaches it directly) or "triton"
+    # (Envoy reaches the agent's proxy, which renames requests to the internal name)
+    server_kind: str = "mlserver"
+
+    @property
+    def proxied(self) -> bool:
+        """Every request passes the agent's proxy: the server cannot rename by itself."""
+        return self.server_kind == "triton"
 
 
 def _quantity(value: str) -> int:
@@ -77,6 +85,9 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
                    help="what over-commit evicts: the least recently used, with models that "
                         "are dear to reload counted as used later (default), or plain least "
                         "recently used; default from CORE2_AGENT_EVICTION, for benchmarks")
+    p.add_argument("--server-kind", choices=("mlserver", "triton"), default="mlserver",
+                   help="the model server: its repository layout, and whether requests pass "
+                        "the agent's proxy (triton: it renames them to the internal name)")
     a = p.parse_args(argv)
     caps = [c.strip() for c in a.capabilities.split(",") if c.strip()]
     return AgentConfig(
@@ -86,5 +97,5 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port,
         repository=a.repository.resolve(), cache_dir=a.cache_dir.resolve(),
         server_metrics_port=a.server_metrics_port, fetch_rules=a.fetch_rules,
-        local_roots_file=a.local_roots_file, eviction=a.eviction,
+        local_roots_file=a.local_roots_file, eviction=a.eviction, server_kind=a.server_kind,
     )

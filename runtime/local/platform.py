@@ -124,8 +124,11 @@ class Platform:
             ports = {k: free_port() for k in ("http", "grpc", "metrics", "agent_http",
                                                 "agent_grpc", "agent_metrics")}
             self.replicas[base] = ports
-            self._add(f"{base}-mlserver", python_module(
-                "runtime.agent.modelserver", "--repository", str(home / "repository"),
+            # MLServer with core2's name hook, or Triton (runtime.agent.tritonserver)
+            launcher = ("runtime.agent.tritonserver" if server.serverConfig == "triton"
+                        else "runtime.agent.modelserver")
+            self._add(f"{base}-{server.serverConfig}", python_module(
+                launcher, "--repository", str(home / "repository"),
                 "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
                 "--metrics-port", str(ports["metrics"])),
                 lambda ports=ports: http_ok(f"http://127.0.0.1:{ports['http']}/v2/health/ready"))
@@ -141,9 +144,10 @@ class Platform:
                 "--server-metrics-port", str(ports["metrics"]),
                 "--repository", str(home / "repository"), "--cache-dir", str(home / "cache"),
                 "--fetch-rules", local_fetch_rules(server).model_dump_json(),
-                "--local-roots-file", str(self.run_dir / ROOTS_FILE)),
+                "--local-roots-file", str(self.run_dir / ROOTS_FILE),
+                "--server-kind", server.serverConfig),
                 lambda ports=ports: http_ok(f"http://127.0.0.1:{ports['agent_metrics']}/ready"))
-            started += [f"{base}-mlserver", f"{base}-agent"]
+            started += [f"{base}-{server.serverConfig}", f"{base}-agent"]
         return started
 
     def _start_dataflow(self) -> None:
