@@ -33,22 +33,23 @@ _reported: dict[str, float] = {}  # what a client's error_cb last said -> when
 
 
 def report_error(cfg: "KafkaConfig", err: KafkaError) -> None:
-    """Every client's error_cb: a wrong setting is named in plain words, each distinct
-    message at most every 30 s (the client keeps retrying, and so keeps reporting)."""
+    """Every client's error_cb: a wrong setting is named in plain words, at most every 30 s
+    per kind of fault (the client keeps retrying, and so this keeps reporting)."""
     code, text = err.code(), err.str()
+    level = logging.ERROR
     if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
-        msg = (f"Kafka authentication failed for user {cfg.sasl_username!r} "
-               f"(KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD, mechanism {cfg.sasl_mechanism or '-'}"
-               f" KAFKA_SASL_MECHANISM): {text}")
+        what = (f"Kafka authentication failed for user {cfg.sasl_username!r} "
+                f"(KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD, mechanism "
+                f"{cfg.sasl_mechanism or '-'} KAFKA_SASL_MECHANISM)")
     elif code == KafkaError._SSL or "SSL handshake" in text or "certificate" in text:
-        msg = (f"Kafka TLS failed (KAFKA_SSL_CA_LOCATION={cfg.ssl_ca_location or 'system CAs'}, "
-               f"KAFKA_SECURITY_PROTOCOL={cfg.security_protocol or 'PLAINTEXT'}): {text}")
-    else:
-        msg = f"Kafka: {text}"
+        what = (f"Kafka TLS failed (KAFKA_SSL_CA_LOCATION={cfg.ssl_ca_location or 'system CAs'}"
+                f", KAFKA_SECURITY_PROTOCOL={cfg.security_protocol or 'PLAINTEXT'})")
+    else:  # the broker away (restarting?): the services report it in their readiness too
+        what, level = f"Kafka: {err.name()}", logging.WARNING
     now = time.monotonic()
-    if now - _reported.get(msg, -1e9) >= 30:
-        _reported[msg] = now
-        log.error(msg)
+    if now - _reported.get(what, -1e9) >= 30:
+        _reported[what] = now
+        log.log(level, "%s: %s", what, text)
 
 
 @dataclass
