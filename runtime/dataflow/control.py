@@ -31,9 +31,9 @@ class SchedulerLink:
         self._channel = SchedulerAuth.from_env().channel(address)
         self._stub = scheduler_pb2_grpc.SchedulerStub(self._channel)
         self._known: dict[str, int] = {}
-        # (name, version) -> (ready, reason): what the scheduler has taken, and what it is
-        # still to be told (the sender retries until it takes it)
-        self._reported: dict[tuple[str, int], tuple[bool, str]] = {}
+        # what the scheduler has taken, per pipeline: (version, ready, reason); and what it is
+        # still to be told, per (name, version): (ready, reason), retried until taken
+        self._reported: dict[str, tuple[int, bool, str]] = {}
         self._pending: dict[tuple[str, int], tuple[bool, str]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -60,14 +60,10 @@ class SchedulerLink:
         pipeline's status again."""
         key, value = (name, version), (ready, reason)
         with self._lock:
-            if key not in self._pending and self._reported.get(key) == value:
+            if key not in self._pending and self._reported.get(name) == (version, *value):
                 return
             self._pending[key] = value
         self._wake.set()
-
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._pending)
 
     def _send(self) -> None:
         backoff = 0.1
@@ -90,8 +86,7 @@ class SchedulerLink:
                     failed = True
                     break
                 with self._lock:
-                    self._reported = {k: v for k, v in self._reported.items() if k[0] != name}
-                    self._reported[(name, version)] = (ready, reason)
+                    self._reported[name] = (version, ready, reason)
                     if self._pending.get((name, version)) == (ready, reason):
                         del self._pending[(name, version)]
             if failed:
@@ -131,6 +126,9 @@ class SchedulerLink:
         if status.state in GONE or not status.spec_json:
             if self._known.pop(name, None) is not None:
                 self.host.remove_pipeline(name)
+            with self._lock:
+                self._reported.pop(name, None)
+                self._pending = {k: v for k, v in self._pending.items() if k[0] != name}
             return
         if self._known.get(name) == status.version:
             return

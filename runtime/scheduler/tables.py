@@ -122,11 +122,30 @@ class Pipelines(Table):
 
     key = "pipeline"
 
+    retired_key = "pipeline-retired"
+
     def __init__(self, hub):
         super().__init__(hub)
         self.links: dict[str, int] = {}   # component -> open watch streams
         for doc in self.docs.values():
             doc["reports"] = {}
+        # The last version of each unloaded pipeline: loaded again, it goes on from there, so
+        # a (name, version) names one spec for good. The dataflow services key what they run
+        # and what they reported by it; a reused version 1 looked already reported to them,
+        # and the pipeline stayed PipelineCreating while it served.
+        self.retired = {n: d["version"] for n, d in hub.store.all(self.retired_key).items()}
+
+    def delete(self, name: str) -> None:
+        version = self.docs.get(name, {}).get("version")
+        super().delete(name)
+        if version:
+            self.retired[name] = version
+            self.hub.store.put(self.retired_key, name, {"version": version})
+
+    def _next_version(self, name: str, spec: dict) -> int:
+        if name not in self.docs:
+            return self.retired.get(name, 0) + 1
+        return super()._next_version(name, spec)
 
     def link(self, component: str, delta: int) -> None:
         self.links[component] = self.links.get(component, 0) + delta

@@ -21,12 +21,14 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         self._lock = threading.Lock()
         self.server: grpc.Server | None = None
         self.drop_reports = 0  # the next N reports are lost, as to a busy scheduler
+        self.retired: dict[str, int] = {}  # last version of each deleted pipeline
 
     # -- test API -------------------------------------------------------------------------
     def set_pipeline(self, name: str, spec: dict) -> int:
         with self._lock:
             prev = self.pipelines.get(name)
-            version = prev.version + 1 if prev else 1
+            # as the real scheduler: versions go on after an unload
+            version = (prev.version if prev else self.retired.get(name, 0)) + 1
             status = pb.ResourceStatus(kind=pb.PIPELINE, name=name, version=version,
                                        state="PipelineCreating", spec_json=json.dumps(spec))
             self.pipelines[name] = status
@@ -36,7 +38,9 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
 
     def delete_pipeline(self, name: str) -> None:
         with self._lock:
-            self.pipelines.pop(name, None)
+            if (gone := self.pipelines.pop(name, None)) is not None:
+                self.retired[name] = gone.version
+            self.reports = {k: r for k, r in self.reports.items() if k[0] != name}
             for q in self._watchers:
                 q.put(pb.ResourceStatus(kind=pb.PIPELINE, name=name, state="PipelineTerminated"))
 
