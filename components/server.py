@@ -166,7 +166,9 @@ def _agent_container(a: ServerArgs) -> dict:
                  "--metrics-port", str(SERVER_PORTS["agent-metrics"]),
                  # per-model counters, read from the server at scrape time
                  "--server-metrics-port", str(SERVER_PORTS["server-metrics"]),
-                 "--repository", REPOSITORY, "--cache-dir", CACHE],
+                 "--repository", REPOSITORY, "--cache-dir", CACHE,
+                 # Triton: its layout, and Envoy reaches it through the agent's proxy
+                 "--server-kind", a.type],
         "env": [
             env_from_field("POD_IP", "status.podIP"),
             # the StatefulSet ordinal, from the pod-index label Kubernetes sets (1.28+)

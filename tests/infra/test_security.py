@@ -84,3 +84,14 @@ def test_triton_runs_with_the_restricted_context_of_every_other_container():
     assert triton["securityContext"] == RESTRICTED_CONTAINER
     # a read-only root needs a writable /tmp
     assert {"name": "tmp", "mountPath": "/tmp"} in triton["volumeMounts"]
+
+
+def test_a_triton_servers_agent_lays_out_and_proxies_for_triton():
+    """Triton has no name hook: its agent writes Triton's layout and Envoy reaches its models
+    through the agent's proxy (runtime.agent.proxy), which the agent's --server-kind selects."""
+    pods = {name: s["spec"]["template"]["spec"]
+            for name, s in by_kind(render_stack("prod-aws"), "StatefulSet").items()}
+    kinds = {name: next(c for c in pod["containers"] if c["name"] == "agent")["args"]
+             for name, pod in pods.items() if name in ("triton-gpu", "mlserver")}
+    assert kinds["triton-gpu"][kinds["triton-gpu"].index("--server-kind") + 1] == "triton"
+    assert kinds["mlserver"][kinds["mlserver"].index("--server-kind") + 1] == "mlserver"
