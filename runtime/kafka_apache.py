@@ -8,7 +8,7 @@ from base64 import urlsafe_b64encode
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.procs import Service, free_port, tcp_open, wait_until
+from runtime.procs import Service, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / ".tools" / "apache-kafka" / "lib"
@@ -148,17 +148,45 @@ def start_apache_kafka(log_dir: Path, port: int | None = None, timeout: float = 
                        kafka: ApacheKafka | None = None) -> tuple[Service, str]:
     """Start Apache Kafka and wait until a client can produce and consume; returns (service,
     bootstrap) like runtime.broker.start_broker. The same port (or `kafka.home`) again
-    restarts the same broker with its data."""
+    restarts the same broker with its data. Ports this picks itself are picked again when
+    another process took one during the JVM's start (seconds on a busy machine)."""
+    for attempt in range(3):
+        given = kafka
+        if given is None:
+            chosen = port or free_port()
+            home = Path(log_dir) / f"apache-kafka-{chosen}"
+            given = read_ports(home) or ApacheKafka(home, port=chosen)
+        try:
+            return _start(log_dir, given, timeout)
+        except PortTaken:
+            if port or kafka or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    pass
+
+
+def _start(log_dir: Path, kafka: ApacheKafka, timeout: float) -> tuple[Service, str]:
     from runtime.broker import round_trip
 
-    if kafka is None:
-        port = port or free_port()
-        home = Path(log_dir) / f"apache-kafka-{port}"
-        kafka = read_ports(home) or ApacheKafka(home, port=port)
-    svc = Service(f"apache-kafka-{kafka.port}", kafka.prepare(), log_dir).start()
+    argv = kafka.prepare()
+    svc = Service(f"apache-kafka-{kafka.port}", argv, log_dir)
+    seen = svc.log_path.stat().st_size if svc.log_path.exists() else 0  # a restart appends
+
+    def log() -> str:
+        with open(svc.log_path, "rb") as f:
+            f.seek(seen)
+            return f.read().decode(errors="replace")
+
+    svc.start()
     try:
-        wait_until(lambda: tcp_open(kafka.port), timeout, f"Kafka port {kafka.port}", proc=svc,
-                   interval=0.2)
+        # its own word first: another process may be listening on a port it could not bind
+        wait_until(lambda: "Kafka Server started" in (text := log()) or "failed to bind" in text,
+                   timeout, "Kafka's start", proc=svc, interval=0.2)
+        if "failed to bind" in log():
+            raise PortTaken(f"Kafka could not bind its ports (taken meanwhile): {svc.log_path}")
         if not round_trip(kafka.bootstrap, timeout):
             raise TimeoutError(f"Kafka on {kafka.bootstrap} accepted no produce/consume "
                                "round trip")
