@@ -14,6 +14,7 @@ from typing import Any
 
 from runtime.pb import scheduler_pb2 as pb
 from runtime.specs import ModelSpec
+from runtime.specs.pipeline import PipelineSpec
 
 
 def render(s: pb.ResourceStatus) -> dict:
@@ -80,6 +81,8 @@ def model(s: pb.ResourceStatus) -> dict:
 # ---- pipelines ---------------------------------------------------------------------------
 def pipeline(s: pb.ResourceStatus) -> dict:
     spec = json.loads(s.spec_json) if s.spec_json else {}
+    if spec:  # as written: without the defaults filled in (empty inputs, join types, ...)
+        spec = PipelineSpec.model_validate(spec).model_dump(exclude_defaults=True)
     detail = json.loads(s.detail_json) if s.detail_json else {}
     models_ready = detail.get("modelsReady", s.ready)
     definition = {"name": s.name, "version": s.version, **spec, "kubernetesMeta": {}}
