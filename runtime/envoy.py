@@ -80,9 +80,11 @@ def local_replies() -> dict:
 def bootstrap(listen_port: int, admin_port: int, xds_host: str, xds_port: int,
               listen_host: str = "127.0.0.1", node_id: str = "core2-envoy",
               tls_cert_file: str | None = None, tls_key_file: str | None = None,
-              limits: InferenceLimits = DEFAULT_LIMITS) -> dict:
+              limits: InferenceLimits = DEFAULT_LIMITS, otlp: str | None = None,
+              sample_percent: float = 100.0) -> dict:
     """`tls_cert_file` + `tls_key_file` (PEM): the inference listener serves HTTPS and gRPC
-    over TLS instead of plaintext."""
+    over TLS instead of plaintext. `otlp` (host:port of an OTLP/gRPC collector): Envoy traces
+    `sample_percent` of requests and passes the W3C context upstream."""
     ads = {"ads": {}, "resource_api_version": "V3"}
     chain = {"filters": [{
         "name": "envoy.filters.network.http_connection_manager",
@@ -110,6 +112,10 @@ def bootstrap(listen_port: int, admin_port: int, xds_host: str, xds_port: int,
                               "typed_config": {"@type": ROUTER}}],
         },
     }]}
+    clusters = [_xds_cluster(xds_host, xds_port)]
+    if otlp:
+        chain["filters"][0]["typed_config"]["tracing"] = _tracing(sample_percent)
+        clusters.append(_otlp_cluster(otlp))
     if tls_cert_file or tls_key_file:
         if not (tls_cert_file and tls_key_file):
             raise ValueError("Envoy TLS needs both a certificate and a private key file")
@@ -137,21 +143,49 @@ def bootstrap(listen_port: int, admin_port: int, xds_host: str, xds_port: int,
                                                "port_value": listen_port}},
                 "filter_chains": [chain],
             }],
-            "clusters": [{
-                "name": "xds_cluster",
-                "type": "STRICT_DNS",
-                "connect_timeout": "1s",
-                "typed_extension_protocol_options": {HTTP_OPTS: {
-                    "@type": f"type.googleapis.com/{HTTP_OPTS}",
-                    "explicit_http_config": {"http2_protocol_options": {
-                        "connection_keepalive": {"interval": "5s", "timeout": "5s"}}},
-                }},
-                "load_assignment": {"cluster_name": "xds_cluster", "endpoints": [{
-                    "lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                        "address": xds_host, "port_value": xds_port}}}}]}]},
-            }],
+            "clusters": clusters,
         },
     }
+
+
+def _xds_cluster(host: str, port: int) -> dict:
+    return {
+        "name": "xds_cluster",
+        "type": "STRICT_DNS",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {HTTP_OPTS: {
+            "@type": f"type.googleapis.com/{HTTP_OPTS}",
+            "explicit_http_config": {"http2_protocol_options": {
+                "connection_keepalive": {"interval": "5s", "timeout": "5s"}}},
+        }},
+        "load_assignment": {"cluster_name": "xds_cluster", "endpoints": [{
+            "lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": host, "port_value": port}}}}]}]},
+    }
+
+
+OTLP_CLUSTER = "otlp_collector"
+
+
+def _tracing(sample_percent: float) -> dict:
+    return {"random_sampling": {"value": sample_percent},
+            "spawn_upstream_span": True,  # a span for the hop to the model server too
+            "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                "grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER},
+                                 "timeout": "2s"},
+                "service_name": "envoy"}}}
+
+
+def _otlp_cluster(endpoint: str) -> dict:
+    host, _, port = endpoint.split("://")[-1].rpartition(":")
+    return {"name": OTLP_CLUSTER, "type": "STRICT_DNS", "connect_timeout": "1s",
+            "typed_extension_protocol_options": {HTTP_OPTS: {
+                "@type": f"type.googleapis.com/{HTTP_OPTS}",
+                "explicit_http_config": {"http2_protocol_options": {}}}},
+            "load_assignment": {"cluster_name": OTLP_CLUSTER, "endpoints": [{
+                "lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                    "address": host, "port_value": int(port)}}}}]}]}}
 
 
 def write_bootstrap(path: Path, **kwargs) -> Path:

@@ -17,6 +17,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from runtime import tracing
 from runtime.agent import grpc_guard, loadthread, namehook
 from runtime.agent.repository import IMPLEMENTATION as NAMED_REPOSITORY
 
@@ -60,6 +61,8 @@ async def serve(args: argparse.Namespace) -> None:
         metrics_dir=str(repository / ".metrics"),
         server_name=args.server_name,
         model_repository_implementation=None if args.repository_scan else NAMED_REPOSITORY,
+        # MLServer's own OpenTelemetry spans (REST and gRPC), continuing Envoy's trace
+        tracing_server=tracing.endpoint(),
     )
     # MLServer imports custom runtimes relative to the working folder, as `mlserver start` does.
     sys.path.insert(0, str(repository))

@@ -11,11 +11,12 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Mapping
 
 from confluent_kafka import Consumer, KafkaError, Producer
 from prometheus_client import Counter, start_http_server
 
-from runtime import kafka
+from runtime import kafka, tracing
 from runtime.dataflow.control import SchedulerLink
 from runtime.dataflow.flow import INPUT, OUTPUT, STEP, Dataflow, Emit
 from runtime.dataflow.offsets import OffsetTracker, Token
@@ -207,10 +208,14 @@ class Engine:
         return (pipeline, step, direction), tensors
 
     def _produce(self, producer: Producer, e: Emit, token: Token | None,
-                 deadline: str | None) -> None:
+                 deadline: str | None, trace: Mapping[str, str] | None = None) -> None:
         headers = [(H_PIPELINE, e.pipeline), (H_VERSION, str(e.version))]
         if deadline:
             headers.append((H_DEADLINE, deadline))
+        span = tracing.start(f"pipeline {e.pipeline} {e.kind} {e.step}".rstrip(), trace,
+                             pipeline=e.pipeline, step=e.step)
+        headers = tracing.with_carrier(headers, span)
+        tracing.end(span)
         if e.kind == STEP:
             topic = self.cfg.model_inputs(e.step)
             headers.append((H_STEP, e.step))
@@ -251,10 +256,11 @@ class Engine:
         try:
             got = self._source_of(msg)
             if got is not None:
-                deadline = headers_of(msg).get(H_DEADLINE)
+                headers = headers_of(msg)
+                deadline = headers.get(H_DEADLINE)
                 for e in self.flow.on_event(got[0], key_of(msg), got[1], time.monotonic(),
                                             token):
-                    self._produce(producer, e, token, deadline)
+                    self._produce(producer, e, token, deadline, headers)
         except BadRecord as bad:
             self._refuse(producer, msg, token, bad)
         except Exception as e:  # noqa: BLE001 - a bug must cost one request, not the engine

@@ -17,9 +17,10 @@ import time
 
 import aiohttp
 from confluent_kafka import Consumer, KafkaError, Producer
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Histogram, start_http_server
 
-from runtime import kafka
+from runtime import kafka, tracing
 from runtime.dataflow.batching import Batcher, merge, split
 from runtime.dataflow.control import SchedulerLink
 from runtime.dataflow.offsets import OffsetTracker, Token
@@ -215,13 +216,13 @@ class ModelGateway:
             left = self.retry_s
         return time.monotonic() + min(left, self.retry_s)
 
-    async def _call_retrying(self, model: str, key: str, value: bytes,
-                             deadline: float) -> tuple[int, bytes | str]:
+    async def _call_retrying(self, model: str, key: str, value: bytes, deadline: float,
+                             trace: dict[str, str] | None = None) -> tuple[int, bytes | str]:
         """_call, again with backoff while it fails for a transient reason and the deadline
         allows; the last answer otherwise."""
         delay = 0.05
         while True:
-            status, body = await self._call(model, key, value)
+            status, body = await self._call(model, key, value, trace)
             transient = status in TRANSIENT or (status == 400 and NOT_READY in body)
             if (isinstance(body, bytes) or not transient
                     or time.monotonic() + delay >= deadline):
@@ -230,7 +231,8 @@ class ModelGateway:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def _call(self, model: str, key: str, value: bytes) -> tuple[int, bytes | str]:
+    async def _call(self, model: str, key: str, value: bytes,
+                    trace: dict[str, str] | None = None) -> tuple[int, bytes | str]:
         """(HTTP status, body) of one model call, or (502|504, reason) if it failed."""
         start = time.perf_counter()
         try:
@@ -238,7 +240,7 @@ class ModelGateway:
                 async with self.session.post(
                         f"{self.envoy}/v2/models/{model}/infer", data=value,
                         headers={"seldon-model": model, "content-type": "application/json",
-                                 "x-request-id": key}) as r:
+                                 "x-request-id": key, **(trace or {})}) as r:
                     body = await r.read()
                     status = r.status
         except (TimeoutError, aiohttp.ClientError) as e:
@@ -257,10 +259,15 @@ class ModelGateway:
         return status, f"HTTP {status}: {detail}"
 
     async def _infer(self, msg, token: Token, model: str, step: str, headers: dict) -> None:
-        key, out_headers = key_of(msg), list(headers.items())
+        key = key_of(msg)
+        span = tracing.start(f"model {model}", headers, SpanKind.CLIENT, model=model, step=step,
+                             pipeline=headers.get(H_PIPELINE, ""))
+        out_headers = tracing.with_carrier(list(headers.items()), span)
+        status = 500
         try:
             status, body = await self._call_retrying(model, key, msg.value(),
-                                                     self._deadline(headers))
+                                                     self._deadline(headers),
+                                                     tracing.carrier(span))
             if isinstance(body, bytes):
                 self.tracker.produce(self.producer, token, self.cfg.model_outputs(model),
                                      key=key, value=body, headers=out_headers)
@@ -273,6 +280,7 @@ class ModelGateway:
             self._error(token, key, out_headers, step, model, 500,
                         f"the model gateway failed: {e!r}")
         finally:
+            tracing.end(span, None if status < 400 else f"HTTP {status}")
             if not self._closing:  # unreleased, its offset is not committed
                 self.tracker.release(token)
         self.producer.poll(0)

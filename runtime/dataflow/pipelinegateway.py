@@ -12,14 +12,16 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 
 import grpc
 from aiohttp import web
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from google.protobuf.message import DecodeError
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from runtime import kafka
+from runtime import kafka, tracing
 from runtime.dataflow.control import SchedulerLink
 from runtime.dataflow.records import (
     decode,
@@ -202,7 +204,23 @@ class PipelineGateway:
 
     # -- inference ------------------------------------------------------------------------
     async def infer(self, pipeline: str, doc: dict, request_id: str,
-                    timeout_s: float | None = None) -> tuple[bytes, int]:
+                    timeout_s: float | None = None,
+                    trace: Mapping[str, str] | None = None) -> tuple[bytes, int]:
+        """The pipeline's answer (and version) to `doc`; `trace`: the caller's headers, whose
+        trace context (if any) the pipeline's span continues."""
+        span = tracing.start(f"pipeline {pipeline}", trace, SpanKind.SERVER, pipeline=pipeline,
+                             request_id=request_id)
+        error = None
+        try:
+            return await self._infer(pipeline, doc, request_id, timeout_s, span)
+        except InferError as e:
+            error = str(e)
+            raise
+        finally:
+            tracing.end(span, error)
+
+    async def _infer(self, pipeline: str, doc: dict, request_id: str, timeout_s: float | None,
+                     span) -> tuple[bytes, int]:
         version = self.versions.get(pipeline)
         if version is None:
             raise InferError(404, f"pipeline {pipeline!r} not found")
@@ -219,8 +237,9 @@ class PipelineGateway:
         try:
             self.producer.produce(self.cfg.pipeline_inputs(pipeline), key=request_id,
                                   value=encode({**doc, "id": request_id}),
-                                  headers=[(H_PIPELINE, pipeline), (H_VERSION, str(version)),
-                                           (H_DEADLINE, deadline_ms)])
+                                  headers=tracing.with_carrier(
+                                      [(H_PIPELINE, pipeline), (H_VERSION, str(version)),
+                                       (H_DEADLINE, deadline_ms)], span))
             self.producer.poll(0)
             try:
                 value = await asyncio.wait_for(fut, timeout)
@@ -247,7 +266,7 @@ class PipelineGateway:
         try:
             doc = parse_request(await self._body(request))
             timeout = _timeout_of(request.headers.get(TIMEOUT_HEADER))
-            value, version = await self.infer(pipeline, doc, rid, timeout)
+            value, version = await self.infer(pipeline, doc, rid, timeout, request.headers)
         except InvalidInput as e:
             INFER_TOTAL.labels(pipeline, "rest", "400").inc()
             return _json_error(400, str(e), rid)
@@ -378,7 +397,7 @@ class GrpcService(oip_grpc.GRPCInferenceServiceServicer):
         try:
             doc = check_request(_request_json(request))
             value, version = await self.gw.infer(pipeline, doc, rid,
-                                                 _timeout_of(meta.get(TIMEOUT_HEADER)))
+                                                 _timeout_of(meta.get(TIMEOUT_HEADER)), meta)
         except (InferError, InvalidInput) as e:
             status = e.status if isinstance(e, InferError) else 400
             INFER_TOTAL.labels(pipeline, "grpc", str(status)).inc()

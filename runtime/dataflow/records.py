@@ -7,6 +7,8 @@ import threading
 
 from confluent_kafka import Message
 
+from runtime import tracing
+
 
 def headers_of(msg: Message) -> dict[str, str]:
     return {k: (v.decode() if isinstance(v, bytes) else (v or ""))
@@ -33,9 +35,11 @@ def decode(value: bytes | None) -> dict | None:
 
 
 def setup_service(name: str) -> threading.Event:
-    """Logging plus a stop event set by SIGTERM/SIGINT, so consumers leave their group cleanly."""
+    """Logging, tracing, and a stop event set by SIGTERM/SIGINT, so consumers leave their group
+    cleanly."""
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    tracing.init(f"core2-{name}")  # only when an OTLP endpoint is set
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -76,7 +76,9 @@ class Platform:
 
     def _add(self, name: str, argv: list[str], check: Callable[[], bool],
              env: dict | None = None, probe: Callable[[], bool] | None = None) -> Service:
-        svc = Service(name, argv, self.logs, env={"PYTHONUNBUFFERED": "1", **(env or {})})
+        tracing = self.config.tracing.env() if self.config.tracing else {}
+        svc = Service(name, argv, self.logs,
+                      env={"PYTHONUNBUFFERED": "1", **tracing, **(env or {})})
         self.services[name] = svc.start()
         self.checks[name] = check
         self.probes[name] = probe or check
@@ -104,7 +106,9 @@ class Platform:
                                  xds_port=p["schedulerXds"],
                                  tls_cert_file=str(tls.certFile) if tls else None,
                                  tls_key_file=str(tls.keyFile) if tls else None,
-                                 limits=self.config.limits)
+                                 limits=self.config.limits,
+                                 otlp=tr.otlpEndpoint if (tr := self.config.tracing) else None,
+                                 sample_percent=tr.samplePercent if tr else 100.0)
         self._add("envoy", envoy_argv(config),
                   lambda: http_ok(f"http://127.0.0.1:{p['envoyAdmin']}/ready"))
 
