@@ -16,6 +16,7 @@ from components.scheduler import API_PORT
 from components.scheduler import NAME as SCHEDULER
 from components.secrets import ENVOY_CA_DIR, ENVOY_CA_ENV, envoy_tls_volume
 from runtime.limits import DEFAULT_LIMITS
+from runtime.tracing import TracingConfig
 
 SERVICES = {
     "engine": "runtime.dataflow.engine",
@@ -45,9 +46,12 @@ def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int
            service_account: str, topic_replication: int = 1,
            topic_partitions: int = 1, env: list[dict] | None = None,
            envoy_tls_secret: str | None = None,
-           max_request_bytes: int = DEFAULT_LIMITS.maxRequestBytes) -> list[dict]:
+           max_request_bytes: int = DEFAULT_LIMITS.maxRequestBytes,
+           tracing: TracingConfig | None = None) -> list[dict]:
     """`env`: added to every service (the scheduler token); `envoy_tls_secret`: Envoy serves
-    TLS, so the model gateway calls https and verifies with the Secret's ca.crt."""
+    TLS, so the model gateway calls https and verifies with the Secret's ca.crt; `tracing`:
+    the services send spans to its collector."""
+    trace_env = [{"name": k, "value": v} for k, v in (tracing.env() if tracing else {}).items()]
     out = []
     for name, module in SERVICES.items():
         tmp, tmp_mount = tmp_volume()
@@ -62,7 +66,7 @@ def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int
                      "--kafka-partitions", str(topic_partitions), *EXTRA_ARGS[name](namespace),
                      *(["--max-request-bytes", str(max_request_bytes)]
                        if name == GATEWAY else [])],
-            "env": [*kafka_env, *(env or [])],
+            "env": [*kafka_env, *(env or []), *trace_env],
             "resources": resources[name].render(),
             "securityContext": RESTRICTED_CONTAINER,
             "volumeMounts": [tmp_mount, *kafka_mounts],

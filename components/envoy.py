@@ -28,6 +28,7 @@ from components.scheduler import NAME as SCHEDULER
 from components.scheduler import XDS_PORT
 from components.secrets import ENVOY_TLS_DIR, envoy_tls_volume
 from runtime.limits import DEFAULT_LIMITS, InferenceLimits
+from runtime.tracing import TracingConfig
 
 NAME = "envoy"
 LISTEN_PORT, ADMIN_PORT, HEALTH_PORT = 9000, 9901, 9903  # admin: loopback only
@@ -40,10 +41,11 @@ ENVOY_UID = 101  # the `envoy` user of the official image
 def render(namespace: str, image: str, replicas: int, resources: Resources,
            service_type: str, source_ranges: list[str], service_annotations: dict,
            service_account: str, environment: str = "development",
-           tls_secret: str | None = None, limits: InferenceLimits = DEFAULT_LIMITS) -> list[dict]:
+           tls_secret: str | None = None, limits: InferenceLimits = DEFAULT_LIMITS,
+           tracing: TracingConfig | None = None) -> list[dict]:
     boot = envoy_bootstrap.bootstrap(f"{SCHEDULER}.{namespace}.svc", XDS_PORT, LISTEN_PORT,
                                      ADMIN_PORT, tls_dir=ENVOY_TLS_DIR if tls_secret else None,
-                                     health_port=HEALTH_PORT, limits=limits)
+                                     health_port=HEALTH_PORT, limits=limits, tracing=tracing)
     config_name = bootstrap_name(boot)
     config = {
         "apiVersion": "v1", "kind": "ConfigMap",

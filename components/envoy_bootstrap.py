@@ -11,6 +11,7 @@ kubelet's readiness probe; 503 once the preStop hook has failed health checks) a
 
 from runtime import envoy
 from runtime.limits import DEFAULT_LIMITS, InferenceLimits
+from runtime.tracing import TracingConfig
 
 XDS_CLUSTER = "xds_cluster"
 ADMIN_CLUSTER = "admin_loopback"
@@ -47,14 +48,16 @@ def _admin_cluster(admin_port: int) -> dict:
 
 def bootstrap(xds_host: str, xds_port: int = 9002, listen_port: int = 9000,
               admin_port: int = 9901, tls_dir: str | None = None,
-              health_port: int = 9903, limits: InferenceLimits = DEFAULT_LIMITS) -> dict:
+              health_port: int = 9903, limits: InferenceLimits = DEFAULT_LIMITS,
+              tracing: TracingConfig | None = None) -> dict:
     """`tls_dir`: where a `kubernetes.io/tls` Secret is mounted (TLS on the listener)."""
     # 0.0.0.0: the Service targets the inference listener on the pod IP
     boot = envoy.bootstrap(listen_port=listen_port, admin_port=admin_port, xds_host=xds_host,
                            xds_port=xds_port, listen_host="0.0.0.0",
                            tls_cert_file=f"{tls_dir}/tls.crt" if tls_dir else None,
                            tls_key_file=f"{tls_dir}/tls.key" if tls_dir else None,
-                           limits=limits)
+                           limits=limits, otlp=tracing.otlpEndpoint if tracing else None,
+                           sample_percent=tracing.samplePercent if tracing else 100.0)
     boot["admin"]["address"]["socket_address"]["address"] = LOOPBACK
     static = boot["static_resources"]
     static["listeners"].append(_health_listener(health_port))

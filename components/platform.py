@@ -25,6 +25,7 @@ from components.k8s import ENVIRONMENT_LABEL, Resources, labels, with_pull_secre
 from components.kafka import Kafka, KafkaArgs
 from components.objects import register
 from runtime.limits import DEFAULT_LIMITS, InferenceLimits
+from runtime.tracing import TracingConfig
 
 
 @dataclass
@@ -43,6 +44,8 @@ class PlatformArgs:
     envoy_tls_secret: str | None = None
     # body size and per-model overload limits (Envoy, the pipeline gateway)
     limits: InferenceLimits = DEFAULT_LIMITS
+    # OpenTelemetry: Envoy and the dataflow services send spans here (off when None)
+    tracing: TracingConfig | None = None
     envoy_image: str = envoy.DEFAULT_IMAGE
     envoy_replicas: int = 1
     envoy_service_type: str = "ClusterIP"  # ClusterIP, NodePort or LoadBalancer
@@ -97,7 +100,7 @@ class Platform(pulumi.ComponentResource):
             self.kafka.bootstrap_servers, args.kafka_prefix, args.kafka.client_env(),
             volumes, mounts, rbac.ACCOUNTS["dataflow"], args.kafka.topic_replication(),
             args.kafka_topic_partitions, token_env, args.envoy_tls_secret,
-            args.limits.maxRequestBytes), after_kafka)
+            args.limits.maxRequestBytes, args.tracing), after_kafka)
         # the scheduler resolves the gateway Service's name to its ClusterIP for Envoy's EDS
         gateway_host = f"{dataflow.GATEWAY}.{ns}.svc"
         scheduler_objects = scheduler.render(
@@ -113,7 +116,7 @@ class Platform(pulumi.ComponentResource):
             Resources.from_config(res.get("envoy"), envoy.DEFAULT_RESOURCES),
             args.envoy_service_type, args.load_balancer_source_ranges,
             args.envoy_service_annotations, rbac.ACCOUNTS["envoy"], args.environment,
-            args.envoy_tls_secret, args.limits), child)
+            args.envoy_tls_secret, args.limits, args.tracing), child)
         if args.controller_replicas:
             self._add(name, controller.render(
                 ns, args.image, args.image_pull_policy,

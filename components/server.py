@@ -31,6 +31,7 @@ from components.scheduler import AGENT_PORT
 from components.scheduler import NAME as SCHEDULER
 from components.secrets import scheduler_token_env
 from runtime.specs.server import DEFAULT_CAPABILITIES
+from runtime.tracing import TracingConfig
 
 REPOSITORY, CACHE = "/mnt/models", "/mnt/cache"
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"
@@ -68,6 +69,7 @@ class ServerArgs:
     image_pull_secrets: list[str] = field(default_factory=list)
     # Secret (key `token`) with the scheduler's bearer token, when the Platform requires one
     scheduler_token_secret: str | None = None
+    tracing: TracingConfig | None = None  # MLServer sends its spans there
     # Artifact-store credentials, for the agent (which fetches storageUris):
     env: list[dict] = field(default_factory=list)  # extra EnvVars
     env_from: list[dict] = field(default_factory=list)  # extra EnvFromSources
@@ -125,6 +127,8 @@ def _server_container(a: ServerArgs) -> dict:
                          f"--grpc-port={SERVER_PORTS['grpc']}",
                          f"--metrics-port={SERVER_PORTS['server-metrics']}"],
                 **common}
+    if a.tracing:  # MLServer's own spans, continuing Envoy's traces
+        common["env"] = [{"name": k, "value": v} for k, v in a.tracing.env().items()]
     return {"name": "mlserver", "image": a.image, "imagePullPolicy": a.image_pull_policy,
             "command": ["python", "-m", "runtime.agent.modelserver"],
             # all interfaces: Envoy and the kubelet's probes reach it on the pod IP

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 from runtime.specs.common import SpecError, describe
 from runtime.specs.manifest import KINDS, Resource, load_file
+from runtime.tracing import TracingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "core2"
@@ -100,6 +101,7 @@ class StackConfig(_Strict):
     schedulerTokenSecret: str | None = None
     envoyTlsSecret: str | None = None
     limits: InferenceLimits = DEFAULT_LIMITS
+    tracing: TracingConfig | None = None  # OpenTelemetry (OTLP/gRPC), off when absent
     envoyImage: str = "envoyproxy/envoy:v1.40.0"
     envoyReplicas: int = Field(default=1, ge=1)
     envoyServiceType: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"

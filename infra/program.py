@@ -43,7 +43,7 @@ def platform_args(cfg: StackConfig) -> PlatformArgs:
         scheduler_storage=cfg.schedulerStorage,
         replica_lost_after_seconds=cfg.replicaLostAfterSeconds,
         scheduler_token_secret=cfg.schedulerTokenSecret, envoy_tls_secret=cfg.envoyTlsSecret,
-        limits=cfg.limits,
+        limits=cfg.limits, tracing=cfg.tracing,
         envoy_image=cfg.envoyImage,
         envoy_replicas=cfg.envoyReplicas, envoy_service_type=cfg.envoyServiceType,
         load_balancer_source_ranges=cfg.loadBalancerSourceRanges,
@@ -70,7 +70,7 @@ def server_args(cfg: StackConfig) -> list[ServerArgs]:
         volumes=s.volumes, volume_mounts=s.volumeMounts,
         service_account_annotations=s.serviceAccountAnnotations,
         storage_secret=s.storageSecret.model_dump() if s.storageSecret else None,
-        drain_seconds=s.drainSeconds)
+        drain_seconds=s.drainSeconds, tracing=cfg.tracing)
         for s in cfg.servers]
 
 

@@ -17,10 +17,29 @@ from collections.abc import Mapping
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from pydantic import BaseModel, ConfigDict, Field
 
 ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 HEADERS = ("traceparent", "tracestate")
 _propagator = TraceContextTextMapPropagator()
+
+
+class TracingConfig(BaseModel):
+    """Config key `tracing` (local config and stack config): where spans go, over OTLP/gRPC."""
+
+    model_config = ConfigDict(extra="forbid")
+    otlpEndpoint: str = Field(pattern=r"^(https?://)?[^/:\s]+:\d+$")  # host:port
+    samplePercent: float = Field(default=100.0, ge=0, le=100)  # of requests Envoy starts
+
+    @property
+    def url(self) -> str:
+        e = self.otlpEndpoint
+        return e if "://" in e else f"http://{e}"
+
+    def env(self) -> dict[str, str]:
+        """For the Python services (the dataflow services, MLServer through core2's hook)."""
+        return {ENDPOINT_ENV: self.url}
+
 _tracer: trace.Tracer | None = None
 
 

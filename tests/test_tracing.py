@@ -12,10 +12,11 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from runtime import envoy
-from runtime.local.config import LocalConfig, LocalTracing
+from runtime.local.config import LocalConfig
 from runtime.local.platform import Platform
 from runtime.procs import free_port
 from runtime.specs.manifest import load_file
+from runtime.tracing import TracingConfig
 from tests.conftest import ROOT, Env, free_ports, wait_for
 
 
@@ -51,7 +52,7 @@ def traced(tmp_path_factory):
     server.start()
     platform = Platform(tmp_path_factory.mktemp("tracing"), LocalConfig(
         ports=free_ports(), pipelines=True,
-        tracing=LocalTracing(otlpEndpoint=f"127.0.0.1:{port}")))
+        tracing=TracingConfig(otlpEndpoint=f"127.0.0.1:{port}")))
     try:
         platform.start()
         env = Env(platform)

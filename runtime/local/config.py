@@ -11,6 +11,7 @@ from runtime.local.supervision import RestartPolicy
 from runtime.specs.common import SpecError, check_name, describe
 from runtime.specs.fetch import FetchRules
 from runtime.specs.server import ServerSpec
+from runtime.tracing import TracingConfig
 
 
 class LocalServer(ServerSpec):
@@ -51,20 +52,6 @@ class EnvoyTls(BaseModel):
         return self.caFile or self.certFile
 
 
-class LocalTracing(BaseModel):
-    """Config key `tracing`: OpenTelemetry spans from Envoy, the model servers and the dataflow
-    services, sent over OTLP/gRPC (off when absent)."""
-
-    model_config = ConfigDict(extra="forbid")
-    otlpEndpoint: str = Field(pattern=r"^(https?://)?[^/:\s]+:\d+$")  # host:port, OTLP/gRPC
-    samplePercent: float = Field(default=100.0, ge=0, le=100)  # of requests Envoy starts
-
-    def env(self) -> dict[str, str]:
-        endpoint = self.otlpEndpoint
-        return {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint if "://" in endpoint
-                else f"http://{endpoint}"}
-
-
 class LocalKube(BaseModel):
     """Config key `kube` (or `core2 up --kube KUBECONFIG`): a controller serves a cluster's
     Seldon custom resources with this local platform."""
@@ -101,7 +88,7 @@ class LocalConfig(BaseModel):
     limits: InferenceLimits = DEFAULT_LIMITS
     supervision: RestartPolicy = RestartPolicy()
     kube: LocalKube | None = None
-    tracing: LocalTracing | None = None
+    tracing: TracingConfig | None = None  # OpenTelemetry, off when absent
 
     def fetch_wait_ms(self) -> int:
         from runtime.kafka import FETCH_WAIT_MS
