@@ -185,3 +185,9 @@ def test_a_change_writes_only_its_own_model(tmp_path):
 
     writes = asyncio.run(run())
     assert {name for kind, name in writes if kind == "model"} == {"m3"}, writes
+
+
+def test_a_version_record_keeps_every_replica_field():
+    v = st.ModelVersion("iris", 2, ModelSpec(storageUri="/m"), st.AVAILABLE, "", "s",
+                        {0: st.ReplicaState(st.R_AVAILABLE, "why", evicted=True)})
+    assert st.ModelVersion.from_doc("iris", v.to_doc()) == v
