@@ -8,7 +8,9 @@ Sequential requests on one keep-alive connection each, measured side by side in 
 - `triton direct`: straight to Triton's HTTP port, by internal name (no core2 at all);
 - `agent -> triton`: to the agent's proxy with the internal-name header (the extra hop);
 - `envoy -> agent -> triton`: what a user gets;
-- `envoy -> mlserver`: the MLServer path for comparison (the name hook, no agent hop).
+- `envoy -> mlserver (same model)`: the same add/sub as a custom MLServer runtime
+  (samples/models/tfsimple-mlserver) through Envoy and the name hook (no agent hop);
+- `envoy -> mlserver (iris)`: an sklearn model, for scale.
 
     .venv/bin/python bench/triton.py [--requests 2000] [--rounds 5]
 
@@ -72,7 +74,10 @@ def main() -> None:
             "storageUri": str(ROOT / "samples/models/tfsimple"), "requirements": ["triton"]}))
         client.apply("Model", "iris", json.dumps({
             "storageUri": str(ROOT / "samples/models/iris"), "requirements": ["sklearn"]}))
-        for name in ("tfsimple", "iris"):
+        client.apply("Model", "tfsimple-mlserver", json.dumps({
+            "storageUri": str(ROOT / "samples/models/tfsimple-mlserver"),
+            "requirements": ["mlserver"]}))
+        for name in ("tfsimple", "iris", "tfsimple-mlserver"):
             client.wait("Model", name, timeout=120)
         triton, envoy = platform.replicas["triton-0"], ports.envoy
         internal = {"seldon-internal-model": "tfsimple_1"}
@@ -81,7 +86,9 @@ def main() -> None:
             "agent -> triton": (triton["agent_http"], "/v2/models/tfsimple/infer", TFSIMPLE,
                                 internal),
             "envoy -> agent -> triton": (envoy, "/v2/models/tfsimple/infer", TFSIMPLE, {}),
-            "envoy -> mlserver": (envoy, "/v2/models/iris/infer", IRIS, {}),
+            "envoy -> mlserver (same model)": (envoy, "/v2/models/tfsimple-mlserver/infer",
+                                               TFSIMPLE, {}),
+            "envoy -> mlserver (iris)": (envoy, "/v2/models/iris/infer", IRIS, {}),
         }
         per_round = max(1, args.requests // args.rounds)
         for spec in paths.values():  # warm up connections and caches
@@ -96,11 +103,13 @@ def main() -> None:
         for name, s in samples.items():
             s.sort()
             p50[name] = statistics.median(s) * 1000
-            print(f"  {name:26s} p50 {p50[name]:6.2f} ms   p99 "
+            print(f"  {name:30s} p50 {p50[name]:6.2f} ms   p99 "
                   f"{s[int(len(s) * 0.99) - 1] * 1000:6.2f} ms")
         print(f"the agent's proxy adds {p50['agent -> triton'] - p50['triton direct']:.2f} ms "
               f"p50; through Envoy {p50['envoy -> agent -> triton'] / p50['triton direct']:.2f}x "
-              "Triton direct")
+              "Triton direct; the same model on MLServer through Envoy "
+              f"{p50['envoy -> mlserver (same model)'] / p50['envoy -> agent -> triton']:.2f}x "
+              "Triton's")
     finally:
         platform.stop()
 
