@@ -4,7 +4,7 @@ service's process and its children). Not run in CI; growth is measured from the 
 warm-up, so caches filling at start are not counted as leaks.
 
     .venv/bin/python bench/soak.py [--minutes 10] [--warmup 30] [--sample 10]
-                                   [--kafka-fetch-wait-ms 2]
+                                   [--kafka-fetch-wait-ms 2] [--kafka embedded|apache]
 """
 
 import argparse
@@ -58,10 +58,11 @@ def usage(pid: int) -> tuple[int, int]:
     return rss, fds
 
 
-def start(run_dir: Path, fetch_wait_ms: int) -> tuple[Supervisor, threading.Thread,
-                                                     SchedulerClient]:
+def start(run_dir: Path, fetch_wait_ms: int | None, broker: str = "embedded",
+          ) -> tuple[Supervisor, threading.Thread, SchedulerClient]:
     platform = Platform(run_dir, LocalConfig(ports=Ports(**{k: 0 for k in Ports.model_fields}),
-                                             kafkaFetchWaitMs=fetch_wait_ms))
+                                             kafkaFetchWaitMs=fetch_wait_ms,
+                                             kafkaBroker=broker))
     sup = Supervisor(platform, log=lambda m: print(f"  supervisor: {m}", flush=True))
     sup.start(progress=lambda m: print(f"  {m}", flush=True))
     thread = threading.Thread(target=sup.run, daemon=True)
@@ -117,10 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     # them: once a partition holds ~3,000 batches a 2 ms fetch wait returns nothing and the
     # pipeline stalls (measured; README "Pipelines"). A longer wait postpones that.
     p.add_argument("--kafka-fetch-wait-ms", type=int, default=LocalConfig().kafkaFetchWaitMs)
+    p.add_argument("--kafka", choices=("embedded", "apache"), default="embedded",
+                   help="the broker: the embedded Tansu, or Apache Kafka (scripts/tools)")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="core2-soak-") as tmp:
         print("starting a supervised local platform", flush=True)
-        sup, thread, client = start(Path(tmp) / "run", a.kafka_fetch_wait_ms)
+        sup, thread, client = start(Path(tmp) / "run", a.kafka_fetch_wait_ms, a.kafka)
         platform = sup.platform
         syncs, aload = loads(platform)
         try:
