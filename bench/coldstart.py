@@ -6,7 +6,8 @@
    the last model answered through Envoy.
 2. Scheduler restart: kill -9, start again; Envoy keeps serving meanwhile (requests to a model
    are counted); measured: scheduler listening, the agent back, and a model applied after the
-   restart answered through Envoy (the restarted scheduler is fully in step).
+   restart answered through Envoy (the restarted scheduler is fully in step). Then, settled,
+   one more model from the API call to its first answer through Envoy.
 3. `core2 up` on such a store (real MLServer and agent; the models are the sample iris, which
    the agent starts loading): its health deadline must pass; measured: time to healthy.
 
@@ -236,6 +237,16 @@ async def restart_phases(n: int, upstream: int) -> dict:
         await _until(lambda: _routable(url, "extra"), "a new model routable")
         out["restart: new model routable s"] = time.perf_counter() - t0
         note("restart: new model routable")
+        # 3. settled: one more model through the real path (API, agent load, xDS), 3 times
+        times = []
+        for i in range(3):
+            await asyncio.sleep(1)
+            t0 = time.perf_counter()
+            await asyncio.to_thread(client.apply, "Model", f"more{i}", json.dumps(
+                {"storageUri": "/models/more", "requirements": ["sklearn"]}))
+            await _until(lambda i=i: _routable(url, f"more{i}"), "one more model routable")
+            times.append(time.perf_counter() - t0)
+        out["settled: one more model routable s (median of 3)"] = sorted(times)[1]
         client.close()
         await asyncio.sleep(0.5)
         prober.halt.set()

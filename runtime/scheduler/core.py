@@ -43,8 +43,10 @@ class Scheduler:
         # kept between changes, updated for the models changed() names
         self.routing = snapshot.Routing(self)
         self.used_memory = UsedMemory(self.models.models)
+        self._fingerprints: dict[str, tuple] = {}  # each model as last persisted
         for name, doc in store.all("model").items():
-            self.models.models[name] = st.Model.from_doc(name, doc)
+            m = self.models.models[name] = st.Model.from_doc(name, doc)
+            self._fingerprints[name] = m.fingerprint()
         for key, doc in store.all("replica").items():
             self.models.replicas[key] = st.Replica(**doc)
             self.models.watch_lost(key)  # known from before a restart: must come back
@@ -66,10 +68,7 @@ class Scheduler:
         """Every change to a resource comes through here (models: also a change to one of
         their versions or replicas), so the routing snapshot looks again at just it."""
         if kind == "model":
-            self.routing.touch(name)
-            self.used_memory.touch(name)
-            if name in self.models.models:
-                self.store.put("model", name, self.models.models[name].to_doc())
+            self._model_changed(name)
         self._updated[(kind, name)] = int(time.time() * 1000)
         self._notify(kind, name)
         if kind == "model":  # experiments and pipelines follow their models' readiness
@@ -78,8 +77,22 @@ class Scheduler:
             for p in self.pipelines.docs:
                 self._notify("pipeline", p)
 
+    def _model_changed(self, name: str) -> None:
+        """Persist the model and have routes and used memory look at it again, unless it is
+        as it was last time (then nothing is written or recomputed)."""
+        m = self.models.models.get(name)
+        fingerprint = m.fingerprint() if m else None
+        if fingerprint is not None and fingerprint == self._fingerprints.get(name):
+            return
+        self.routing.touch(name)
+        self.used_memory.touch(name)
+        if m is not None:
+            self.store.put("model", name, m.to_doc())
+            self._fingerprints[name] = fingerprint
+
     def forget(self, kind: str, name: str) -> None:
         if kind == "model":
+            self._fingerprints.pop(name, None)
             self.routing.touch(name)
             self.used_memory.touch(name)
         self.store.delete(kind, name)

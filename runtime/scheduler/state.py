@@ -123,6 +123,14 @@ class Model:
     def to_doc(self) -> dict:
         return {"deleted": self.deleted, "versions": [v.to_doc() for v in self.versions]}
 
+    def fingerprint(self) -> tuple:
+        """Everything to_doc holds, cheaply comparable: tells an unchanged model apart
+        without encoding it (an agent's reconnect touches every model it holds)."""
+        return (self.deleted, tuple(
+            (v.version, v.spec, v.state, v.reason, v.server,
+             tuple((i, r.state, r.reason, r.evicted) for i, r in v.replicas.items()))
+            for v in self.versions))
+
     @classmethod
     def from_doc(cls, name: str, doc: dict) -> "Model":
         return cls(name=name, deleted=doc["deleted"],
