@@ -191,3 +191,56 @@ def test_a_version_record_keeps_every_replica_field():
     v = st.ModelVersion("iris", 2, ModelSpec(storageUri="/m"), st.AVAILABLE, "", "s",
                         {0: st.ReplicaState(st.R_AVAILABLE, "why", evicted=True)})
     assert st.ModelVersion.from_doc("iris", v.to_doc()) == v
+
+
+def test_envoy_streams_get_only_what_changed_even_when_far_behind():
+    """A stream that pushed recently compares only the routes changed since; one so far
+    behind that the change log no longer reaches back compares everything; both end up
+    holding exactly the newest routes."""
+    from types import SimpleNamespace
+
+    from runtime.scheduler import envoy_resources as er
+    from runtime.scheduler.xds import _Stream
+
+    replica = st.Replica("s", 0, ["sklearn"], 10**9, 0, "127.0.0.1", 1, 2, 3, 4)
+    models = {f"m{i}": st.Model(f"m{i}", [st.ModelVersion(
+        f"m{i}", 1, ModelSpec(storageUri="/m"), st.AVAILABLE, server="s",
+        replicas={0: st.ReplicaState(st.R_AVAILABLE)})]) for i in range(300)}
+    hub = SimpleNamespace(
+        models=SimpleNamespace(models=models, replicas={"s/0": replica}),
+        pipeline_gateway=None, pipelines=SimpleNamespace(docs={}),
+        experiments=SimpleNamespace(routes=lambda targets: ([], set())))
+    routing = snapshot.Routing(hub)
+
+    async def push(xds, stream) -> list[str]:
+        _, routes = xds._scoped(routing.snapshot())
+        stream.subscribed[er.ROUTE_TYPE] = set(routes)
+        if not await xds._push(stream, er.ROUTE_TYPE, routes):
+            return []
+        return sorted(r.name for r in stream.outbox.get_nowait().resources)
+
+    async def run():
+        xds = NoEnvoy()
+        xds._route_res.log.keep = 4  # a short memory, to fall behind it
+        near, far = _Stream("near"), _Stream("far")
+        assert len(await push(xds, near)) == len(await push(xds, far)) == 300
+        checked = []
+        to_check = xds._to_check
+        xds._to_check = lambda *a: checked.append(to_check(*a)) or checked[-1]
+        for i in (7, 8):  # one model changes; `near` pushes after each change
+            models[f"m{i}"].versions[0].replicas[0].evicted = True
+            routing.touch(f"m{i}")
+            assert await push(xds, near) == [f"route:m{i}"]
+        assert checked == [{"route:m7"}, {"route:m8"}]  # not the 300 routes
+        for i in range(9, 20):  # `far` is left behind by more changes than the log keeps
+            models[f"m{i}"].versions[0].replicas[0].evicted = True
+            routing.touch(f"m{i}")
+            xds._scoped(routing.snapshot())
+        sent = await push(xds, far)
+        assert checked[-1] is None  # compared everything
+        assert sent == sorted(f"route:m{i}" for i in range(7, 20))
+        _, routes = xds._scoped(routing.snapshot())
+        assert far.held[er.ROUTE_TYPE] == {n: v for n, (v, _) in routes.items()}
+        assert not far.lacking[er.ROUTE_TYPE]
+
+    asyncio.run(run())
