@@ -24,9 +24,12 @@ H_VERSION = "pipeline-version"
 H_DEADLINE = "seldon-deadline-ms"
 
 # fetch.wait.max.ms by broker kind. The embedded Tansu answers a fetch only when this wait
-# ends (no wake-up on produce), so it bounds every hop; Apache Kafka answers as soon as a
-# record arrives, so there a long wait costs no latency and spares idle polling.
-FETCH_WAIT_MS = {"embedded": 2, "apache": 500}
+# ends (no wake-up on produce), so it bounds every hop. Apache Kafka answers as soon as a
+# record arrives, yet with these consumers a long wait still cost latency there: at 500 ms a
+# 2-step chain's p99 was 1.6 s (0.12 s at 2 ms, 0.27 s at 20 ms; bench/pipelines.py) and with
+# the dataflow tests' 11 pipelines a record sat seconds before the engine read it. Kept at
+# 2 ms until that is understood.
+FETCH_WAIT_MS = {"embedded": 2, "apache": 2}
 
 log = logging.getLogger("kafka")
 _reported: dict[str, float] = {}  # what a client's error_cb last said -> when
@@ -203,11 +206,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=int(env("KAFKA_REPLICATION", "1")))
     parser.add_argument("--kafka-fetch-wait-ms", type=int,
                         default=int(env("KAFKA_FETCH_WAIT_MS", FETCH_WAIT_MS["embedded"])),
-                        help="consumer fetch.wait.max.ms. On the embedded broker it bounds "
-                             "each hop's latency, and lower costs it more CPU while idle "
-                             "(Tansu: ~80%% of a core at 2 ms, ~40%% at 10 ms, ~7%% at 100 ms "
-                             "with 9 pipelines); on Apache Kafka use 500: a fetch is answered "
-                             "as soon as a record arrives")
+                        help="consumer fetch.wait.max.ms (FETCH_WAIT_MS). On the embedded "
+                             "broker it bounds each hop's latency, and lower costs it more CPU "
+                             "while idle (Tansu: ~80%% of a core at 2 ms, ~40%% at 10 ms, ~7%% "
+                             "at 100 ms with 9 pipelines)")
     parser.add_argument("--kafka-assignment", choices=("auto", "group", "static"),
                         default=env("KAFKA_ASSIGNMENT", "auto"),
                         help="group: replicas share partitions as consumer-group members; "

@@ -4,6 +4,7 @@ import pytest
 
 from runtime import cli, kafka_apache
 from runtime.broker import start_kafka
+from runtime.kafka import FETCH_WAIT_MS
 from runtime.local.config import LocalConfig
 
 
@@ -16,10 +17,11 @@ def test_up_without_the_jars_says_to_run_scripts_tools(tmp_path, monkeypatch, ca
     assert not (tmp_path / "run" / "state.json").exists()  # nothing was started
 
 
-def test_fetch_wait_follows_the_broker():
-    assert LocalConfig().fetch_wait_ms() == 2                        # embedded: bounds a hop
-    assert LocalConfig(kafkaBroker="apache").fetch_wait_ms() == 500  # answered on arrival
-    assert LocalConfig(kafkaBootstrap="k:9092").fetch_wait_ms() == 500
+def test_fetch_wait_follows_the_broker(monkeypatch):
+    monkeypatch.setitem(FETCH_WAIT_MS, "apache", 7)
+    assert LocalConfig().fetch_wait_ms() == FETCH_WAIT_MS["embedded"]
+    assert LocalConfig(kafkaBroker="apache").fetch_wait_ms() == 7
+    assert LocalConfig(kafkaBootstrap="k:9092").fetch_wait_ms() == 7  # taken for a real Kafka
     assert LocalConfig(kafkaBroker="apache", kafkaFetchWaitMs=20).fetch_wait_ms() == 20
 
 
