@@ -293,6 +293,7 @@ def main() -> None:
     p.add_argument("--models", type=int, default=10000)
     p.add_argument("--skip-up", action="store_true", help="skip the `core2 up` phase")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the clean-ups (processes, dirs)
     httpd = Upstream(("127.0.0.1", 0), _Ok)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
