@@ -1,10 +1,12 @@
-"""Two-step pipeline (add10 -> mul10) vs calling the two models in sequence, same run.
+"""Two-step pipeline (add10 -> mul10) vs calling the two models in sequence, same run, on
+each broker: the embedded Tansu and Apache Kafka (`scripts/tools` fetches its jars).
 
-Starts a real Tansu broker, a real MLServer with the sample models, an in-process scheduler
-stand-in and the three dataflow services; prints p50/p99 latency (sequential calls) and
-throughput (concurrent calls) for both paths and the per-step overhead.
+Starts the broker, a real MLServer with the sample models, an in-process scheduler stand-in
+and the three dataflow services; prints p50/p99 latency (sequential calls), throughput and
+errors (concurrent calls) for both paths and the per-step overhead, brokers side by side.
 
     .venv/bin/python bench/pipelines.py [--requests 300] [--concurrency 32]
+                                        [--kafka embedded|apache|both]
 """
 
 import argparse
@@ -20,9 +22,15 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime.broker import start_broker  # noqa: E402
+from runtime.broker import BROKER_KINDS, start_kafka  # noqa: E402
+from runtime.kafka import FETCH_WAIT_MS  # noqa: E402
 from runtime.procs import Service, free_port, http_ok, wait_until  # noqa: E402
-from tests.dataflow.conftest import SAMPLE_MODELS, Dataflow, sample_pipelines  # noqa: E402
+from tests.dataflow.conftest import (  # noqa: E402
+    BROKER_KIND_OF,
+    SAMPLE_MODELS,
+    Dataflow,
+    sample_pipelines,
+)
 from tests.dataflow.fake_scheduler import FakeScheduler  # noqa: E402
 
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [4], "data": [1, 2, 3, 4]}]}
@@ -60,7 +68,8 @@ async def pipeline(session: aiohttp.ClientSession, gateway: str) -> None:
         await r.read()
 
 
-async def measure(call, n: int, concurrency: int) -> tuple[list[float], float]:
+async def measure(call, n: int, concurrency: int) -> tuple[list[float], float, int]:
+    """Sequential latencies (ms, sorted), then throughput and errors at `concurrency`."""
     connector = aiohttp.TCPConnector(limit=concurrency + 4)
     async with aiohttp.ClientSession(connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=60)) as session:
@@ -72,15 +81,22 @@ async def measure(call, n: int, concurrency: int) -> tuple[list[float], float]:
             await call(session)
             lat.append((time.perf_counter() - t) * 1000)
         sem = asyncio.Semaphore(concurrency)
+        errors = 0
 
         async def one():
+            nonlocal errors
             async with sem:
-                await call(session)
+                try:
+                    await call(session)
+                except (TimeoutError, AssertionError, aiohttp.ClientError) as e:
+                    errors += 1
+                    if errors <= 3:
+                        print(f"  error: {e!r}"[:300], flush=True)
 
         t = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(n)))
         rps = n / (time.perf_counter() - t)
-    return sorted(lat), rps
+    return sorted(lat), rps, errors
 
 
 def hop_breakdown(df, n: int) -> list[tuple[str, float]]:
@@ -121,16 +137,13 @@ def pct(lat: list[float], q: float) -> float:
     return lat[min(len(lat) - 1, int(q * len(lat)))]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--requests", type=int, default=300)
-    p.add_argument("--concurrency", type=int, default=32)
-    args = p.parse_args()
-    logs = Path(tempfile.mkdtemp(prefix="bench-pipelines-"))
+def run(kind: str, args, logs: Path, mlserver_url: str) -> dict:
+    """One broker's numbers: its own broker, scheduler stand-in and dataflow services."""
+    logs = logs / kind
     scheduler = FakeScheduler().start(port := free_port())
     scheduler.address = f"127.0.0.1:{port}"
-    broker, bootstrap = start_broker(logs)
-    ml, mlserver_url = start_mlserver(logs)
+    broker, bootstrap = start_kafka(kind, logs)
+    BROKER_KIND_OF[bootstrap] = kind  # the services' fetch wait follows the broker
     df = None
     try:
         scheduler.set_pipeline("chain", sample_pipelines()["chain"])
@@ -138,30 +151,55 @@ def main() -> None:
         for name in df.services:
             df.start(name)
         scheduler.wait_ready(["chain"], timeout=90)
-        d_lat, d_rps = asyncio.run(measure(lambda c: direct(c, mlserver_url),
-                                           args.requests, args.concurrency))
-        p_lat, p_rps = asyncio.run(measure(lambda c: pipeline(c, df.url),
-                                           args.requests, args.concurrency))
+        d_lat, d_rps, d_err = asyncio.run(measure(lambda c: direct(c, mlserver_url),
+                                                  args.requests, args.concurrency))
+        p_lat, p_rps, p_err = asyncio.run(measure(lambda c: pipeline(c, df.url),
+                                                  args.requests, args.concurrency))
         # sequential pipeline calls again, so the last records are free of queueing
         asyncio.run(measure(lambda c: pipeline(c, df.url), 100, 1))
         hops = hop_breakdown(df, 100)
     finally:
         for svc in (df.services.values() if df else []):
             svc.stop()
-        ml.stop()
         broker.stop()
         scheduler.stop()
-    print(f"two-step chain, {args.requests} requests, concurrency {args.concurrency}")
-    print(f"{'path':<28}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}")
-    for name, lat, rps in (("direct add10 -> mul10", d_lat, d_rps),
-                           ("pipeline chain (Kafka)", p_lat, p_rps)):
-        print(f"{name:<28}{pct(lat, .5):>10.2f}{pct(lat, .99):>10.2f}{rps:>10.1f}")
-    overhead = (statistics.median(p_lat) - statistics.median(d_lat)) / 2
-    print(f"per-step overhead (p50 difference / 2 steps): {overhead:.2f} ms")
-    print(f"throughput ratio pipeline/direct: {p_rps / d_rps:.2f}")
+    return {"direct": (d_lat, d_rps, d_err), "pipeline": (p_lat, p_rps, p_err), "hops": hops}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--requests", type=int, default=300)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--kafka", choices=(*BROKER_KINDS, "both"), default="both")
+    args = p.parse_args()
+    kinds = BROKER_KINDS if args.kafka == "both" else (args.kafka,)
+    logs = Path(tempfile.mkdtemp(prefix="bench-pipelines-"))
+    ml, mlserver_url = start_mlserver(logs)
+    try:
+        results = {kind: run(kind, args, logs, mlserver_url) for kind in kinds}
+    finally:
+        ml.stop()
+    print(f"two-step chain, {args.requests} requests; throughput and errors at concurrency "
+          f"{args.concurrency}; fetch wait (ms): "
+          + ", ".join(f"{k} {FETCH_WAIT_MS[k]}" for k in kinds))
+    head = "".join(f"{k + ' p50':>14}{'p99':>8}{'req/s':>8}{'errors':>8}" for k in kinds)
+    print(f"{'path':<24}{head}")
+    for path, label in (("direct", "direct add10 -> mul10"), ("pipeline", "pipeline chain")):
+        row = ""
+        for k in kinds:
+            lat, rps, err = results[k][path]
+            row += f"{pct(lat, .5):>14.2f}{pct(lat, .99):>8.2f}{rps:>8.1f}{err:>8}"
+        print(f"{label:<24}{row}")
+    for k in kinds:
+        d_lat, d_rps, _ = results[k]["direct"]
+        p_lat, p_rps, _ = results[k]["pipeline"]
+        overhead = (statistics.median(p_lat) - statistics.median(d_lat)) / 2
+        print(f"{k}: per-step overhead (p50 difference / 2 steps) {overhead:.2f} ms; "
+              f"throughput pipeline/direct {p_rps / d_rps:.2f}")
     print("median ms between a request's records (producer timestamps, 1 ms resolution):")
-    for label, ms in hops:
-        print(f"  {label:<50}{ms:>6.1f}")
+    print(f"  {'hop':<50}" + "".join(f"{k:>10}" for k in kinds))
+    for i, (label, _) in enumerate(results[kinds[0]]["hops"]):
+        print(f"  {label:<50}" + "".join(f"{results[k]['hops'][i][1]:>10.1f}" for k in kinds))
 
 
 if __name__ == "__main__":
