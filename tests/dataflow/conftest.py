@@ -99,7 +99,12 @@ def running_scheduler():
     fake.stop()
 
 
-scheduler = pytest.fixture(scope="session", name="scheduler")(running_scheduler)
+@pytest.fixture(scope="session", name="scheduler")
+def scheduler_per_broker(broker_kind):
+    """A scheduler per broker kind: both kinds' dataflows load the same pipelines, and, as with
+    the real scheduler, a pipeline's version goes on after an unload (so the second kind's
+    `chain` would be version 2)."""
+    yield from running_scheduler()
 
 
 class Dataflow:
