@@ -275,6 +275,7 @@ class Engine:
     def run(self, stop: threading.Event) -> None:
         # the guard hears of a lost broker from the clients at once (readiness follows it)
         def on_error(err: KafkaError) -> None:
+            kafka.report_error(self.cfg, err)  # a wrong setting named, as for every client
             if self.guard is not None:
                 self.guard.client_error(err)
 
