@@ -27,8 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import grpc  # noqa: E402
 
+from bench.scale import OkHandler, routable, rss_mb  # noqa: E402
 from runtime.client import SchedulerClient  # noqa: E402
 from runtime.envoy import envoy_argv, write_bootstrap  # noqa: E402
 from runtime.local.config import LocalConfig, LocalServer, Ports  # noqa: E402
@@ -49,21 +48,6 @@ from runtime.specs import ModelSpec  # noqa: E402
 Ev = agent_pb2.ModelEvent
 IRIS = ROOT / "samples" / "models" / "iris"
 SERVER_MEMORY = 10**12
-
-
-class _Ok(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        body = b'{"outputs": []}'
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_):
-        pass
 
 
 class Upstream(http.server.ThreadingHTTPServer):
@@ -88,15 +72,6 @@ def write_store(data_dir: Path, n: int, replica: st.Replica, storage_uri: str) -
 
 def note(what: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {what}", file=sys.stderr, flush=True)
-
-
-def _routable(url: str, model: str) -> bool:
-    req = urllib.request.Request(f"{url}/v2/models/{model}/infer", data=b"{}", method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 async def _until(check, what: str, timeout: float = 300) -> None:
@@ -158,7 +133,7 @@ class Prober(threading.Thread):
 
     def run(self) -> None:
         while not self.halt.is_set():
-            if _routable(self.url, self.model):
+            if routable(self.url, self.model):
                 self.ok += 1
             else:
                 self.failed += 1
@@ -215,7 +190,7 @@ async def restart_phases(n: int, upstream: int) -> dict:
         await _until(lambda: http_ok(f"http://127.0.0.1:{ports['admin']}/ready"), "Envoy ready")
         out["cold: envoy ready s"] = time.perf_counter() - t0
         note("cold: envoy ready")
-        await _until(lambda: _routable(url, f"m{n - 1}"), "last model routable")
+        await _until(lambda: routable(url, f"m{n - 1}"), "last model routable")
         out["cold: last model routable s"] = time.perf_counter() - t0
         note("cold: last model routable")
         # 2. the scheduler is killed and comes back; Envoy keeps serving meanwhile
@@ -234,7 +209,7 @@ async def restart_phases(n: int, upstream: int) -> dict:
         note("restart: agent back")
         await asyncio.to_thread(client.apply, "Model", "extra", json.dumps(
             {"storageUri": "/models/extra", "requirements": ["sklearn"]}))
-        await _until(lambda: _routable(url, "extra"), "a new model routable")
+        await _until(lambda: routable(url, "extra"), "a new model routable")
         out["restart: new model routable s"] = time.perf_counter() - t0
         note("restart: new model routable")
         # 3. settled: one more model through the real path (API, agent load, xDS), 3 times
@@ -244,7 +219,7 @@ async def restart_phases(n: int, upstream: int) -> dict:
             t0 = time.perf_counter()
             await asyncio.to_thread(client.apply, "Model", f"more{i}", json.dumps(
                 {"storageUri": "/models/more", "requirements": ["sklearn"]}))
-            await _until(lambda i=i: _routable(url, f"more{i}"), "one more model routable")
+            await _until(lambda i=i: routable(url, f"more{i}"), "one more model routable")
             times.append(time.perf_counter() - t0)
         out["settled: one more model routable s (median of 3)"] = sorted(times)[1]
         client.close()
@@ -252,7 +227,7 @@ async def restart_phases(n: int, upstream: int) -> dict:
         prober.halt.set()
         prober.join(10)
         out["restart: requests ok/failed"] = f"{prober.ok}/{prober.failed}"
-        out["scheduler RSS MiB"] = _rss_mb(scheduler.pid)
+        out["scheduler RSS MiB"] = rss_mb(scheduler.pid)
         return out
     finally:
         if agent_task:
@@ -260,13 +235,6 @@ async def restart_phases(n: int, upstream: int) -> dict:
         _stop(envoy)
         _stop(scheduler)
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def core2_up(n: int) -> dict:
@@ -294,7 +262,7 @@ def main() -> None:
     p.add_argument("--skip-up", action="store_true", help="skip the `core2 up` phase")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the clean-ups (processes, dirs)
-    httpd = Upstream(("127.0.0.1", 0), _Ok)
+    httpd = Upstream(("127.0.0.1", 0), OkHandler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         out = asyncio.run(restart_phases(args.models, httpd.server_address[1]))

@@ -48,7 +48,9 @@ ROUNDS = 5
 SPEC = ModelSpec(storageUri="/m", requirements=["sklearn"])
 
 
-class _Ok(http.server.BaseHTTPRequestHandler):
+class OkHandler(http.server.BaseHTTPRequestHandler):
+    """A model server that answers every inference with 200 (the benches' upstream)."""
+
     protocol_version = "HTTP/1.1"
 
     def do_POST(self):  # noqa: N802 - http.server's naming
@@ -81,7 +83,7 @@ class Hub:
             replicas={0: st.ReplicaState(st.R_AVAILABLE), 1: st.ReplicaState(st.R_AVAILABLE)})])
 
 
-def _routable(url: str, model: str) -> bool:
+def routable(url: str, model: str) -> bool:
     req = urllib.request.Request(f"{url}/v2/models/{model}/infer", data=b"{}", method="POST")
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
@@ -90,7 +92,7 @@ def _routable(url: str, model: str) -> bool:
         return False
 
 
-def _rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -171,7 +173,7 @@ async def measure(n: int, upstream: int) -> dict:
             while not await xds.wait_applied(generation, timeout=600):
                 pass
             cpu.append(time.thread_time() - c0)
-            while not await asyncio.to_thread(_routable, url, name):
+            while not await asyncio.to_thread(routable, url, name):
                 pass
             one_more.append(time.perf_counter() - t0)
             if prof:
@@ -201,7 +203,7 @@ async def measure(n: int, upstream: int) -> dict:
                 "ratio": median(fresh) / max(median(incremental), 1e-6),
                 "scheduler CPU per change s": median(cpu),
                 "envoy takes all s": whole, "one more routable s": median(one_more),
-                "envoy RSS MiB": _rss_mb(envoy.pid), "restart resync s": resync,
+                "envoy RSS MiB": rss_mb(envoy.pid), "restart resync s": resync,
                 "resources resent": sent}
     finally:
         envoy.terminate()
@@ -218,7 +220,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--models", type=int, nargs="+", default=[1000, 5000, 10000])
     args = p.parse_args()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OkHandler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     rows = [asyncio.run(measure(n, httpd.server_address[1])) for n in args.models]
     httpd.shutdown()
