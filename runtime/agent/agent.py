@@ -41,7 +41,8 @@ class Agent:
     def __init__(self, config: AgentConfig):
         self.config = config
         self.placements = Placements(config.memory, by_cost=config.eviction == "reload-cost")
-        self.server = ServerClient("127.0.0.1", config.server_http_port)
+        self.server = ServerClient("127.0.0.1", config.server_http_port,
+                                   usage=not config.proxied)
         self.metrics = AgentMetrics(config.server_name, config.replica_idx, self.placements)
         self.memory_lock = asyncio.Lock()  # one memory decision + server load/unload at a time
         self.model_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)

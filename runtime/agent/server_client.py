@@ -16,8 +16,11 @@ class ServerError(Exception):
 
 
 class ServerClient:
-    def __init__(self, host: str, http_port: int):
+    def __init__(self, host: str, http_port: int, usage: bool = True):
         self.base = f"http://{host}:{http_port}"
+        # the name hook's usage endpoint: MLServer has it, Triton not (its agent's proxy sees
+        # every request and notes usage itself)
+        self.has_usage = usage
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -65,6 +68,8 @@ class ServerClient:
 
     async def usage(self) -> dict[str, float]:
         """internal name -> unix time of its last inference (kept by the name hook)."""
+        if not self.has_usage:
+            return {}
         try:
             async with self.session.get(self.base + USAGE_PATH,
                                         timeout=aiohttp.ClientTimeout(total=2)) as r:
