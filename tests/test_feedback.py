@@ -13,7 +13,7 @@ import pytest
 
 from runtime.oip import request_from_json, response_to_json
 from runtime.pb import feedback_pb2, feedback_pb2_grpc, grpc_service_pb2_grpc
-from tests.conftest import IRIS2_CLASS, IRIS_CLASS, iris_request, platform_env, wait_for
+from tests.conftest import IRIS2_CLASS, iris_request, platform_env, wait_for
 
 STRATEGY = {"type": "epsilonGreedy", "updateIntervalMs": 200, "minWeight": 5}
 
