@@ -4,30 +4,35 @@ restart; unknown ids and bad bodies get clear errors."""
 
 import http.client
 import json
+import shutil
 import urllib.error
 import urllib.request
 from collections import Counter
 
 import grpc
 import pytest
+import yaml
 
+from runtime import cli
 from runtime.oip import request_from_json, response_to_json
 from runtime.pb import feedback_pb2, feedback_pb2_grpc, grpc_service_pb2_grpc
-from tests.conftest import IRIS2_CLASS, iris_request, platform_env, wait_for
+from tests.conftest import IRIS2_CLASS, IRIS_CLASS, iris_request, platform_env, wait_for
+from tests.infra.harness import STACKS
 
 STRATEGY = {"type": "epsilonGreedy", "updateIntervalMs": 200, "minWeight": 5}
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, sample_models):
-    """iris and iris2 behind an adaptive experiment `ab` (default iris)."""
+    """iris and iris2 behind an adaptive experiment `iris-ab` (default iris; as in the
+    staging stack, for `promote`)."""
     with platform_env(tmp_path_factory.mktemp("feedback"),
                       {"iris": (sample_models / "iris", {}),
                        "iris2": (sample_models / "iris2", {})}) as env:
-        env.scheduler.apply("Experiment", "ab", json.dumps({
+        env.scheduler.apply("Experiment", "iris-ab", json.dumps({
             "default": "iris", "strategy": STRATEGY,
             "candidates": [{"name": "iris", "weight": 1}, {"name": "iris2", "weight": 1}]}))
-        env.scheduler.wait("Experiment", "ab", timeout=30)
+        env.scheduler.wait("Experiment", "iris-ab", timeout=30)
         # Ready: Envoy may still route by the model's own route for a moment
         wait_for(lambda: env.infer("iris")[0] == 200 and
                  sum(c["pulls"] for c in _candidates(env).values()), 30, "experiment routing")
@@ -57,7 +62,7 @@ class Rest:
         return self.post(path, json.dumps({"request_id": request_id, **value}).encode())[:2]
 
 
-def _candidates(env, name: str = "ab") -> dict[str, dict]:
+def _candidates(env, name: str = "iris-ab") -> dict[str, dict]:
     [status] = env.scheduler.status("Experiment", name)
     return json.loads(status.detail_json)["candidates"]
 
@@ -103,13 +108,13 @@ def test_grpc_feedback_reaches_the_experiment(env):
     rated = Counter()
     request = request_from_json("iris", json.loads(iris_request()))
     for _ in range(10):
-        reply, call = infer.with_call(request, metadata=[("seldon-model", "ab.experiment")],
+        reply, call = infer.with_call(request, metadata=[("seldon-model", "iris-ab.experiment")],
                                       timeout=30)
         rid = dict(call.initial_metadata())["x-request-id"]
         answer = response_to_json(reply)["outputs"][0]["data"][0]
         sent = send(feedback_pb2.FeedbackRequest(request_id=rid, label="good"),
-                    metadata=[("seldon-model", "ab.experiment")], timeout=30)
-        assert sent.experiment == "ab" and sent.reward == 1.0
+                    metadata=[("seldon-model", "iris-ab.experiment")], timeout=30)
+        assert sent.experiment == "iris-ab" and sent.reward == 1.0
         assert sent.candidate == ("iris2" if answer == IRIS2_CLASS else "iris")
         rated[sent.candidate] += 1
     after = _candidates(env)
@@ -118,12 +123,12 @@ def test_grpc_feedback_reaches_the_experiment(env):
 
     with pytest.raises(grpc.RpcError) as err:
         send(feedback_pb2.FeedbackRequest(request_id="no-such-id", reward=1),
-             metadata=[("seldon-model", "ab.experiment")], timeout=30)
+             metadata=[("seldon-model", "iris-ab.experiment")], timeout=30)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert "'no-such-id'" in err.value.details()
     with pytest.raises(grpc.RpcError) as err:
         send(feedback_pb2.FeedbackRequest(request_id=rid, reward=3),
-             metadata=[("seldon-model", "ab.experiment")], timeout=30)
+             metadata=[("seldon-model", "iris-ab.experiment")], timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "reward: must be a number between 0 and 1" in err.value.details()
     channel.close()
@@ -166,8 +171,34 @@ def test_feedback_checks_who_answered(env):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=30)
     assert err.value.code == 400
-    assert f"request_id: {rid!r} was answered by experiment 'ab', not by 'other'" in \
+    assert f"request_id: {rid!r} was answered by experiment 'iris-ab', not by 'other'" in \
         json.loads(err.value.read())["error"]
     assert rest.feedback(rid, reward=0.5)[0] == 200
     status, body = rest.feedback(rid, reward=0.5)
     assert status == 409 and "already has feedback" in body["error"]
+
+
+def test_sticky_routes_stay_sticky_and_promote_winner_auto(env, tmp_path, capsys):
+    stacks = tmp_path / "stacks"
+    shutil.copytree(STACKS, stacks)
+    argv = ["--scheduler", env.platform.scheduler_address, "promote", "iris-ab",
+            "--from", "staging", "--to", "prod-gcp", "--winner", "auto",
+            "--stacks-dir", str(stacks)]
+    target = stacks / "Pulumi.prod-gcp.yaml"
+    before = target.read_text()
+    assert cli.main([*argv, "--min-rewards", "1000"]) == 2
+    assert "--winner auto: experiment iris-ab: too little feedback" in capsys.readouterr().err
+    assert target.read_text() == before
+
+    rest = Rest(env)  # a client sending back x-seldon-route stays on its candidate
+    for name, answer, reward in (("iris", IRIS_CLASS, 0.0), ("iris2", IRIS2_CLASS, 1.0)):
+        while _candidates(env)[name]["rewards"] < 30:
+            got, rid = rest.infer(headers={"x-seldon-route": f":{name}_1:"})
+            assert got == answer
+            assert rest.feedback(rid, reward=reward)[0] == 200
+    wait_for(lambda: _candidates(env)["iris2"]["weight"] >= 80, 30, "iris2 favoured")
+    assert cli.main(argv) == 0
+    assert "--winner auto: iris2" in capsys.readouterr().err
+    models = {m["name"]: m["spec"] for m in yaml.safe_load(target.read_text())["config"][
+        "core2:models"]}
+    assert models["iris"]["storageUri"] == "gs://core2-models/iris-sklearn/v2"  # iris2's
