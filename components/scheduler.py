@@ -15,17 +15,22 @@ from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 
 NAME = "scheduler"
 XDS_PORT, API_PORT, AGENT_PORT, METRICS_PORT = 9002, 9004, 9005, 9006
+FEEDBACK_HTTP_PORT, FEEDBACK_GRPC_PORT = 9012, 9013  # adaptive experiments' feedback (Envoy)
 DATA_DIR = "/var/lib/core2"
 DEFAULT_RESOURCES = Resources("200m", "256Mi", "1", "1Gi")
 
 
 def args(pipeline_gateway_host: str | None = None, replica_lost_after_seconds: int = 10,
-         limits: InferenceLimits = DEFAULT_LIMITS) -> list:
+         limits: InferenceLimits = DEFAULT_LIMITS, feedback_host: str | None = None) -> list:
     """The scheduler's flags. It resolves `pipeline_gateway_host` (the gateway Service's name)
-    itself: Envoy receives the gateway as EDS endpoints, which must be IP addresses."""
+    and `feedback_host` (its own Service's, where Envoy sends feedback) itself: Envoy receives
+    them as EDS endpoints, which must be IP addresses."""
     out = ["--data-dir", DATA_DIR, "--api-port", str(API_PORT), "--agent-port", str(AGENT_PORT),
            "--xds-port", str(XDS_PORT), "--metrics-port", str(METRICS_PORT), "--host", "0.0.0.0",
            "--replica-lost-after", str(replica_lost_after_seconds), *limits.scheduler_args()]
+    if feedback_host is not None:
+        out += ["--feedback-http-port", str(FEEDBACK_HTTP_PORT), "--feedback-grpc-port",
+                str(FEEDBACK_GRPC_PORT), "--feedback-host", feedback_host]
     if pipeline_gateway_host is not None:
         out += ["--pipeline-gateway-http", f"{pipeline_gateway_host}:9010",
                 "--pipeline-gateway-grpc", f"{pipeline_gateway_host}:9011"]
@@ -37,14 +42,17 @@ def render(namespace: str, image: str, pull_policy: str, resources: Resources,
            pipeline_gateway_host: str | None = None, replica_lost_after_seconds: int = 10,
            env: list[dict] | None = None, limits: InferenceLimits = DEFAULT_LIMITS) -> list[dict]:
     ports = [("xds", XDS_PORT), ("api", API_PORT), ("agent", AGENT_PORT),
-             ("metrics", METRICS_PORT)]
+             ("feedback-grpc", FEEDBACK_GRPC_PORT), ("metrics", METRICS_PORT),
+             ("feedback-http", FEEDBACK_HTTP_PORT)]
+    http1 = ("metrics", "feedback-http")
     tmp, tmp_mount = tmp_volume()
     container = {
         "name": NAME,
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": ["python", "-m", "runtime.scheduler"],
-        "args": args(pipeline_gateway_host, replica_lost_after_seconds, limits),
+        "args": args(pipeline_gateway_host, replica_lost_after_seconds, limits,
+                     feedback_host=f"{NAME}.{namespace}.svc"),
         "env": env or [],
         "ports": [{"name": n, "containerPort": p} for n, p in ports],
         # TCP, not gRPC health: the scheduler's API port accepting connections is its readiness.
@@ -86,8 +94,8 @@ def render(namespace: str, image: str, pull_policy: str, resources: Resources,
         "spec": {"selector": selector(NAME),
                  "ports": [{"name": n, "port": p, "targetPort": p,
                             "appProtocol": "kubernetes.io/h2c"}
-                           for n, p in ports if n != "metrics"]
-                 + [{"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT}]},
+                           for n, p in ports if n not in http1]
+                 + [{"name": n, "port": p, "targetPort": p} for n, p in ports if n in http1]},
     }
     headless = {
         "apiVersion": "v1", "kind": "Service",
