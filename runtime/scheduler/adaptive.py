@@ -56,22 +56,35 @@ class Learner:
     arms: dict[str, bandit.Arm]
     weights: dict[str, int]
     rng: random.Random
+    pipeline: bool = False
     last_update: float = -1e9
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    # x-seldon-route value -> candidate (None: not one), filled as Envoy's log names them:
+    # each access log entry then costs a dict lookup
+    labels: dict[str, str | None] = field(default_factory=dict, repr=False)
+
+    def candidate(self, route_label: str) -> str | None:
+        if (found := self.labels.get(route_label, "")) != "":
+            return found
+        if len(self.labels) > 1000:  # labels of versions long gone
+            self.labels.clear()
+        found = self.labels[route_label] = candidate_of(route_label, set(self.arms),
+                                                        self.pipeline)
+        return found
 
     def to_doc(self) -> dict:
         return {"arms": {n: a.to_doc() for n, a in self.arms.items()}, "weights": self.weights}
 
 
-def candidate_of(route_label: str, spec: ExperimentSpec) -> str | None:
+def candidate_of(route_label: str, candidates: set[str], pipeline: bool) -> str | None:
     """The candidate an `x-seldon-route` value names (":iris_2:" -> "iris",
-    ":chain.pipeline:" -> "chain"), if it is one of `spec`'s."""
+    ":chain.pipeline:" -> "chain"), if it is one of `candidates`."""
     label = route_label.strip().strip(":")
-    if spec.resourceType == "pipeline":
+    if pipeline:
         name = label.removesuffix(PIPELINE_SUFFIX) if label.endswith(PIPELINE_SUFFIX) else None
     else:
         name = label.rpartition("_")[0]  # internal names are <model>_<version>
-    return name if name in {c.name for c in spec.candidates} else None
+    return name if name in candidates else None
 
 
 class Adaptive:
@@ -100,7 +113,8 @@ class Adaptive:
             return current
         saved = current.to_doc() if current else self._saved.pop(name, {})
         arms = {n: bandit.Arm(**saved.get("arms", {}).get(n, {})) for n in names}
-        learner = Learner(spec.strategy, arms, {}, random.Random(spec.strategy.seed))
+        learner = Learner(spec.strategy, arms, {}, random.Random(spec.strategy.seed),
+                          pipeline=spec.resourceType == "pipeline")
         kept = saved.get("weights", {})
         if current is None and set(kept) == set(names):  # as learned before a restart
             learner.weights = {n: kept[n] for n in names}
@@ -153,13 +167,11 @@ class Adaptive:
     def served_by(self, experiment: str, route_label: str, request_id: str) -> None:
         """Envoy's access log: `request_id` was answered by the candidate `route_label`
         names. Entries for anything else (a stale route, a failed request) are ignored."""
-        doc = self.hub.experiments.docs.get(experiment)
-        if doc is None or not request_id or experiment not in self.learners:
+        learner = self.learners.get(experiment)
+        if learner is None or not request_id:
             return
-        spec = ExperimentSpec.model_validate(doc["spec"])
-        candidate = candidate_of(route_label, spec)
-        learner = self.learners[experiment]
-        if candidate is None or candidate not in learner.arms:
+        candidate = learner.candidate(route_label)
+        if candidate is None:
             return
         learner.arms[candidate].pulls += 1
         PULLS.labels(experiment, candidate).inc()

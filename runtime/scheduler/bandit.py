@@ -6,6 +6,8 @@ import math
 import random
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from runtime.specs.experiment import STRATEGY_TOTAL, Strategy
 
 Z95 = 1.96              # two-sided 95% normal quantile (Wilson intervals)
@@ -73,12 +75,14 @@ def _ucb1(s: Strategy, arms: list[Arm]) -> list[float]:
 
 
 def _thompson(arms: list[Arm], rng: random.Random) -> list[float]:
-    """P(each arm is best) under Beta(1 + successes, 1 + failures) posteriors."""
-    wins = [0] * len(arms)
-    for _ in range(THOMPSON_DRAWS):
-        wins[_argmax([rng.betavariate(1 + a.reward_sum, 1 + a.rewards - a.reward_sum)
-                      for a in arms])] += 1
-    return [w / THOMPSON_DRAWS for w in wins]
+    """P(each arm is best) under Beta(1 + successes, 1 + failures) posteriors, estimated
+    from THOMPSON_DRAWS joint samples (numpy: ~100x faster than random.betavariate, and
+    this runs in the scheduler's event loop), seeded from `rng`."""
+    draws = np.random.default_rng(rng.getrandbits(64)).beta(
+        [1 + a.reward_sum for a in arms], [1 + a.rewards - a.reward_sum for a in arms],
+        size=(THOMPSON_DRAWS, len(arms)))
+    wins = np.bincount(draws.argmax(axis=1), minlength=len(arms))
+    return [float(w) / THOMPSON_DRAWS for w in wins]
 
 
 def shares(s: Strategy, arms: list[Arm], rng: random.Random) -> list[float]:
