@@ -13,11 +13,13 @@ import random
 import statistics
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.wrk import platform_with, wrk  # noqa: E402
+from bench.wrk import BODY, platform_with, wrk  # noqa: E402
 from runtime.scheduler.bandit import Arm, weights  # noqa: E402
 from runtime.specs.experiment import Strategy  # noqa: E402
 
@@ -64,6 +66,16 @@ def regret_table(requests: int, batch: int, seeds: int, min_weight: int) -> str:
     return "\n".join(rows)
 
 
+def _live(url: str, experiment: str) -> bool:
+    req = urllib.request.Request(f"{url}/v2/models/iris/infer", data=BODY.encode(), headers={
+        "content-type": "application/json", "seldon-model": f"{experiment}.experiment"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status == 200
+    except urllib.error.HTTPError:
+        return False
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -76,6 +88,8 @@ def throughput_table(rounds: int, seconds: int, connections: int) -> str:
             "candidates": CANDIDATES, "strategy": {"type": "thompson", "seed": 1}}))
         for name in ("fixed", "adaptive"):
             client.wait("Experiment", name)
+            while not _live(platform.inference_url, name):  # Envoy has its route
+                time.sleep(0.05)
         scheduler = platform.services["scheduler"].pid
         url = f"{platform.inference_url}/v2/models/iris/infer"
         cases = {f"{n} (seldon-model: {n}.experiment)": n for n in ("fixed", "adaptive")}

@@ -12,6 +12,7 @@ import grpc
 from aiohttp import web
 from confluent_kafka import Producer
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+from prometheus_client import Counter
 from pydantic import Field, model_validator
 
 from runtime.envoy import EXPERIMENT_HEADER, MODEL_HEADER, ROUTE_HEADER
@@ -26,6 +27,12 @@ GRPC_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FO
               409: grpc.StatusCode.ALREADY_EXISTS}
 
 
+LOG_MESSAGES = Counter("seldon_experiment_access_log_messages", "Batches of Envoy's access "
+                       "log of adaptive experiments received")
+LOG_ENTRIES = Counter("seldon_experiment_access_log_entries", "Entries of Envoy's access log "
+                      "of adaptive experiments received")
+
+
 class AccessLog(als_pb2_grpc.AccessLogServiceServicer):
     """Envoy streams its log entries of adaptive experiments' requests here, batched."""
 
@@ -34,6 +41,8 @@ class AccessLog(als_pb2_grpc.AccessLogServiceServicer):
 
     async def StreamAccessLogs(self, request_iterator, context):
         async for message in request_iterator:
+            LOG_MESSAGES.inc()
+            LOG_ENTRIES.inc(len(message.http_logs.log_entry))
             for entry in message.http_logs.log_entry:
                 self.adaptive.served_by(entry.request.request_headers.get(EXPERIMENT_HEADER, ""),
                                         entry.response.response_headers.get(ROUTE_HEADER, ""),
