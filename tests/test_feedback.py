@@ -197,6 +197,15 @@ def test_sticky_routes_stay_sticky_and_promote_winner_auto(env, tmp_path, capsys
             assert got == answer
             assert rest.feedback(rid, reward=reward)[0] == 200
     wait_for(lambda: _candidates(env)["iris2"]["weight"] >= 80, 30, "iris2 favoured")
+    capsys.readouterr()
+    assert cli.main(["--scheduler", env.platform.scheduler_address, "experiment", "status",
+                     "iris-ab"]) == 0
+    shown = {c.pop("name"): c for c in json.loads(capsys.readouterr().out)["candidates"]}
+    assert shown == _candidates(env) and set(shown["iris"]) == {
+        "pulls", "rewards", "meanReward", "interval", "weight"}
+    low, high = shown["iris2"]["interval"]
+    assert 0.85 < low < high <= 1.0 and shown["iris2"]["weight"] >= 80
+    assert shown["iris2"]["pulls"] >= shown["iris2"]["rewards"]
     assert cli.main(argv) == 0
     assert "--winner auto: iris2" in capsys.readouterr().err
     models = {m["name"]: m["spec"] for m in yaml.safe_load(target.read_text())["config"][

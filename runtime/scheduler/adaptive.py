@@ -118,6 +118,8 @@ class Adaptive:
         kept = saved.get("weights", {})
         if current is None and set(kept) == set(names):  # as learned before a restart
             learner.weights = {n: kept[n] for n in names}
+            for candidate, w in learner.weights.items():
+                WEIGHT.labels(name, candidate).set(w)
         else:
             self._recompute(name, learner)
         if current and current.timer:
