@@ -1,5 +1,6 @@
 """The scheduler: one-replica StatefulSet with a PVC for its SQLite state, and its Services."""
 
+from dataclasses import dataclass
 
 from components.k8s import (
     RESTRICTED_CONTAINER,
@@ -37,10 +38,28 @@ def args(pipeline_gateway_host: str | None = None, replica_lost_after_seconds: i
     return out
 
 
+@dataclass
+class FeedbackTopic:
+    """The Kafka the scheduler produces adaptive experiments' feedback to (the dataflow's)."""
+
+    bootstrap: str
+    prefix: str
+    env: list[dict]           # KAFKA_* settings (components.kafka client_env)
+    volumes: list[dict]       # its CA, if any
+    mounts: list[dict]
+    replication: int = 1
+
+    def args(self, namespace: str) -> list[str]:
+        return ["--feedback-kafka", "--kafka-bootstrap", self.bootstrap, "--kafka-prefix",
+                self.prefix, "--kafka-namespace", namespace, "--kafka-replication",
+                str(self.replication)]
+
+
 def render(namespace: str, image: str, pull_policy: str, resources: Resources,
            storage_size: str, storage_class: str | None, service_account: str,
            pipeline_gateway_host: str | None = None, replica_lost_after_seconds: int = 10,
-           env: list[dict] | None = None, limits: InferenceLimits = DEFAULT_LIMITS) -> list[dict]:
+           env: list[dict] | None = None, limits: InferenceLimits = DEFAULT_LIMITS,
+           feedback_topic: FeedbackTopic | None = None) -> list[dict]:
     ports = [("xds", XDS_PORT), ("api", API_PORT), ("agent", AGENT_PORT),
              ("feedback-grpc", FEEDBACK_GRPC_PORT), ("metrics", METRICS_PORT),
              ("feedback-http", FEEDBACK_HTTP_PORT)]
@@ -52,15 +71,17 @@ def render(namespace: str, image: str, pull_policy: str, resources: Resources,
         "imagePullPolicy": pull_policy,
         "command": ["python", "-m", "runtime.scheduler"],
         "args": args(pipeline_gateway_host, replica_lost_after_seconds, limits,
-                     feedback_host=f"{NAME}.{namespace}.svc"),
-        "env": env or [],
+                     feedback_host=f"{NAME}.{namespace}.svc")
+        + (feedback_topic.args(namespace) if feedback_topic else []),
+        "env": [*(env or []), *(feedback_topic.env if feedback_topic else [])],
         "ports": [{"name": n, "containerPort": p} for n, p in ports],
         # TCP, not gRPC health: the scheduler's API port accepting connections is its readiness.
         "readinessProbe": tcp_probe(API_PORT, period=5),
         "livenessProbe": tcp_probe(API_PORT, period=10, initial=15, failures=6),
         "resources": resources.render(),
         "securityContext": RESTRICTED_CONTAINER,
-        "volumeMounts": [{"name": "state", "mountPath": DATA_DIR}, tmp_mount],
+        "volumeMounts": [{"name": "state", "mountPath": DATA_DIR}, tmp_mount,
+                         *(feedback_topic.mounts if feedback_topic else [])],
     }
     claim = {"metadata": {"name": "state"},
              "spec": {"accessModes": ["ReadWriteOnce"],
@@ -83,7 +104,8 @@ def render(namespace: str, image: str, pull_policy: str, resources: Resources,
                          "automountServiceAccountToken": False,
                          "securityContext": RESTRICTED_POD,
                          "terminationGracePeriodSeconds": 30,
-                         "containers": [container], "volumes": [tmp]},
+                         "containers": [container],
+                         "volumes": [tmp, *(feedback_topic.volumes if feedback_topic else [])]},
             },
             "volumeClaimTemplates": [claim],
         },

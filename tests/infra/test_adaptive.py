@@ -50,10 +50,17 @@ def test_scheduler_serves_feedback_and_envoy_may_reach_it():
     res = _render("staging", {"type": "ucb1"})
     [sts] = [p for t, p in res if t.endswith(":StatefulSet")
              and p["metadata"]["name"] == "scheduler"]
-    args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
-    flags = dict(zip(args[::2], args[1::2], strict=False))
-    assert (flags["--feedback-http-port"], flags["--feedback-grpc-port"]) == ("9012", "9013")
-    assert flags["--feedback-host"].startswith("scheduler.")
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+
+    def flag(name: str) -> str:
+        return args[args.index(name) + 1]
+
+    assert (flag("--feedback-http-port"), flag("--feedback-grpc-port")) == ("9012", "9013")
+    assert flag("--feedback-host").startswith("scheduler.")
+    # feedback also goes to the dataflow's Kafka, with the same client settings
+    assert "--feedback-kafka" in args and flag("--kafka-bootstrap").endswith(":9092")
+    assert "KAFKA_SECURITY_PROTOCOL" in {e["name"] for e in container["env"]}
     [policy] = [p for t, p in res if t.endswith(":NetworkPolicy")
                 and p["metadata"]["name"] == "core2-scheduler"]
     from_envoy = [r for r in policy["spec"]["ingress"]
