@@ -40,8 +40,8 @@ class AutoscaleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     models: bool = True                     # scale Models that have minReplicas..maxReplicas
     servers: bool = False                   # scale Servers that have minReplicas..maxReplicas
-    scaleUpInFlight: float = Field(default=1.0, gt=0)
-    scaleDownInFlight: float = Field(default=0.25, ge=0)
+    scaleUpInFlight: float = Field(default=0.7, gt=0)
+    scaleDownInFlight: float = Field(default=0.2, ge=0)
     scaleUpCooldownSeconds: float = Field(default=10.0, ge=0)
     scaleDownDelaySeconds: float = Field(default=60.0, ge=0)
     serverCooldownSeconds: float = Field(default=30.0, ge=0)
@@ -99,7 +99,7 @@ class ModelScaler:
         return None
 
     def changed(self, now: float) -> None:
-        self.changed_at, self.low_since = now, None
+        self.changed_at = now  # (the quiet time counts from here too: see decide)
 
 
 @dataclass

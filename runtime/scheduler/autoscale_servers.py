@@ -59,6 +59,7 @@ class ServerAutoscaler:
     def _tick_server(self, server: str, lo: int, hi: int, now: float) -> bool:
         reps = [r for r in self.mm.replicas.values() if r.server == server]
         target = self.targets.setdefault(server, min(max(len(reps), lo), hi))
+        self.changed_at.setdefault(server, now)  # a server just seen waits a cool-down first
         SERVER_REPLICAS.labels(server).set(target)
         if target < lo or target > hi:
             return self._set(server, min(max(target, lo), hi), "outside minReplicas.."
