@@ -13,6 +13,7 @@ from runtime.local.config import LocalAutoscaling, LocalConfig, LocalServer
 from runtime.local.platform import Platform
 from runtime.local.supervisor import Supervisor
 from tests.conftest import IRIS2_CLASS, Env, free_ports, wait_for
+from tests.load import Load
 from tests.test_drain import Traffic
 
 FAST = dict(scaleUpInFlight=0.1, scaleDownInFlight=0.04, scaleUpCooldownSeconds=2,
@@ -48,19 +49,11 @@ def test_a_model_grows_to_three_replicas_under_load_and_back_to_one(make_env,
     # A trickle throughout (it must not fail while replicas come and go), and a load ramp.
     trickle = Traffic(env.url, pause=0.1)
     trickle.start()
-    started = time.monotonic()
-    ramp = []
-    for _ in range(4):
-        ramp.append(Traffic(env.url))
-        ramp[-1].start()
-    try:
+    with Load(env.url, "iris", threads=4) as ramp:
         grown = wait_for(lambda: _available(env, "iris", 3), 120, "iris on 3 replicas")
-        took = time.monotonic() - started
-        served = sum(t.ok for t in ramp)
-        wait_for(lambda: sum(t.ok for t in ramp) > served + 100, 30, "traffic on 3 replicas")
-    finally:
-        for t in ramp:
-            t.stop()
+        took = time.monotonic() - ramp.started
+        served = ramp.total
+        wait_for(lambda: ramp.total > served + 100, 30, "traffic on 3 replicas")
     print(f"load start to 3 replicas serving: {took:.1f}s")
     assert grown["state"] == "ModelAvailable" and grown["replicas"] == 3
     assert "requests in flight" in grown["reason"] and grown["reason"].startswith("up:")
@@ -69,10 +62,8 @@ def test_a_model_grows_to_three_replicas_under_load_and_back_to_one(make_env,
     shrunk = wait_for(lambda: _available(env, "iris", 1), 120, "iris back on 1 replica")
     trickle.stop()
     assert shrunk["replicas"] == 1 and shrunk["reason"].startswith("down:"), shrunk
-    failed = sum(t.failed for t in [*ramp, trickle])
-    errors = [e for t in [*ramp, trickle] for e in t.errors]
-    assert failed == 0, errors[:5]
-    assert trickle.ok > 0 and sum(t.ok for t in ramp) > 0
+    assert not ramp.failures and trickle.failed == 0, (ramp.failures + trickle.errors)[:5]
+    assert trickle.ok > 0 and ramp.statuses[200] > 0
 
     text = _metrics(env)
     assert 'core2_model_autoscale_replicas{model="iris"} 1.0' in text
