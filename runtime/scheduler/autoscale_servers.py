@@ -36,14 +36,16 @@ class ServerAutoscaler:
         self.changed_at: dict[str, float] = {}
         self.scaling_in: set[str] = set()  # servers with a drain under way
 
-    def bounds(self, server: str) -> tuple[int, int] | None:
+    def bounds(self, server: str) -> tuple[int, int, int] | None:
+        """(minReplicas, maxReplicas, replicas to start from) of an autoscaled Server."""
         doc = self.hub.servers.docs.get(server)
         if doc is None:
             return None
         spec = ServerSpec.model_validate(doc["spec"])
         if spec.maxReplicas is None:
             return None
-        return max(1, spec.minReplicas or 0), spec.maxReplicas
+        lo = max(1, spec.minReplicas or 0)
+        return lo, spec.maxReplicas, min(max(spec.replicas, lo), spec.maxReplicas)
 
     def tick(self, now: float) -> list[str]:
         changed = []
@@ -56,10 +58,14 @@ class ServerAutoscaler:
                 changed.append(server)
         return changed
 
-    def _tick_server(self, server: str, lo: int, hi: int, now: float) -> bool:
+    def _tick_server(self, server: str, lo: int, hi: int, start: int, now: float) -> bool:
         reps = [r for r in self.mm.replicas.values() if r.server == server]
-        target = self.targets.setdefault(server, min(max(len(reps), lo), hi))
-        self.changed_at.setdefault(server, now)  # a server just seen waits a cool-down first
+        if server not in self.targets:  # first sight: it waits a cool-down before scaling
+            # from the replicas known (kept over a scheduler restart), or the spec's count
+            self.targets[server] = min(max(len(reps), lo), hi) if reps else start
+            self.changed_at[server] = now
+            self.hub.changed("server", server)  # its status now says what it wants
+        target = self.targets[server]
         SERVER_REPLICAS.labels(server).set(target)
         if target < lo or target > hi:
             return self._set(server, min(max(target, lo), hi), "outside minReplicas.."
@@ -129,7 +135,7 @@ class ServerAutoscaler:
     def detail(self, server: str) -> dict | None:
         if server not in self.targets:
             return None
-        lo, hi = self.bounds(server) or (0, 0)
+        lo, hi, _ = self.bounds(server) or (0, 0, 0)
         return {"replicas": self.targets[server], "minReplicas": lo, "maxReplicas": hi,
                 "reason": self.reasons.get(server, ""),
                 "scalingIn": server in self.scaling_in}
