@@ -67,22 +67,27 @@ class ServerAutoscaler:
             self.hub.changed("server", server)  # its status now says what it wants
         target = self.targets[server]
         SERVER_REPLICAS.labels(server).set(target)
-        if target < lo or target > hi:
-            return self._set(server, min(max(target, lo), hi), "outside minReplicas.."
-                             "maxReplicas", now)
+        if target < lo:
+            return self._set(server, lo, f"minReplicas is {lo}", now)
         active = [r for r in reps if r.connected and not r.draining]
         if len(active) != target:
             return False  # replicas still starting or stopping
         if now - self.changed_at.get(server, float("-inf")) < self.cfg.serverCooldownSeconds:
             return False
         need, model = self._most_wanted(server)
-        if need > target and target < hi:
+        if target > hi:  # maxReplicas lowered: one replica at a time, each drained first
+            self._start_scale_in(server, active, f"maxReplicas is {hi}")
+        elif need > target and target < hi:
             return self._set(server, target + 1, f"model {model} wants {need} replicas", now)
-        if target > lo and need < target and self._fits_on(server, active, target - 1):
-            leaving = max(active, key=lambda r: r.idx)
-            self.scaling_in.add(server)
-            self.hub.spawn(self._scale_in(server, leaving, need))
+        elif target > lo and need < target and self._fits_on(server, active, target - 1):
+            self._start_scale_in(server, active, f"its models fit on fewer replicas (most "
+                                 f"wanted: {need})")
         return False
+
+    def _start_scale_in(self, server: str, active: list[st.Replica], why: str) -> None:
+        leaving = max(active, key=lambda r: r.idx)  # as a StatefulSet removes the last
+        self.scaling_in.add(server)
+        self.hub.spawn(self._scale_in(server, leaving, why))
 
     def _most_wanted(self, server: str) -> tuple[int, str]:
         """The most replicas any model on (or pinned to) the server wants, and which."""
@@ -104,7 +109,7 @@ class ServerAutoscaler:
         keep = sorted(active, key=lambda r: r.idx)[:n]
         return placed <= sum(r.capacity for r in keep)
 
-    async def _scale_in(self, server: str, leaving: st.Replica, need: int) -> None:
+    async def _scale_in(self, server: str, leaving: st.Replica, why: str) -> None:
         try:
             outcomes = await self.mm.drainer.drain(server, leaving.idx, DRAIN_TIMEOUT_S)
             stuck = [o for o in outcomes if not o.moved]
@@ -117,9 +122,8 @@ class ServerAutoscaler:
                 self.hub.changed("server", server)
                 return
             self.mm.released.add(leaving.key)
-            self._set(server, self.targets[server] - 1,
-                      f"its models fit on fewer replicas (most wanted: {need}); "
-                      f"{leaving.key} drained", time.monotonic())
+            self._set(server, self.targets[server] - 1, f"{why}; {leaving.key} drained",
+                      time.monotonic())
         finally:
             self.scaling_in.discard(server)
 
