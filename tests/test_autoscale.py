@@ -12,6 +12,7 @@ import urllib.request
 from runtime.local.config import LocalAutoscaling, LocalConfig, LocalServer
 from runtime.local.platform import Platform
 from runtime.local.supervisor import Supervisor
+from runtime.seldon_status import render
 from tests.conftest import IRIS2_CLASS, Env, free_ports, wait_for
 from tests.load import Load
 from tests.test_drain import Traffic
@@ -52,11 +53,15 @@ def test_a_model_grows_to_three_replicas_under_load_and_back_to_one(make_env,
     with Load(env.url, "iris", threads=4) as ramp:
         grown = wait_for(lambda: _available(env, "iris", 3), 120, "iris on 3 replicas")
         took = time.monotonic() - ramp.started
+        # `core2 model status` (Seldon's document) shows the autoscaler's count and reason
+        doc = render(env.scheduler.status("Model", "iris")[0])
         served = ramp.total
         wait_for(lambda: ramp.total > served + 100, 30, "traffic on 3 replicas")
     print(f"load start to 3 replicas serving: {took:.1f}s")
     assert grown["state"] == "ModelAvailable" and grown["replicas"] == 3
     assert "requests in flight" in grown["reason"] and grown["reason"].startswith("up:")
+    assert doc["versions"][0]["modelDefn"]["deploymentSpec"]["replicas"] == 3
+    assert doc["autoscaling"]["replicas"] == 3 and doc["autoscaling"]["reason"].startswith("up:")
 
     # The load stops; the trickle goes on. One replica at a time goes, each unrouted first.
     shrunk = wait_for(lambda: _available(env, "iris", 1), 120, "iris back on 1 replica")
