@@ -12,6 +12,7 @@ a cool-down after each change, so it never flaps. A removed copy is unrouted bef
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -141,8 +142,9 @@ class ModelAutoscaler:
 
     def report(self, server: str, idx: int, loads, now: float) -> None:
         for load in loads:
-            self.book.note(load.model.internal_name, f"{server}/{idx}", load.in_flight,
-                           load.requests_per_second, now)
+            figures = (load.in_flight, load.requests_per_second)
+            if all(math.isfinite(x) and x >= 0 for x in figures):  # else: not a reading
+                self.book.note(load.model.internal_name, f"{server}/{idx}", *figures, now)
 
     def tick(self, now: float) -> list[str]:
         """Scale what needs it; returns the names of the models changed."""
