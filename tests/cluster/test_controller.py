@@ -318,6 +318,14 @@ def _statefulset(name: str, labels: dict) -> dict:
                          {"name": "server", "image": "core2:test"}]}}}}
 
 
+def _scaling_controller(env, control_plane, namespace: str, tmp_path) -> Service:
+    """A controller serving `namespace` with `env`'s scheduler that scales StatefulSets."""
+    return Service("controller", python_module(
+        "runtime.controller", "--scheduler", env.platform.scheduler_address,
+        "--kubeconfig", str(control_plane.kubeconfig), "--namespace", namespace,
+        "--scale-statefulsets"), tmp_path).start()
+
+
 def test_a_server_cr_scales_its_statefulset_unless_pulumi_owns_it(make_env, kube, namespace,
                                                                   control_plane, tmp_path):
     env = make_env()
@@ -325,10 +333,7 @@ def test_a_server_cr_scales_its_statefulset_unless_pulumi_owns_it(make_env, kube
     apps.create_namespaced_stateful_set(namespace, _statefulset("plain", {}))
     apps.create_namespaced_stateful_set(namespace, _statefulset(
         "owned", {"app.kubernetes.io/managed-by": "pulumi"}))
-    ctl = Service("controller", python_module(
-        "runtime.controller", "--scheduler", env.platform.scheduler_address,
-        "--kubeconfig", str(control_plane.kubeconfig), "--namespace", namespace,
-        "--scale-statefulsets"), tmp_path).start()
+    ctl = _scaling_controller(env, control_plane, namespace, tmp_path)
     try:
         k = Cluster(kube, control_plane.kubeconfig, namespace)
         k.apply("Server", "plain", {"replicas": 3})
@@ -353,10 +358,7 @@ def test_an_autoscaled_server_cr_gets_the_schedulers_replica_count(make_env, kub
     env = make_env(autoscaling=LocalAutoscaling(servers=True))
     apps = client.AppsV1Api(kube)
     apps.create_namespaced_stateful_set(namespace, _statefulset("scaled", {}))
-    ctl = Service("controller", python_module(
-        "runtime.controller", "--scheduler", env.platform.scheduler_address,
-        "--kubeconfig", str(control_plane.kubeconfig), "--namespace", namespace,
-        "--scale-statefulsets"), tmp_path).start()
+    ctl = _scaling_controller(env, control_plane, namespace, tmp_path)
     try:
         k = Cluster(kube, control_plane.kubeconfig, namespace)
         k.apply("Server", "scaled", {"replicas": 1, "minReplicas": 2, "maxReplicas": 4})
