@@ -200,7 +200,7 @@ class ModelAutoscaler:
     def detail(self, m: Model) -> dict | None:
         """The model's autoscaling as its status shows it."""
         v = m.latest
-        if m.deleted or not v.spec.autoscaled:
+        if not self.cfg.models or m.deleted or not v.spec.autoscaled:
             return None
         in_flight, rps = self.load.get(m.name, (0.0, 0.0))
         return {"replicas": self.mm.want(v), "minReplicas": v.spec.scale_floor,
