@@ -36,7 +36,8 @@ UP, DOWN = "up", "down"
 
 
 class AutoscaleConfig(BaseModel):
-    """Scheduler flags --autoscale-*; local config key `autoscaling`."""
+    """The scheduler's --autoscale-json; local config key `autoscaling` (with the agents'
+    loadReportSeconds: runtime.local.config.LocalAutoscaling)."""
 
     model_config = ConfigDict(extra="forbid")
     models: bool = True                     # scale Models that have minReplicas..maxReplicas
@@ -55,9 +56,6 @@ class AutoscaleConfig(BaseModel):
             raise ValueError(f"scaleDownInFlight ({self.scaleDownInFlight}) must be below "
                              f"scaleUpInFlight ({self.scaleUpInFlight}), or it would flap")
         return self
-
-    def scheduler_args(self) -> list[str]:
-        return ["--autoscale-json", self.model_dump_json()]
 
 
 @dataclass
