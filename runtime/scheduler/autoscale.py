@@ -146,15 +146,16 @@ class ModelAutoscaler:
 
     def tick(self, now: float) -> list[str]:
         """Scale what needs it; returns the names of the models changed."""
-        changed = []
-        live = set()
+        changed, seen, live = [], set(), set()
         for m in list(self.mm.models.values()):
             if m.deleted or not m.versions or not m.latest.spec.autoscaled:
-                self._forget(m.name)
                 continue
+            seen.add(m.name)
             live.add(m.latest.internal_name)
             if self._tick_model(m, m.latest, now):
                 changed.append(m.name)
+        for name in set(self.load) - seen:  # deleted, or no longer autoscaled
+            self._forget(name)
         self.book.forget(live)
         return changed
 
@@ -187,13 +188,13 @@ class ModelAutoscaler:
         return True
 
     def _forget(self, name: str) -> None:
-        if self.scalers.pop(name, None) is not None:
-            self.load.pop(name, None)
-            for gauge in (REPLICAS, IN_FLIGHT):
-                try:
-                    gauge.remove(name)
-                except KeyError:
-                    pass
+        self.scalers.pop(name, None)
+        self.load.pop(name, None)
+        for gauge in (REPLICAS, IN_FLIGHT):
+            try:
+                gauge.remove(name)
+            except KeyError:
+                pass
 
     def detail(self, m: Model) -> dict | None:
         """The model's autoscaling as its status shows it."""
