@@ -11,6 +11,7 @@ from runtime.client import SchedulerClient, SchedulerError
 from runtime.local.platform import Platform
 
 LOOK_EVERY_S = 1.0
+AFTER_FAILURE_S = 5.0  # the scheduler away or slow: the supervision loop must not wait on it
 
 
 class ReplicaFollower:
@@ -26,11 +27,12 @@ class ReplicaFollower:
             return False
         self._next = time.monotonic() + LOOK_EVERY_S
         if self._client is None:
-            self._client = SchedulerClient(self.platform.scheduler_address, timeout=5)
+            self._client = SchedulerClient(self.platform.scheduler_address, timeout=1)
         try:
             statuses = self._client.status("Server")
         except SchedulerError:
-            return False  # the scheduler is restarting: look again later
+            self._next = time.monotonic() + AFTER_FAILURE_S  # restarting: look again later
+            return False
         changed = False
         for status in statuses:
             wanted = json.loads(status.detail_json or "{}").get("autoscaling", {}).get("replicas")
