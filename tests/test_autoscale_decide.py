@@ -5,7 +5,11 @@ import pytest
 from pydantic import ValidationError
 
 from runtime.agent.load import LoadMeter
+from runtime.local.config import LocalConfig
 from runtime.scheduler.autoscale import AutoscaleConfig, LoadBook, ModelScaler
+from runtime.scheduler.models import ModelManager
+from runtime.scheduler.state import ModelVersion
+from runtime.specs.common import SpecError
 from runtime.specs.model import ModelSpec
 
 CFG = AutoscaleConfig(scaleUpInFlight=1.0, scaleDownInFlight=0.25,
@@ -93,3 +97,22 @@ def test_a_model_autoscales_only_with_room_between_min_and_max():
     assert not ModelSpec(**spec, minReplicas=2, maxReplicas=2).autoscaled
     assert not ModelSpec(**spec, replicas=2).autoscaled
     assert ModelSpec(**spec, maxReplicas=2).scale_floor == 1
+
+
+def test_a_bad_local_setting_is_named(tmp_path):
+    path = tmp_path / "local.yaml"
+    path.write_text("autoscaling: {scaleUpInFlight: -1, bogus: 1}\n")
+    with pytest.raises(SpecError) as e:
+        LocalConfig.load(path)
+    assert "autoscaling.scaleUpInFlight: Input should be greater than 0" in str(e.value)
+    assert "autoscaling.bogus: unknown field" in str(e.value)
+
+
+def test_the_autoscalers_choice_survives_a_scheduler_restart():
+    v = ModelVersion("iris", 1, ModelSpec(storageUri="x", minReplicas=1, maxReplicas=3),
+                     scaled=3, scale_reason="up: load")
+    back = ModelVersion.from_doc("iris", v.to_doc())
+    assert (back.scaled, back.scale_reason) == (3, "up: load")
+    assert ModelManager.want(back) == 3
+    back.spec = ModelSpec(storageUri="x", minReplicas=1, maxReplicas=2)  # max lowered
+    assert ModelManager.want(back) == 2
