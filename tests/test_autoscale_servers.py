@@ -1,7 +1,8 @@
-"""The server autoscaler's decisions, in process (a real Scheduler, agents played by the test
-as in test_bookkeeping): out when a model wants more replicas than the server has, a cool-down
-between changes, in only when the memory fits on fewer replicas and only after the leaving
-replica is drained."""
+"""The autoscalers' decisions that need a scheduler, in process (a real Scheduler, agents
+played by the test as in test_bookkeeping): a server grows when a model wants more replicas
+than it has, waits a cool-down between changes, shrinks only when the memory fits on fewer
+replicas and only after the leaving replica is drained; a model's new version starts with the
+replicas its load needed."""
 
 import asyncio
 import random
@@ -109,4 +110,20 @@ def test_a_lowered_max_replicas_drains_one_replica_at_a_time(tmp_path):
         assert scaler.targets["s"] == 1 and scaler.reasons["s"].startswith("maxReplicas is 1")
         await _settle(agents)
         assert hub.models.models["m"].latest.available_replicas() == [0]
+    asyncio.run(run())
+
+
+def test_a_new_version_starts_with_the_replicas_the_load_needed(tmp_path):
+    async def run():
+        hub, agents = _hub(tmp_path)
+        spec = dict(requirements=["sklearn"], memory="8Mi", minReplicas=1, maxReplicas=2)
+        hub.models.apply("m", ModelSpec(storageUri="/m/v1", **spec))
+        await _settle(agents)
+        v1 = hub.models.models["m"].latest
+        v1.scaled, v1.scale_reason = 2, "up: load"  # as the model autoscaler leaves it
+        hub.models.apply("m", ModelSpec(storageUri="/m/v2", **spec))
+        await _settle(agents)
+        v2 = hub.models.models["m"].latest
+        assert v2.version == 2 and v2.available_replicas() == [0, 1]
+        assert v2.scale_reason == "kept from version 1: up: load"
     asyncio.run(run())

@@ -51,6 +51,10 @@ class ModelManager:
             self._schedule(m, current)
         else:
             v = ModelVersion(name, (current.version + 1) if current else 1, spec)
+            if current and current.scaled is not None and spec.autoscaled:
+                # a rollout under load starts with the replicas the load needed
+                v.scaled = current.scaled
+                v.scale_reason = f"kept from version {current.version}: {current.scale_reason}"
             m.versions.append(v)
             m.deleted = False
             self._schedule(m, v)
