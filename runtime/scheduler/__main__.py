@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 from runtime.pb import agent_pb2_grpc, scheduler_pb2_grpc
 from runtime.scheduler.api import AgentService, SchedulerService
+from runtime.scheduler.autoscale import AutoscaleConfig
 from runtime.scheduler.core import Scheduler
 from runtime.scheduler.routes import Endpoint
 from runtime.scheduler.store import Store
@@ -49,7 +50,9 @@ async def serve(args) -> None:
     xds = XdsServer(args.limits)
     scheduler = Scheduler(Store(Path(args.data_dir)), xds,
                           _endpoint(args.pipeline_gateway_http, args.pipeline_gateway_grpc),
-                          replica_lost_after_s=args.replica_lost_after)
+                          replica_lost_after_s=args.replica_lost_after,
+                          autoscale=args.autoscale)
+    scheduler.autoscaler.start()
     servers = []
     plain = SchedulerAuth()  # xDS: only Envoy reaches it
     for port, secured, add in (
@@ -100,7 +103,17 @@ def main() -> None:
                    default=DEFAULT_LIMITS.serverMaxPendingRequests,
                    help="per set of server replicas and Envoy: requests queued; more get "
                         "a fast 503")
+    p.add_argument("--autoscale-json", metavar="JSON", default="{}",
+                   help="model and server autoscaling settings as JSON (fields of "
+                        "runtime.scheduler.autoscale.AutoscaleConfig: models, servers, "
+                        "scaleUpInFlight, scaleDownInFlight, scaleUpCooldownSeconds, "
+                        "scaleDownDelaySeconds, serverCooldownSeconds); default: models on, "
+                        "servers off")
     args = p.parse_args()
+    try:
+        args.autoscale = AutoscaleConfig.model_validate_json(args.autoscale_json)
+    except ValidationError as e:
+        p.error(describe(e, "--autoscale-json"))
     try:
         args.limits = InferenceLimits(serverMaxRequests=args.server_max_requests,
                                       serverMaxPendingRequests=args.server_max_pending_requests)
