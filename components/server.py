@@ -65,7 +65,11 @@ class ServerArgs:
     image_pull_policy: str = "IfNotPresent"
     server_resources: dict | None = None
     agent_resources: dict | None = None
-    hpa: dict | None = None  # {minReplicas, maxReplicas, cpuUtilization}
+    # {minReplicas, maxReplicas, cpuUtilization}: a CPU HorizontalPodAutoscaler. Each pod it
+    # removes drains first (preStop), but CPU says nothing of whether the models fit on fewer
+    # replicas: model-driven server autoscaling is a Server CR with minReplicas/maxReplicas,
+    # whose StatefulSet the controller scales (README "Autoscaling"); Pulumi owns this one.
+    hpa: dict | None = None
     image_pull_secrets: list[str] = field(default_factory=list)
     # Secret (key `token`) with the scheduler's bearer token, when the Platform requires one
     scheduler_token_secret: str | None = None

@@ -59,8 +59,11 @@ def _replica(r: pb.ReplicaStatus, when: str) -> dict:
 
 def model(s: pb.ResourceStatus) -> dict:
     when = timestamp(s.updated_unix_ms)
-    specs = json.loads(s.detail_json).get("specs", {}) if s.detail_json else {}
+    detail = json.loads(s.detail_json) if s.detail_json else {}
+    specs, scaling = detail.get("specs", {}), detail.get("autoscaling")
     latest = json.loads(s.spec_json) if s.spec_json else None
+    if latest is not None and scaling:  # the autoscaler's count, as Seldon's scheduler shows
+        latest = {**latest, "replicas": scaling["replicas"]}
     versions = []
     for v in s.versions:
         spec = specs.get(str(v.version)) or (latest if v.version == s.version else None)
@@ -75,7 +78,8 @@ def model(s: pb.ResourceStatus) -> dict:
         if spec is not None:
             entry["modelDefn"] = model_defn(s.name, spec)
         versions.append(_some(**entry))
-    return {"modelName": s.name, "versions": versions}
+    # core2: the model autoscaler's view (replicas, bounds, load, last reason)
+    return _some(modelName=s.name, versions=versions, autoscaling=scaling)
 
 
 # ---- pipelines ---------------------------------------------------------------------------
@@ -109,14 +113,16 @@ def experiment(s: pb.ResourceStatus) -> dict:
 def server(s: pb.ResourceStatus) -> dict:
     """Seldon's ServerStatusResponse: replicas being drained are not counted, as there."""
     spec = json.loads(s.spec_json) if s.spec_json else {}
-    replicas = json.loads(s.detail_json).get("replicas", []) if s.detail_json else []
+    detail = json.loads(s.detail_json) if s.detail_json else {}
+    replicas, scaling = detail.get("replicas", []), detail.get("autoscaling")
     serving = [r for r in replicas if r["connected"] and not r["draining"]]
     resources = [{"replicaIdx": r["replica"], "totalMemoryBytes": str(r["memory"]),
                   "availableMemoryBytes": str(r["availableMemory"]),
                   "numLoadedModels": len(r["models"]),
                   "overCommitPercentage": r["overCommitPercentage"]} for r in serving]
     return {"serverName": s.name, "resources": resources,
-            "expectedReplicas": spec.get("replicas", len(replicas)),
+            "expectedReplicas": scaling["replicas"] if scaling else
+            spec.get("replicas", len(replicas)),
             "availableReplicas": len(serving),
             "numLoadedModelReplicas": sum(r["numLoadedModels"] for r in resources),
             "kubernetesMeta": {}}

@@ -36,12 +36,15 @@ def test_placement_skips_draining_replicas_and_says_so():
 
 
 class Traffic(threading.Thread):
-    """Sequential REST inferences for iris through Envoy until stopped; every answer that is
-    not a 200 with iris's class (or no answer) counts as a failure."""
+    """Sequential REST inferences for `model` (iris) through Envoy until stopped, `pause`
+    seconds apart; every answer that is not a 200 with the model's class `expect` (or no
+    answer) counts as a failure."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, model: str = "iris", expect: int = IRIS_CLASS,
+                 pause: float = 0.0):
         super().__init__(daemon=True)
         self.port = int(url.rsplit(":", 1)[1])
+        self.model, self.expect, self.pause = model, expect, pause
         self.ok, self.failed, self.errors = 0, 0, []
         self._halt = threading.Event()
 
@@ -51,14 +54,15 @@ class Traffic(threading.Thread):
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
             try:
                 while not self._halt.is_set():
-                    conn.request("POST", "/v2/models/iris/infer", body,
+                    conn.request("POST", f"/v2/models/{self.model}/infer", body,
                                  {"content-type": "application/json"})
                     resp = conn.getresponse()
                     data = json.loads(resp.read())
-                    if resp.status == 200 and data["outputs"][0]["data"][0] == IRIS_CLASS:
+                    if resp.status == 200 and data["outputs"][0]["data"][0] == self.expect:
                         self.ok += 1
                     else:
                         self._fail(f"{resp.status} {data}")
+                    self._halt.wait(self.pause)
             except (OSError, http.client.HTTPException, ValueError) as e:
                 self._fail(repr(e))
             finally:

@@ -160,6 +160,9 @@ class Agent:
                     delay = min(BACKOFF_MAX, delay * 2)
         return None
 
+    async def send_load(self, report: agent_pb2.LoadReport) -> None:
+        await self._stub.ReportLoad(report, timeout=5)
+
     def spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)

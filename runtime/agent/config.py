@@ -34,6 +34,7 @@ class AgentConfig:
     # "mlserver" (core2's name hook inside the server; Envoy reaches it directly) or "triton"
     # (Envoy reaches the agent's proxy, which renames requests to the internal name)
     server_kind: str = "mlserver"
+    load_report_seconds: float = 2.0         # how often models' load goes to the scheduler
 
     @property
     def proxied(self) -> bool:
@@ -88,7 +89,13 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
     p.add_argument("--server-kind", choices=("mlserver", "triton"), default="mlserver",
                    help="the model server: its repository layout, and whether requests pass "
                         "the agent's proxy (triton: it renames them to the internal name)")
+    p.add_argument("--load-report-seconds", type=float, default=2.0, metavar="S",
+                   help="report each model's requests in flight to the scheduler (model "
+                        "autoscaling) every S seconds, read from the model server's metrics; "
+                        "0 turns it off (default 2)")
     a = p.parse_args(argv)
+    if a.load_report_seconds < 0:
+        p.error(f"--load-report-seconds: {a.load_report_seconds} is negative")
     caps = [c.strip() for c in a.capabilities.split(",") if c.strip()]
     return AgentConfig(
         scheduler=a.scheduler, server_name=a.server_name, replica_idx=a.replica_idx,
@@ -98,4 +105,5 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         repository=a.repository.resolve(), cache_dir=a.cache_dir.resolve(),
         server_metrics_port=a.server_metrics_port, fetch_rules=a.fetch_rules,
         local_roots_file=a.local_roots_file, eviction=a.eviction, server_kind=a.server_kind,
+        load_report_seconds=a.load_report_seconds,
     )

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from runtime.agent.agent import Agent
 from runtime.agent.config import AgentConfig, parse_args
+from runtime.agent.load import report_load
 from runtime.agent.proxy import GrpcProxy, RestProxy
 
 log = logging.getLogger("core2.agent")
@@ -67,11 +68,16 @@ async def run(config: AgentConfig) -> None:
     agent.ready = True
     log.info("agent for %s/%d ready: proxy http %d grpc %d, metrics %d", config.server_name,
              config.replica_idx, config.http_port, config.grpc_port, config.metrics_port)
-    watcher = asyncio.create_task(agent.watch_server())
+    watchers = [asyncio.create_task(agent.watch_server())]
+    if config.server_metrics_port and config.load_report_seconds > 0:
+        url = f"http://127.0.0.1:{config.server_metrics_port}/metrics"
+        watchers.append(asyncio.create_task(report_load(agent, config.load_report_seconds,
+                                                        url)))
     try:
         await agent.follow_scheduler()
     finally:
-        watcher.cancel()
+        for task in watchers:
+            task.cancel()
         await grpc_server.stop(1)
         for runner in runners:
             await runner.cleanup()

@@ -122,6 +122,11 @@ class AgentMetrics:
         self._lock = asyncio.Lock()  # concurrent scrapes must apply readings in order
         self._failing = False
 
+    @property
+    def failing(self) -> bool:
+        """The last read of the model server's counters failed."""
+        return self._failing
+
     async def refresh(self, session: aiohttp.ClientSession, url: str) -> None:
         """Read the model server's counters; on failure keep the last totals (and say so once
         per outage), so the agent's own metrics are still served."""

@@ -103,7 +103,8 @@ class Reconciler:
             self.observed[key] = meta.get("generation", 0)
         extra = []
         if kind == "Server" and self.servers is not None:
-            ok, message = self.servers.scale(ns, name, want)
+            ok, message = self.servers.scale(ns, name, want,
+                                             self.statuses.get(("Server", name)))
             extra.append(("ReplicasScaled", ok, "" if ok else "NoStatefulSet", message))
         self.failures.pop(key, None)
         return self._write(key, obj, extra=extra)

@@ -1,17 +1,33 @@
 """What a Server CR's replica count drives: the StatefulSet of that name on a cluster, or the
-local supervisor's server processes in local mode (`core2 up --kube`)."""
+local supervisor's server processes in local mode (`core2 up --kube`).
 
+A Server with minReplicas..maxReplicas is scaled by the scheduler's server autoscaler: its
+count comes from the scheduler's status (`detail.autoscaling.replicas`, lowered only once the
+leaving replica is drained), not from spec.replicas."""
+
+import json
 from pathlib import Path
 
 from runtime.controller.kube import Kube
+from runtime.pb import scheduler_pb2 as pb
+
+
+def wanted_replicas(spec: dict, status: pb.ResourceStatus | None) -> int:
+    """The scheduler's count for an autoscaled Server, else the spec's."""
+    if status is not None and status.detail_json:
+        scaled = json.loads(status.detail_json).get("autoscaling", {}).get("replicas")
+        if scaled is not None:
+            return int(scaled)
+    return spec.get("replicas", 1)
 
 
 class ClusterServers:
     def __init__(self, kube: Kube):
         self.kube = kube
 
-    def scale(self, namespace: str, name: str, spec: dict) -> tuple[bool, str]:
-        return self.kube.scale_server(namespace, name, spec.get("replicas", 1))
+    def scale(self, namespace: str, name: str, spec: dict,
+              status: pb.ResourceStatus | None = None) -> tuple[bool, str]:
+        return self.kube.scale_server(namespace, name, wanted_replicas(spec, status))
 
 
 class LocalServers:
@@ -22,7 +38,9 @@ class LocalServers:
         self.run_dir = Path(run_dir)
         self.requested: dict[str, Path] = {}
 
-    def scale(self, namespace: str, name: str, spec: dict) -> tuple[bool, str]:
+    def scale(self, namespace: str, name: str, spec: dict,
+              status: pb.ResourceStatus | None = None) -> tuple[bool, str]:
+        """(The supervisor follows an autoscaled server's count itself: local.scaling.)"""
         from runtime.local.config import LocalServer
         from runtime.local.platform import read_state
         from runtime.local.supervisor import request_server

@@ -60,7 +60,8 @@ def render(kind: str, spec: dict, old_status: dict | None, scheduler: pb.Resourc
         out["observedGeneration"] = observed
     if kind == "Model":
         latest = scheduler.versions[0] if scheduler and scheduler.versions else None
-        out["replicas"] = spec.get("replicas") if spec.get("replicas") is not None else 1
+        out["replicas"] = detail.get("autoscaling", {}).get("replicas") or (  # autoscaled
+            spec.get("replicas") if spec.get("replicas") is not None else 1)
         out["availableReplicas"] = latest.available_replicas if latest else 0
         if scheduler is not None:
             out["modelVersion"] = scheduler.version

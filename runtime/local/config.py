@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 from runtime.local.supervision import RestartPolicy
+from runtime.scheduler.autoscale import AutoscaleConfig
 from runtime.specs.common import SpecError, check_name, describe
 from runtime.specs.fetch import FetchRules
 from runtime.specs.server import ServerSpec
@@ -19,6 +20,15 @@ class LocalServer(ServerSpec):
     # What this server's agents may fetch. Local paths: the samples, the folders of manifests
     # applied with `core2 apply`/`load`, and fetch.localRoots (relative to the config file).
     fetch: FetchRules = FetchRules(localRoots=[])
+
+
+class LocalAutoscaling(AutoscaleConfig):
+    """Config key `autoscaling`: the scheduler's settings, and how often agents report load."""
+
+    loadReportSeconds: float = Field(default=2.0, gt=0)
+
+    def scheduler_args(self) -> list[str]:
+        return ["--autoscale-json", self.model_dump_json(exclude={"loadReportSeconds"})]
 
 
 class Ports(BaseModel):
@@ -91,6 +101,7 @@ class LocalConfig(BaseModel):
     supervision: RestartPolicy = RestartPolicy()
     kube: LocalKube | None = None
     tracing: TracingConfig | None = None  # OpenTelemetry, off when absent
+    autoscaling: LocalAutoscaling = LocalAutoscaling()
 
     def fetch_wait_ms(self) -> int:
         from runtime.kafka import FETCH_WAIT_MS

@@ -30,6 +30,7 @@ class Platform:
         self.ports = {k: v or free_port() for k, v in ports.items()}
         self.kafka_bootstrap = self.config.kafkaBootstrap
         self.replicas: dict[str, dict] = {}
+        self.servers: dict[str, LocalServer] = {}  # by name: config and applied servers
 
     # ---- addresses -----------------------------------------------------------------------
     @property
@@ -68,6 +69,7 @@ class Platform:
             if self.config.kube:
                 self._start_controller()
             self.wait_healthy(progress)
+            self.register_autoscaled_servers()
         except BaseException:
             self.stop()
             raise
@@ -90,6 +92,7 @@ class Platform:
                 str(p["schedulerApi"]), "--agent-port", str(p["schedulerAgent"]),
                 "--xds-port", str(p["schedulerXds"]), "--metrics-port", str(p["schedulerMetrics"]),
                 "--replica-lost-after", str(self.config.replicaLostAfterSeconds),
+                *self.config.autoscaling.scheduler_args(),
                 *self.config.limits.scheduler_args()]
         args += ["--feedback-http-port", str(p["feedbackHttp"]),
                  "--feedback-grpc-port", str(p["feedbackGrpc"])]
@@ -127,39 +130,78 @@ class Platform:
         self.save_state()
 
     def _start_server(self, server: LocalServer) -> list[str]:
+        self.servers[server.name] = server
         started = []
         for idx in range(server.replicas):
-            base = f"{server.name}-{idx}"
-            home = self.run_dir / "servers" / base
-            (home / "repository").mkdir(parents=True, exist_ok=True)
-            ports = {k: free_port() for k in ("http", "grpc", "metrics", "agent_http",
-                                                "agent_grpc", "agent_metrics")}
-            self.replicas[base] = ports
-            # MLServer with core2's name hook, or Triton (runtime.agent.tritonserver)
-            launcher = ("runtime.agent.tritonserver" if server.serverConfig == "triton"
-                        else "runtime.agent.modelserver")
-            self._add(f"{base}-{server.serverConfig}", python_module(
-                launcher, "--repository", str(home / "repository"),
-                "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
-                "--metrics-port", str(ports["metrics"])),
-                lambda ports=ports: http_ok(f"http://127.0.0.1:{ports['http']}/v2/health/ready"))
-            self._add(f"{base}-agent", python_module(
-                "runtime.agent", "--scheduler", f"127.0.0.1:{self.ports['schedulerAgent']}",
-                "--server-name", server.name, "--replica-idx", str(idx),
-                "--capabilities", ",".join(server.all_capabilities()),
-                "--memory", str(server.memory_bytes),
-                "--over-commit", str(server.overCommitPercentage), "--host", "127.0.0.1",
-                "--server-http-port", str(ports["http"]), "--server-grpc-port", str(ports["grpc"]),
-                "--http-port", str(ports["agent_http"]), "--grpc-port", str(ports["agent_grpc"]),
-                "--metrics-port", str(ports["agent_metrics"]),
-                "--server-metrics-port", str(ports["metrics"]),
-                "--repository", str(home / "repository"), "--cache-dir", str(home / "cache"),
-                "--fetch-rules", local_fetch_rules(server).model_dump_json(),
-                "--local-roots-file", str(self.run_dir / ROOTS_FILE),
-                "--server-kind", server.serverConfig),
-                lambda ports=ports: http_ok(f"http://127.0.0.1:{ports['agent_metrics']}/ready"))
-            started += [f"{base}-{server.serverConfig}", f"{base}-agent"]
+            started += self.start_replica(server, idx)
         return started
+
+    def start_replica(self, server: LocalServer, idx: int) -> list[str]:
+        """Start one replica (model server + agent); returns its services' names."""
+        base = f"{server.name}-{idx}"
+        home = self.run_dir / "servers" / base
+        (home / "repository").mkdir(parents=True, exist_ok=True)
+        ports = {k: free_port() for k in ("http", "grpc", "metrics", "agent_http",
+                                            "agent_grpc", "agent_metrics")}
+        self.replicas[base] = ports
+        # MLServer with core2's name hook, or Triton (runtime.agent.tritonserver)
+        launcher = ("runtime.agent.tritonserver" if server.serverConfig == "triton"
+                    else "runtime.agent.modelserver")
+        self._add(f"{base}-{server.serverConfig}", python_module(
+            launcher, "--repository", str(home / "repository"),
+            "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
+            "--metrics-port", str(ports["metrics"])),
+            lambda: http_ok(f"http://127.0.0.1:{ports['http']}/v2/health/ready"))
+        self._add(f"{base}-agent", python_module(
+            "runtime.agent", "--scheduler", f"127.0.0.1:{self.ports['schedulerAgent']}",
+            "--server-name", server.name, "--replica-idx", str(idx),
+            "--capabilities", ",".join(server.all_capabilities()),
+            "--memory", str(server.memory_bytes),
+            "--over-commit", str(server.overCommitPercentage), "--host", "127.0.0.1",
+            "--server-http-port", str(ports["http"]), "--server-grpc-port", str(ports["grpc"]),
+            "--http-port", str(ports["agent_http"]), "--grpc-port", str(ports["agent_grpc"]),
+            "--metrics-port", str(ports["agent_metrics"]),
+            "--server-metrics-port", str(ports["metrics"]),
+            "--repository", str(home / "repository"), "--cache-dir", str(home / "cache"),
+            "--fetch-rules", local_fetch_rules(server).model_dump_json(),
+            "--local-roots-file", str(self.run_dir / ROOTS_FILE),
+            "--server-kind", server.serverConfig,
+            "--load-report-seconds", str(self.config.autoscaling.loadReportSeconds)),
+            lambda: http_ok(f"http://127.0.0.1:{ports['agent_metrics']}/ready"))
+        return [f"{base}-{server.serverConfig}", f"{base}-agent"]
+
+    def stop_replica(self, server: LocalServer, idx: int) -> list[str]:
+        """Stop one replica (agent first, so the scheduler sees it go); returns the names of
+        the services stopped. Its models must have moved first (the scheduler drains it)."""
+        base = f"{server.name}-{idx}"
+        names = [f"{base}-agent", f"{base}-{server.serverConfig}"]
+        for name in names:
+            if svc := self.services.pop(name, None):
+                svc.stop()
+            self.checks.pop(name, None)
+            self.probes.pop(name, None)
+        self.replicas.pop(base, None)
+        return names
+
+    def running_replicas(self, server: str) -> list[int]:
+        return sorted(int(k.rsplit("-", 1)[1]) for k in self.replicas
+                      if k.rsplit("-", 1)[0] == server)
+
+    def register_autoscaled_servers(self) -> None:
+        """Tell the scheduler the bounds of config servers that autoscale (it scales Servers
+        whose spec it knows); their replicas are started here, so this only records them."""
+        from runtime.client import SchedulerClient
+
+        scaled = [s for s in self.servers.values() if s.maxReplicas is not None]
+        if not scaled or not self.config.autoscaling.servers:
+            return
+        client = SchedulerClient(self.scheduler_address)
+        try:
+            for s in scaled:
+                spec = s.model_dump(exclude={"name", "fetch"}, exclude_none=True)
+                client.apply("Server", s.name, json.dumps(spec))
+        finally:
+            client.close()
 
     def _start_dataflow(self) -> None:
         """Broker and dataflow services (pipelines)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from runtime.local.config import LocalConfig, LocalServer
 from runtime.local.platform import Platform
+from runtime.local.scaling import ReplicaFollower
 from runtime.local.supervision import Supervision
 
 REQUESTS = "requests"     # other processes (e.g. `core2 apply` of a Server) ask for work here
@@ -38,6 +39,7 @@ class Supervisor:
         self.phase = STARTING
         self.stopping = False
         self._saved = 0.0
+        self.scaling = ReplicaFollower(platform, self._watch, self._unwatch, log)
 
     # ---- lifecycle ----------------------------------------------------------------------
     def start(self, progress: Callable[[str], None] = lambda _: None) -> None:
@@ -53,6 +55,7 @@ class Supervisor:
         while not self.stopping:
             changed = self.supervision.tick()
             changed |= self._take_requests()
+            changed |= self.scaling.tick()
             if changed or time.monotonic() - self._saved >= HEARTBEAT_S:
                 self.save()
             time.sleep(0.1)
@@ -61,6 +64,7 @@ class Supervisor:
         self.stopping = True
 
     def shutdown(self) -> None:
+        self.scaling.close()
         self.supervision.stop_all()
         self.platform.stop()  # also removes state.json
 
@@ -95,9 +99,16 @@ class Supervisor:
         if any(k.rsplit("-", 1)[0] == server.name for k in self.platform.replicas):
             return
         self.log(f"starting {server.replicas} replica(s) of server {server.name}")
-        for name in self.platform._start_server(server):
+        self._watch(self.platform._start_server(server))
+
+    def _watch(self, names: list[str]) -> None:
+        for name in names:
             self.supervision.watch(name, self.platform.services[name],
                                    self.platform.probes[name])
+
+    def _unwatch(self, names: list[str]) -> None:
+        for name in names:
+            self.supervision.watched.pop(name, None)
 
 
 def request_server(run_dir: Path, server: LocalServer) -> Path:

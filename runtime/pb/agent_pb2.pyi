@@ -136,3 +136,29 @@ class DrainResponse(_message.Message):
     moved: _containers.RepeatedCompositeFieldContainer[DrainedModel]
     not_moved: _containers.RepeatedCompositeFieldContainer[DrainedModel]
     def __init__(self, moved: _Optional[_Iterable[_Union[DrainedModel, _Mapping]]] = ..., not_moved: _Optional[_Iterable[_Union[DrainedModel, _Mapping]]] = ...) -> None: ...
+
+class ModelLoad(_message.Message):
+    __slots__ = ("model", "in_flight", "requests_per_second")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    in_flight: float
+    requests_per_second: float
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., in_flight: _Optional[float] = ..., requests_per_second: _Optional[float] = ...) -> None: ...
+
+class LoadReport(_message.Message):
+    __slots__ = ("server_name", "replica_idx", "window_seconds", "models")
+    SERVER_NAME_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_IDX_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    server_name: str
+    replica_idx: int
+    window_seconds: float
+    models: _containers.RepeatedCompositeFieldContainer[ModelLoad]
+    def __init__(self, server_name: _Optional[str] = ..., replica_idx: _Optional[int] = ..., window_seconds: _Optional[float] = ..., models: _Optional[_Iterable[_Union[ModelLoad, _Mapping]]] = ...) -> None: ...
+
+class LoadAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

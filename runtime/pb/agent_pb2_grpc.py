@@ -49,6 +49,11 @@ class AgentStub:
                 request_serializer=runtime_dot_pb_dot_agent__pb2.DrainRequest.SerializeToString,
                 response_deserializer=runtime_dot_pb_dot_agent__pb2.DrainResponse.FromString,
                 _registered_method=True)
+        self.ReportLoad = channel.unary_unary(
+                '/core2.agent.Agent/ReportLoad',
+                request_serializer=runtime_dot_pb_dot_agent__pb2.LoadReport.SerializeToString,
+                response_deserializer=runtime_dot_pb_dot_agent__pb2.LoadAck.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -72,6 +77,12 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportLoad(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +100,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Drain,
                     request_deserializer=runtime_dot_pb_dot_agent__pb2.DrainRequest.FromString,
                     response_serializer=runtime_dot_pb_dot_agent__pb2.DrainResponse.SerializeToString,
+            ),
+            'ReportLoad': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportLoad,
+                    request_deserializer=runtime_dot_pb_dot_agent__pb2.LoadReport.FromString,
+                    response_serializer=runtime_dot_pb_dot_agent__pb2.LoadAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +188,33 @@ class Agent:
             '/core2.agent.Agent/Drain',
             runtime_dot_pb_dot_agent__pb2.DrainRequest.SerializeToString,
             runtime_dot_pb_dot_agent__pb2.DrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportLoad(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/core2.agent.Agent/ReportLoad',
+            runtime_dot_pb_dot_agent__pb2.LoadReport.SerializeToString,
+            runtime_dot_pb_dot_agent__pb2.LoadAck.FromString,
             options,
             channel_credentials,
             insecure,

@@ -19,6 +19,7 @@ from runtime import kafka
 from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 from runtime.pb import agent_pb2_grpc, feedback_pb2_grpc, scheduler_pb2_grpc
 from runtime.scheduler.api import AgentService, SchedulerService
+from runtime.scheduler.autoscale import AutoscaleConfig
 from runtime.scheduler.core import Scheduler
 from runtime.scheduler.feedback import AccessLog, FeedbackService, FeedbackTopic, rest_app
 from runtime.scheduler.routes import Endpoint
@@ -83,7 +84,8 @@ async def serve(args) -> None:
     scheduler = Scheduler(Store(Path(args.data_dir)), xds,
                           _endpoint(args.pipeline_gateway_http, args.pipeline_gateway_grpc),
                           replica_lost_after_s=args.replica_lost_after,
-                          feedback=_feedback_endpoint(args))
+                          autoscale=args.autoscale, feedback=_feedback_endpoint(args))
+    scheduler.autoscaler.start()
     servers = []
     plain = SchedulerAuth()  # xDS: only Envoy reaches it
     for port, secured, add in (
@@ -156,7 +158,17 @@ def main() -> None:
     fb.add_argument("--feedback-kafka", action="store_true",
                     help="also produce each feedback to <kafka-prefix>.<namespace>.feedback")
     kafka.add_arguments(p)
+    p.add_argument("--autoscale-json", metavar="JSON", default="{}",
+                   help="model and server autoscaling settings as JSON (fields of "
+                        "runtime.scheduler.autoscale.AutoscaleConfig: models, servers, "
+                        "scaleUpInFlight, scaleDownInFlight, scaleUpCooldownSeconds, "
+                        "scaleDownDelaySeconds, serverCooldownSeconds); default: models on, "
+                        "servers off")
     args = p.parse_args()
+    try:
+        args.autoscale = AutoscaleConfig.model_validate_json(args.autoscale_json)
+    except ValidationError as e:
+        p.error(describe(e, "--autoscale-json"))
     try:
         args.limits = InferenceLimits(serverMaxRequests=args.server_max_requests,
                                       serverMaxPendingRequests=args.server_max_pending_requests)

@@ -110,6 +110,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         applied = await self.s.models.on_event(request)
         return agent_pb2.EventAck(routes_applied=applied)
 
+    async def ReportLoad(self, request, context):
+        self.s.autoscaler.report(request)
+        return agent_pb2.LoadAck()
+
     async def Drain(self, request, context):
         if not request.server_name:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "server_name: required")

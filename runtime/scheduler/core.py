@@ -8,6 +8,7 @@ from runtime.pb import scheduler_pb2 as pb
 from runtime.scheduler import snapshot
 from runtime.scheduler import state as st
 from runtime.scheduler.adaptive import Adaptive
+from runtime.scheduler.autoscale import AutoscaleConfig, Autoscaler
 from runtime.scheduler.model_status import model_status, server_status
 from runtime.scheduler.models import ModelManager
 from runtime.scheduler.placement import UsedMemory
@@ -32,7 +33,8 @@ __all__ = ["Scheduler", "NotFound", "KEYS"]
 
 class Scheduler:
     def __init__(self, store: Store, xds: XdsServer, pipeline_gateway: Endpoint | None = None,
-                 replica_lost_after_s: float = 10.0, feedback: Endpoint | None = None):
+                 replica_lost_after_s: float = 10.0, autoscale: AutoscaleConfig | None = None,
+                 feedback: Endpoint | None = None):
         self.store, self.xds, self.pipeline_gateway = store, xds, pipeline_gateway
         self.feedback = feedback  # where Envoy sends /feedback (None: not served)
         self.adaptive = Adaptive(self)
@@ -53,6 +55,7 @@ class Scheduler:
         for key, doc in store.all("replica").items():
             self.models.replicas[key] = st.Replica(**doc)
             self.models.watch_lost(key)  # known from before a restart: must come back
+        self.autoscaler = Autoscaler(self, autoscale or AutoscaleConfig())  # start(): in a loop
         self.xds.set_snapshot(self.routing.snapshot())  # Envoy gets the same routes after a restart
 
     # ---- plumbing used by the managers ---------------------------------------------------
@@ -153,11 +156,13 @@ class Scheduler:
         self.pipelines.report(report)
 
     def _model_status(self, name: str) -> pb.ResourceStatus:
-        return model_status(self.models.models[name], self.updated("model", name))
+        m = self.models.models[name]
+        return model_status(m, self.updated("model", name), self.autoscaler.models.detail(m))
 
     def _server_status(self, name: str) -> pb.ResourceStatus:
         spec = self.servers.docs.get(name, {}).get("spec")
-        return server_status(name, self.models, spec, self.updated("server", name))
+        return server_status(name, self.models, spec, self.updated("server", name),
+                             self.autoscaler.servers.detail(name))
 
     def status(self, kind: int, name: str = "", missing_ok: bool = False) -> list:
         if kind == pb.MODEL:

@@ -6,7 +6,8 @@ from runtime.pb import scheduler_pb2 as pb
 from runtime.scheduler import state as st
 
 
-def model_status(m: st.Model, updated: int) -> pb.ResourceStatus:
+def model_status(m: st.Model, updated: int, autoscaling: dict | None = None
+                 ) -> pb.ResourceStatus:
     v, live = m.latest, m.live_version()
     versions = [pb.VersionStatus(
         version=x.version, state=x.state, reason=x.reason, server=x.server,
@@ -21,14 +22,17 @@ def model_status(m: st.Model, updated: int) -> pb.ResourceStatus:
     # older versions still known keep their own spec (Seldon's status shows each modelDefn)
     specs = {str(x.version): x.spec.model_dump(exclude_none=True) for x in m.versions
              if x is not v}
+    detail = {**({"specs": specs} if specs else {}),
+              **({"autoscaling": autoscaling} if autoscaling else {})}
     return pb.ResourceStatus(
         kind=pb.MODEL, name=m.name, version=v.version, state=v.state, reason=reason,
         ready=v.state == st.AVAILABLE, spec_json=v.spec.model_dump_json(exclude_none=True),
         versions=versions, updated_unix_ms=updated,
-        detail_json=json.dumps({"specs": specs}) if specs else "")
+        detail_json=json.dumps(detail) if detail else "")
 
 
-def server_status(name: str, manager, spec: dict | None, updated: int) -> pb.ResourceStatus:
+def server_status(name: str, manager, spec: dict | None, updated: int,
+                  autoscaling: dict | None = None) -> pb.ResourceStatus:
     reps = sorted((r for r in manager.replicas.values() if r.server == name),
                   key=lambda r: r.idx)
     placed: dict[int, list[str]] = {r.idx: [] for r in reps}
@@ -43,6 +47,8 @@ def server_status(name: str, manager, spec: dict | None, updated: int) -> pb.Res
         "memory": r.memory, "overCommitPercentage": r.over_commit,
         "availableMemory": r.available_memory, "models": sorted(placed.get(r.idx, []))}
         for r in reps]}
+    if autoscaling:
+        detail["autoscaling"] = autoscaling
     connected = sum(r.connected for r in reps)
     ready = bool(reps) and connected == len(reps)
     return pb.ResourceStatus(

@@ -34,6 +34,9 @@ class ModelManager:
         self.lost_after_s = lost_after_s
         self._lost_timers: dict[str, asyncio.TimerHandle] = {}
         self.drainer = Drainer(self)
+        # replicas the server autoscaler has emptied and is stopping: forgotten as soon as
+        # their agent goes, with no wait for it to come back
+        self.released: set[str] = set()
 
     # ---- desired state -------------------------------------------------------------------
     def apply(self, name: str, spec: ModelSpec) -> Model:
@@ -48,6 +51,10 @@ class ModelManager:
             self._schedule(m, current)
         else:
             v = ModelVersion(name, (current.version + 1) if current else 1, spec)
+            if current and current.scaled is not None and spec.autoscaled:
+                # a rollout under load starts with the replicas the load needed
+                v.scaled = current.scaled
+                v.scale_reason = f"kept from version {current.version}: {current.scale_reason}"
             m.versions.append(v)
             m.deleted = False
             self._schedule(m, v)
@@ -97,9 +104,18 @@ class ModelManager:
     def _used_memory(self, exclude: ModelVersion) -> dict[str, int]:
         return self.hub.used_memory.without(exclude)  # kept up to date (placement.UsedMemory)
 
+    @staticmethod
+    def want(v: ModelVersion) -> int:
+        """Replicas the version should have: the autoscaler's choice, kept within the spec's
+        minReplicas..maxReplicas, or the spec's own count."""
+        spec = v.spec
+        if v.scaled is not None and spec.autoscaled:
+            return min(max(v.scaled, spec.scale_floor), spec.maxReplicas or v.scaled)
+        return spec.desired_replicas
+
     def _schedule(self, m: Model, v: ModelVersion) -> None:
         spec = v.spec
-        want = spec.desired_replicas
+        want = self.want(v)
         holding = {x.server for x in m.versions if x.replicas and x is not v}
         try:
             if want == 0:
@@ -148,7 +164,7 @@ class ModelManager:
         if v.state not in (st.AVAILABLE, st.PROGRESSING):
             return False
         placed = [i for i, r in v.replicas.items() if r.state not in st.LEAVING]
-        return len(placed) < v.spec.desired_replicas
+        return len(placed) < ModelManager.want(v)
 
     # ---- agent operations ----------------------------------------------------------------
     def _send(self, v: ModelVersion, idx: int, op: int) -> None:
@@ -204,7 +220,7 @@ class ModelManager:
     def _refresh(self, m: Model, v: ModelVersion) -> None:
         if v.state in (st.TERMINATING, st.TERMINATED):
             return
-        want = v.spec.desired_replicas
+        want = self.want(v)
         # A copy on a draining replica still serves but no longer counts as placed: the
         # version stays Available while its replacement loads (make before break).
         placed = [i for i, r in v.replicas.items()
@@ -216,8 +232,9 @@ class ModelManager:
             v.state, v.reason = st.FAILED, f"{v.server}/{i}: {r.reason}"
         elif want == 0:
             v.state = st.SCALED_DOWN
-        elif available and len(available) >= len(placed):
-            v.state = st.AVAILABLE
+        elif available and (len(available) >= len(placed) or
+                            (v.scaled is not None and v.state == st.AVAILABLE)):
+            v.state = st.AVAILABLE  # (an autoscaled version stays so while it scales)
         elif v.state != st.SCHEDULE_FAILED:
             v.state = st.PROGRESSING
         if v.state == st.AVAILABLE and v is m.latest:
@@ -332,7 +349,11 @@ class ModelManager:
             del self.agents[replica.key]
             replica.connected = False
             self.hub.changed("server", replica.server)
-            self.watch_lost(replica.key)
+            if replica.key in self.released:  # emptied by the autoscaler: not coming back
+                self.released.discard(replica.key)
+                self._lose(replica.key)
+            else:
+                self.watch_lost(replica.key)
 
     def watch_lost(self, key: str) -> None:
         """Declare `key` lost unless its agent connects within `lost_after_s` (also used at

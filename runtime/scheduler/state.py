@@ -76,6 +76,9 @@ class ModelVersion:
     reason: str = ""
     server: str = ""
     replicas: dict[int, ReplicaState] = field(default_factory=dict)
+    # set by the model autoscaler (between minReplicas and maxReplicas), with why
+    scaled: int | None = None
+    scale_reason: str = ""
 
     @property
     def internal_name(self) -> str:
@@ -94,13 +97,16 @@ class ModelVersion:
             # (by hand: dataclasses.asdict was most of a store write at 10,000 models)
             "replicas": {str(i): {"state": r.state, "reason": r.reason, "evicted": r.evicted}
                          for i, r in self.replicas.items()},
+            **({"scaled": self.scaled, "scaleReason": self.scale_reason}
+               if self.scaled is not None else {}),
         }
 
     @classmethod
     def from_doc(cls, model: str, doc: dict) -> "ModelVersion":
         return cls(model=model, version=doc["version"], spec=ModelSpec.model_validate(doc["spec"]),
                    state=doc["state"], reason=doc["reason"], server=doc["server"],
-                   replicas={int(i): ReplicaState(**r) for i, r in doc["replicas"].items()})
+                   replicas={int(i): ReplicaState(**r) for i, r in doc["replicas"].items()},
+                   scaled=doc.get("scaled"), scale_reason=doc.get("scaleReason", ""))
 
 
 @dataclass
@@ -127,7 +133,7 @@ class Model:
         """Everything to_doc holds, cheaply comparable: tells an unchanged model apart
         without encoding it (an agent's reconnect touches every model it holds)."""
         return (self.deleted, tuple(
-            (v.version, v.spec, v.state, v.reason, v.server,
+            (v.version, v.spec, v.state, v.reason, v.server, v.scaled, v.scale_reason,
              tuple((i, r.state, r.reason, r.evicted) for i, r in v.replicas.items()))
             for v in self.versions))
 

@@ -60,6 +60,18 @@ class ModelSpec(Spec):
             return self.replicas
         return max(1, self.minReplicas or 0)
 
+    @property
+    def autoscaled(self) -> bool:
+        """minReplicas..maxReplicas leave the model autoscaler room to scale (Seldon's native
+        model autoscaling); `replicas`, when set, is where it starts."""
+        return self.maxReplicas is not None and self.maxReplicas > self.scale_floor
+
+    @property
+    def scale_floor(self) -> int:
+        """The fewest replicas the autoscaler keeps: minReplicas, at least one (no scale to
+        zero)."""
+        return max(1, self.minReplicas or 0)
+
     def version_key(self) -> dict:
         """The fields whose change makes a new model version (all but scaling)."""
         return self.model_dump(

@@ -21,7 +21,7 @@ from kubernetes.client.rest import ApiException
 from components import controller
 from runtime.controller import crds
 from runtime.controller.kube import FINALIZER
-from runtime.local.config import LocalKube
+from runtime.local.config import LocalAutoscaling, LocalKube
 from runtime.local.platform import pid_alive, read_state
 from runtime.procs import Service, free_port, python_module, wait_until
 from tests.cluster.controlplane import tool
@@ -318,6 +318,14 @@ def _statefulset(name: str, labels: dict) -> dict:
                          {"name": "server", "image": "core2:test"}]}}}}
 
 
+def _scaling_controller(env, control_plane, namespace: str, tmp_path) -> Service:
+    """A controller serving `namespace` with `env`'s scheduler that scales StatefulSets."""
+    return Service("controller", python_module(
+        "runtime.controller", "--scheduler", env.platform.scheduler_address,
+        "--kubeconfig", str(control_plane.kubeconfig), "--namespace", namespace,
+        "--scale-statefulsets"), tmp_path).start()
+
+
 def test_a_server_cr_scales_its_statefulset_unless_pulumi_owns_it(make_env, kube, namespace,
                                                                   control_plane, tmp_path):
     env = make_env()
@@ -325,10 +333,7 @@ def test_a_server_cr_scales_its_statefulset_unless_pulumi_owns_it(make_env, kube
     apps.create_namespaced_stateful_set(namespace, _statefulset("plain", {}))
     apps.create_namespaced_stateful_set(namespace, _statefulset(
         "owned", {"app.kubernetes.io/managed-by": "pulumi"}))
-    ctl = Service("controller", python_module(
-        "runtime.controller", "--scheduler", env.platform.scheduler_address,
-        "--kubeconfig", str(control_plane.kubeconfig), "--namespace", namespace,
-        "--scale-statefulsets"), tmp_path).start()
+    ctl = _scaling_controller(env, control_plane, namespace, tmp_path)
     try:
         k = Cluster(kube, control_plane.kubeconfig, namespace)
         k.apply("Server", "plain", {"replicas": 3})
@@ -342,6 +347,25 @@ def test_a_server_cr_scales_its_statefulset_unless_pulumi_owns_it(make_env, kube
         # the scheduler knows both servers' specs (no agent connected: not Ready)
         assert env.scheduler.get("Server", "plain") is not None
         assert k.condition("Server", "plain", "ServerReady").get("status") == "False"
+    finally:
+        ctl.stop()
+
+
+def test_an_autoscaled_server_cr_gets_the_schedulers_replica_count(make_env, kube, namespace,
+                                                                    control_plane, tmp_path):
+    """A Server with minReplicas..maxReplicas: its StatefulSet follows the scheduler's server
+    autoscaler (here its floor, 2), not spec.replicas (1)."""
+    env = make_env(autoscaling=LocalAutoscaling(servers=True))
+    apps = client.AppsV1Api(kube)
+    apps.create_namespaced_stateful_set(namespace, _statefulset("scaled", {}))
+    ctl = _scaling_controller(env, control_plane, namespace, tmp_path)
+    try:
+        k = Cluster(kube, control_plane.kubeconfig, namespace)
+        k.apply("Server", "scaled", {"replicas": 1, "minReplicas": 2, "maxReplicas": 4})
+        wait_until(lambda: apps.read_namespaced_stateful_set("scaled", namespace).spec.replicas
+                   == 2, 30, "the StatefulSet scaled to the autoscaler's 2", ctl)
+        detail = json.loads(env.scheduler.get("Server", "scaled").detail_json)
+        assert detail["autoscaling"]["replicas"] == 2
     finally:
         ctl.stop()
 
