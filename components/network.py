@@ -11,7 +11,14 @@ from components.dataflow import METRICS_PORT as DATAFLOW_METRICS
 from components.envoy import HEALTH_PORT, LISTEN_PORT
 from components.envoy import NAME as ENVOY
 from components.k8s import PART_OF, metadata, selector
-from components.scheduler import AGENT_PORT, API_PORT, METRICS_PORT, XDS_PORT
+from components.scheduler import (
+    AGENT_PORT,
+    API_PORT,
+    FEEDBACK_GRPC_PORT,
+    FEEDBACK_HTTP_PORT,
+    METRICS_PORT,
+    XDS_PORT,
+)
 from components.scheduler import NAME as SCHEDULER
 
 SERVER_ROLE = {"core2.io/role": "server"}
@@ -54,7 +61,7 @@ def render(namespace: str, monitoring_namespace: str | None) -> list[dict]:
     return [
         _policy("core2-default-deny", namespace, {"app.kubernetes.io/part-of": PART_OF}, []),
         _policy("core2-scheduler", namespace, selector(SCHEDULER), [
-            {"from": [envoy], "ports": _ports(XDS_PORT)},
+            {"from": [envoy], "ports": _ports(XDS_PORT, FEEDBACK_HTTP_PORT, FEEDBACK_GRPC_PORT)},
             {"from": [dataflow, controller], "ports": _ports(API_PORT)},
             {"from": [servers], "ports": _ports(AGENT_PORT)},
             *scrape(METRICS_PORT),

@@ -107,7 +107,10 @@ class Platform(pulumi.ComponentResource):
             ns, args.image, args.image_pull_policy,
             Resources.from_config(res.get("scheduler"), scheduler.DEFAULT_RESOURCES),
             args.scheduler_storage, args.storage_class, rbac.ACCOUNTS["scheduler"],
-            gateway_host, args.replica_lost_after_seconds, token_env, args.limits)
+            gateway_host, args.replica_lost_after_seconds, token_env, args.limits,
+            feedback_topic=scheduler.FeedbackTopic(
+                self.kafka.bootstrap_servers, args.kafka_prefix, args.kafka.client_env(),
+                volumes, mounts, args.kafka.topic_replication()))
         # a new schedulerStorage/storageClass must not replace the StatefulSet (components.claims)
         self._add(name, scheduler_objects, pulumi.ResourceOptions.merge(
             child, pulumi.ResourceOptions(ignore_changes=[claims.IGNORED])))

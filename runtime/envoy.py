@@ -77,6 +77,30 @@ def local_replies() -> dict:
     ]}
 
 
+ALS = "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig"
+EXPERIMENT_HEADER = "seldon-experiment"  # added by adaptive experiments' routes
+ROUTE_HEADER = "x-seldon-route"  # names the version that answered (scheduler.envoy_resources)
+
+
+def adaptive_access_log() -> dict:
+    """Who served what, for adaptive experiments' feedback: the routes of an experiment with
+    a strategy add `seldon-experiment`, and only those requests are logged (request id,
+    experiment, the x-seldon-route the answer carries) over gRPC to the scheduler, in
+    batches Envoy sends on its own: nothing waits on it in a request's path."""
+    return {"name": "envoy.access_loggers.http_grpc",
+            "filter": {"header_filter": {"header": {"name": EXPERIMENT_HEADER,
+                                                    "present_match": True}}},
+            "typed_config": {
+                "@type": ALS,
+                "common_config": {
+                    "log_name": "core2-adaptive", "transport_api_version": "V3",
+                    "grpc_service": {"envoy_grpc": {"cluster_name": "xds_cluster"}},
+                    # feedback for an id not logged yet waits for it (scheduler.adaptive)
+                    "buffer_flush_interval": "0.05s", "buffer_size_bytes": 65536},
+                "additional_request_headers_to_log": [EXPERIMENT_HEADER],
+                "additional_response_headers_to_log": [ROUTE_HEADER]}}
+
+
 def bootstrap(listen_port: int, admin_port: int, xds_host: str, xds_port: int,
               listen_host: str = "127.0.0.1", node_id: str = "core2-envoy",
               tls_cert_file: str | None = None, tls_key_file: str | None = None,
@@ -101,6 +125,7 @@ def bootstrap(listen_port: int, admin_port: int, xds_host: str, xds_port: int,
                 "rds_config_source": ads,
                 "scoped_rds": {"scoped_rds_config_source": ads}},
             "local_reply_config": local_replies(),
+            "access_log": [adaptive_access_log()],
             # REST bodies beyond the limit get 413 (gRPC routes turn the buffer off: a
             # stream is never buffered whole)
             "http_filters": [{"name": "envoy.filters.http.lua", "typed_config": {

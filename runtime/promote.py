@@ -9,6 +9,11 @@ What changes in each target stack (stacks/Pulumi.<stack>.yaml):
 - the experiment's other models (the winner's own entry included) are removed when nothing
   else in the stack still uses them.
 The winner is `--winner`, or else the experiment's only candidate besides the default.
+`--winner auto` asks the scheduler the experiment runs on (`--scheduler`, or the local
+platform's) for an adaptive experiment's learned state and takes the candidate its strategy
+favours, refusing while the evidence is too thin (runtime.scheduler.bandit.choose_winner:
+every candidate has at least --min-rewards rewards, the favourite has the highest mean
+reward, and its 95% interval lies above every other candidate's).
 
 Clouds: a target stack that sets `core2:storageScheme` (s3, gs, az) reads artifacts from that
 store only. The winner's `storageUri` is first rewritten by the target's `core2:storageUriMap`
@@ -21,12 +26,14 @@ comments and formatting elsewhere are kept byte for byte).
 """
 
 import difflib
+import json
 import re
 import sys
 from pathlib import Path
 
 import yaml
 
+from runtime.scheduler import bandit
 from runtime.specs.common import SpecError
 from runtime.specs.experiment import ExperimentSpec
 from runtime.specs.manifest import load_file
@@ -93,6 +100,20 @@ def choose_winner(exp: ExperimentSpec, name: str, winner: str | None) -> str:
         raise PromoteError(f"experiment {name}: {len(challengers)} challengers "
                            f"({', '.join(challengers)}); pass --winner")
     return challengers[0]
+
+
+def auto_winner(status_detail: dict, name: str, min_rewards: int = bandit.MIN_REWARDS) -> str:
+    """The winner of adaptive experiment `name` from its scheduler status detail."""
+    learned = status_detail.get("candidates")
+    if not learned:
+        raise PromoteError(f"--winner auto: experiment {name} has no strategy, so no rewards "
+                           "to choose by; pass --winner NAME")
+    arms = {n: bandit.Arm(c["pulls"], c["rewards"], c["meanReward"] * c["rewards"])
+            for n, c in learned.items()}
+    try:
+        return bandit.choose_winner(arms, {n: c["weight"] for n, c in learned.items()}, min_rewards)
+    except ValueError as e:
+        raise PromoteError(f"--winner auto: experiment {name}: {e}") from None
 
 
 def promoted_spec(target: dict | None, winner: dict) -> dict:
@@ -328,18 +349,27 @@ def register(subparsers) -> None:
                    help="stack where the experiment ran")
     p.add_argument("--to", dest="targets", required=True, metavar="STACK[,STACK]",
                    help="stacks to rewrite")
-    p.add_argument("--winner", help="candidate to promote (default: the only challenger)")
+    p.add_argument("--winner", help="candidate to promote (default: the only challenger); "
+                                    "auto: the one an adaptive experiment's strategy favours")
+    p.add_argument("--min-rewards", type=int, default=bandit.MIN_REWARDS, metavar="N",
+                   help="--winner auto: rewards every candidate needs first")
     p.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
     p.add_argument("--stacks-dir", default="stacks", help="directory of Pulumi.<stack>.yaml")
     p.set_defaults(func=_run)
 
 
 def _run(args) -> None:
+    from runtime.cli import CliError, _client
+
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     try:
-        promote(args.experiment, args.source, targets, Path(args.stacks_dir), args.winner,
+        winner = args.winner
+        if winner == "auto":
+            [status] = _client(args).status("Experiment", args.experiment)
+            detail = json.loads(status.detail_json or "{}")
+            winner = auto_winner(detail, args.experiment, args.min_rewards)
+            print(f"# --winner auto: {winner}", file=sys.stderr)
+        promote(args.experiment, args.source, targets, Path(args.stacks_dir), winner,
                 args.dry_run)
     except (PromoteError, SpecError) as e:
-        from runtime.cli import CliError
-
         raise CliError(str(e), code=2) from None

@@ -103,7 +103,10 @@ def experiment(s: pb.ResourceStatus) -> dict:
             "candidatesReady": bool(detail.get("candidatesReady", s.ready)),
             "mirrorReady": bool(detail.get("mirrorReady", s.ready)),
             "statusDescription": "experiment active" if s.ready else s.reason,
-            "kubernetesMeta": {}}
+            "kubernetesMeta": {},
+            # adaptive experiments (spec.strategy): what was learned, per candidate
+            **({"candidates": [{"name": n, **c} for n, c in detail["candidates"].items()]}
+               if detail.get("candidates") else {})}
 
 
 # ---- servers -----------------------------------------------------------------------------

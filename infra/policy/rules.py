@@ -214,6 +214,31 @@ def production_scheduler_token(resources: list[tuple[str, dict]]) -> list[str]:
     return out
 
 
+# The least traffic (percent) a production stack lets an adaptive experiment's strategy leave
+# any candidate: it keeps every candidate explored, so a wrong favourite can still be noticed.
+PRODUCTION_MIN_WEIGHT = 5
+
+
+def production_adaptive_min_weight(resources: list[tuple[str, dict]]) -> list[str]:
+    """In production, every adaptive experiment (spec.strategy) keeps each candidate at
+    least PRODUCTION_MIN_WEIGHT percent of the traffic."""
+    if not _production(resources):
+        return []
+    out = []
+    for rtype, props in resources:
+        if not (found := seldon(rtype, props, "Experiment")):
+            continue
+        name, spec = found
+        strategy = spec.get("strategy")
+        if isinstance(strategy, dict):
+            least = strategy.get("minWeight", 5)
+            if not isinstance(least, int | float) or least < PRODUCTION_MIN_WEIGHT:
+                out.append(f"experiment {name}: strategy.minWeight {least} is below "
+                           f"{PRODUCTION_MIN_WEIGHT}, the least a production stack lets a "
+                           "candidate keep")
+    return out
+
+
 STACK_RULES = {
     "core2-production-scheduler-token": (
         "Production stacks set schedulerTokenSecret: the scheduler requires a bearer token.",
@@ -224,6 +249,10 @@ STACK_RULES = {
     "core2-experiment-targets-exist": (
         "Experiment candidates are Models or Pipelines of the stack.",
         experiment_targets_exist),
+    "core2-production-adaptive-min-weight": (
+        f"Production adaptive experiments keep every candidate at least "
+        f"{PRODUCTION_MIN_WEIGHT}% of traffic (strategy.minWeight).",
+        production_adaptive_min_weight),
 }
 
 

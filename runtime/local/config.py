@@ -45,6 +45,8 @@ class Ports(BaseModel):
     pipelineGatewayHttp: int = 9010
     pipelineGatewayGrpc: int = 9011
     controllerHealth: int = 9007
+    feedbackHttp: int = 9012   # the scheduler's feedback service (adaptive experiments)
+    feedbackGrpc: int = 9013
 
 
 class EnvoyTls(BaseModel):

@@ -94,12 +94,19 @@ class Platform:
                 "--replica-lost-after", str(self.config.replicaLostAfterSeconds),
                 *self.config.autoscaling.scheduler_args(),
                 *self.config.limits.scheduler_args()]
+        args += ["--feedback-http-port", str(p["feedbackHttp"]),
+                 "--feedback-grpc-port", str(p["feedbackGrpc"])]
         if self.config.pipelines:
             args += ["--pipeline-gateway-http", f"127.0.0.1:{p['pipelineGatewayHttp']}",
-                     "--pipeline-gateway-grpc", f"127.0.0.1:{p['pipelineGatewayGrpc']}"]
+                     "--pipeline-gateway-grpc", f"127.0.0.1:{p['pipelineGatewayGrpc']}",
+                     # feedback is also produced to its topic (the broker may come later)
+                     "--feedback-kafka", "--kafka-bootstrap",
+                     self.kafka_bootstrap or f"127.0.0.1:{p['kafka']}",
+                     "--kafka-prefix", self.config.kafkaPrefix,
+                     "--kafka-namespace", self.config.kafkaNamespace]
         self._add("scheduler", python_module("runtime.scheduler", *args),
                   lambda: all(tcp_open(p[k]) for k in ("schedulerApi", "schedulerAgent",
-                                                        "schedulerXds")))
+                                                        "schedulerXds", "feedbackHttp")))
 
     def _start_envoy(self) -> None:
         p = self.ports

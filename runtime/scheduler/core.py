@@ -7,6 +7,7 @@ import time
 from runtime.pb import scheduler_pb2 as pb
 from runtime.scheduler import snapshot
 from runtime.scheduler import state as st
+from runtime.scheduler.adaptive import Adaptive
 from runtime.scheduler.autoscale import AutoscaleConfig, Autoscaler
 from runtime.scheduler.model_status import model_status, server_status
 from runtime.scheduler.models import ModelManager
@@ -32,8 +33,11 @@ __all__ = ["Scheduler", "NotFound", "KEYS"]
 
 class Scheduler:
     def __init__(self, store: Store, xds: XdsServer, pipeline_gateway: Endpoint | None = None,
-                 replica_lost_after_s: float = 10.0, autoscale: AutoscaleConfig | None = None):
+                 replica_lost_after_s: float = 10.0, autoscale: AutoscaleConfig | None = None,
+                 feedback: Endpoint | None = None):
         self.store, self.xds, self.pipeline_gateway = store, xds, pipeline_gateway
+        self.feedback = feedback  # where Envoy sends /feedback (None: not served)
+        self.adaptive = Adaptive(self)
         self.watchers: set[tuple[int, str, asyncio.Queue]] = set()
         self._tasks: set[asyncio.Task] = set()
         self._updated: dict[tuple[str, str], int] = {}

@@ -18,16 +18,17 @@ from envoy.config.route.v3 import route_pb2, scoped_route_pb2
 from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
-from envoy.type.matcher.v3 import string_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
-from runtime.envoy import BUFFER_FILTER
+from runtime.envoy import BUFFER_FILTER, EXPERIMENT_HEADER, ROUTE_HEADER
 from runtime.limits import DEFAULT_LIMITS, InferenceLimits
-from runtime.scheduler.routes import Backend, Route, Snapshot, Target
+from runtime.scheduler.routes import FEEDBACK, Backend, Route, Snapshot, Target
 
 INTERNAL_HEADER = "seldon-internal-model"
-ROUTE_HEADER = "x-seldon-route"
+FEEDBACK_GRPC_PREFIX = "/core2.feedback.Feedback/"
+FEEDBACK_REST_PATH = r"/v2/(models|pipelines)/[^/]+/feedback"
 REQUEST_ID_HEADER = "x-request-id"
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -220,13 +221,28 @@ def route_config_name(route: str) -> str:
     return f"route:{route}"
 
 
+def _feedback_routes(route: Route) -> list[rc.Route]:
+    """Feedback for answers given under this name goes to the scheduler's feedback service
+    (REST POST .../feedback, gRPC core2.feedback.Feedback); matched before inference."""
+    http, grpc_name = cluster_names(FEEDBACK)
+    rest = rc.RouteMatch(safe_regex=regex_pb2.RegexMatcher(regex=FEEDBACK_REST_PATH))
+    grpc = rc.RouteMatch(prefix=FEEDBACK_GRPC_PREFIX)
+    grpc.grpc.SetInParent()
+    return [rc.Route(name=f"{route.name}.feedback", match=m,
+                     route=rc.RouteAction(cluster=cluster,
+                                          timeout=duration_pb2.Duration(seconds=30)))
+            for m, cluster in ((grpc, grpc_name), (rest, http))]
+
+
 def _route_config(route: Route, live: tuple[Target, ...], mirrored: bool) -> bytes:
-    routes = []
+    routes = _feedback_routes(route) if route.feedback else []
     for match, grpc, t in _matches(route):
         r = rc.Route(name=route.name, match=match,
                      route=_action((replace(t, weight=1),) if t else live, grpc, route, mirrored))
         if grpc:  # a gRPC stream is passed through, never buffered whole
             r.typed_per_filter_config[BUFFER_FILTER].Pack(NO_BUFFER)
+        if route.experiment:
+            r.request_headers_to_add.append(_header_option(EXPERIMENT_HEADER, route.experiment))
         routes.append(r)
     return route_pb2.RouteConfiguration(name=route_config_name(route.name), virtual_hosts=[
         rc.VirtualHost(name="core2", domains=["*"], routes=routes)]).SerializeToString(

@@ -4,6 +4,8 @@ the xDS server turns it into Envoy resources. Kept free of protobuf so it is eas
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
+FEEDBACK = "feedback"  # the backend of the scheduler's feedback service (scheduler.feedback)
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -42,6 +44,8 @@ class Route:
     mirror: Target | None = None
     mirror_percent: int = 0
     sticky: bool = False               # honour `x-seldon-route` sent back by the client
+    experiment: str = ""               # adaptive experiment: Envoy logs who served each request
+    feedback: bool = False             # /feedback goes to the scheduler's feedback service
 
 
 class ChangeLog:

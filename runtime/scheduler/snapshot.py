@@ -3,9 +3,18 @@ between changes: a change looks again only at the models it touched (`Routing.to
 the models routed through a server replica whose address changed."""
 
 from collections import ChainMap, Counter, defaultdict
+from dataclasses import replace
 
 from runtime.scheduler import state as st
-from runtime.scheduler.routes import Backend, ChangeLog, Endpoint, Route, Snapshot, Target
+from runtime.scheduler.routes import (
+    FEEDBACK,
+    Backend,
+    ChangeLog,
+    Endpoint,
+    Route,
+    Snapshot,
+    Target,
+)
 
 PIPELINE_GATEWAY = "pipelinegateway"
 
@@ -86,11 +95,14 @@ class Routing:
         self._full, self._dirty = False, set()
         retargeted = {n for n in dirty if self._update_model(n, models.get(n), replicas)}
         extra = self._extra_routes()
+        feedback = getattr(self.hub, "feedback", None)  # (test hubs may lack it)
         changed = set()
         for name in retargeted | self._extra | set(extra):
             route = extra.get(name)
             if route is None and name in self._targets:
                 route = _default_route(name, self._targets[name])
+            if route is not None and feedback is not None:
+                route = replace(route, feedback=True)
             if route != self._routes.get(name):
                 changed.add(name)
                 if route is None:
@@ -104,6 +116,8 @@ class Routing:
         if self.hub.pipeline_gateway and self.hub.pipelines.docs:
             backends[PIPELINE_GATEWAY] = Backend(PIPELINE_GATEWAY, (self.hub.pipeline_gateway,),
                                                  model=False)
+        if feedback is not None:
+            backends[FEEDBACK] = Backend(FEEDBACK, (self.hub.feedback,), model=False)
         return Snapshot(backends, dict(self._routes), self.generation, self.log)
 
     def _check_replicas(self, replicas: dict[str, st.Replica]) -> None:

@@ -62,6 +62,10 @@ class Experiments(Table):
         data = spec.model_dump(exclude_none=True)
         self.put(name, {"spec": data, "version": self._next_version(name, data)})
 
+    def delete(self, name: str) -> None:
+        super().delete(name)
+        self.hub.adaptive.forget(name)
+
     def _ready(self, spec: ExperimentSpec, member: str) -> bool:
         if spec.resourceType == "pipeline":
             return member in self.hub.pipelines and \
@@ -75,6 +79,9 @@ class Experiments(Table):
         waiting = [n for n in members if not self._ready(spec, n)]
         detail = {"candidatesReady": all(self._ready(spec, c.name) for c in spec.candidates),
                   "mirrorReady": spec.mirror is None or self._ready(spec, spec.mirror.name)}
+        if spec.strategy is not None:  # adaptive: what was learned, per candidate
+            self.hub.adaptive.learner(name, spec)
+            detail["candidates"] = self.hub.adaptive.describe(name)
         reason = f"waiting for {spec.resourceType}(s) {', '.join(waiting)} to be ready" \
             if waiting else ""
         return pb.ResourceStatus(
@@ -91,22 +98,26 @@ class Experiments(Table):
             spec = ExperimentSpec.model_validate(doc["spec"])
             suffix = ".pipeline" if spec.resourceType == "pipeline" else ""
             split = []
+            learned = self.hub.adaptive.weights(name, spec)  # None: fixed weights
             for c in spec.candidates:
                 # A candidate mid-rollout has two versions: split its weight between them.
                 members = targets.get(c.name + suffix, ())
                 total = sum(t.weight for t in members)
-                split += [replace(t, weight=max(1, c.weight * 100 * t.weight // total))
+                weight = c.weight if learned is None else learned[c.name]
+                split += [replace(t, weight=max(1, weight * 100 * t.weight // total))
                           for t in members]
             if not split:
                 continue
             mirror = targets.get(spec.mirror.name + suffix, (None,))[0] if spec.mirror else None
             percent = spec.mirror.percent if mirror else 0
-            routes.append(Route(f"{name}.experiment", tuple(split), (), mirror, percent, True))
+            logged = name if learned is not None else ""  # Envoy logs who served what
+            routes.append(Route(f"{name}.experiment", tuple(split), (), mirror, percent, True,
+                                experiment=logged))
             if spec.default:
                 defaults.add(spec.default + suffix)
                 prefix = f"/v2/{'pipelines' if suffix else 'models'}/{spec.default}"
                 routes.append(Route(spec.default + suffix, tuple(split), (prefix,), mirror,
-                                    percent, True))
+                                    percent, True, experiment=logged))
         return routes, defaults
 
 

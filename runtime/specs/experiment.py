@@ -21,11 +21,42 @@ class Mirror(Spec):
     percent: int = Field(default=100, gt=0, le=100)
 
 
+# An adaptive experiment's weights are percentages: they add up to this.
+STRATEGY_TOTAL = 100
+
+
+class Strategy(Spec):
+    """Adaptive traffic split: the scheduler recomputes the candidates' weights from the
+    rewards sent to the feedback endpoint (runtime.scheduler.bandit has the math)."""
+
+    type: Literal["epsilonGreedy", "thompson", "ucb1"]
+    epsilon: float = Field(default=0.1, ge=0, le=1,
+                           description="epsilonGreedy: share of traffic spread evenly")
+    exploration: float = Field(default=2.0, gt=0, le=100,
+                               description="ucb1: c in mean + sqrt(c ln N / n)")
+    seed: int | None = Field(default=None, description="thompson: fixed random seed")
+    updateIntervalMs: int = Field(default=1000, ge=100, le=3_600_000,
+                                  description="weights change at most this often")
+    minWeight: int = Field(default=5, ge=0, le=50,
+                           description="percent of traffic every candidate keeps")
+    labelRewards: dict[str, float] = Field(
+        default_factory=lambda: {"good": 1.0, "bad": 0.0},
+        description="the reward of each feedback label (rewards are 0..1)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        for label, reward in self.labelRewards.items():
+            if not 0 <= reward <= 1:
+                raise ValueError(f"labelRewards.{label}: {reward} is not between 0 and 1")
+        return self
+
+
 class ExperimentSpec(Spec):
     default: str | None = None
     candidates: list[Candidate] = []
     mirror: Mirror | None = None
     resourceType: Literal["model", "pipeline"] = "model"
+    strategy: Strategy | None = None
 
     @model_validator(mode="after")
     def _check(self):
@@ -39,6 +70,12 @@ class ExperimentSpec(Spec):
             raise ValueError(f"default: {self.default!r} is not one of the candidates")
         if self.mirror is not None and self.mirror.name in names:
             raise ValueError(f"mirror: {self.mirror.name!r} is also a candidate")
+        if self.strategy is not None:
+            if len(names) < 2:
+                raise ValueError("strategy: needs at least two candidates to choose between")
+            if self.strategy.minWeight * len(names) > STRATEGY_TOTAL:
+                raise ValueError(f"strategy.minWeight: {self.strategy.minWeight}% for each of "
+                                 f"{len(names)} candidates exceeds {STRATEGY_TOTAL}%")
         return self
 
     def validate_for(self, name: str) -> "ExperimentSpec":
