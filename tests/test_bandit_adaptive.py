@@ -87,3 +87,12 @@ def test_feedback_is_attributed_or_refused(tmp_path):
 
     asyncio.run(run())
     assert json.dumps(adaptive.describe("ab"))  # the status detail is plain JSON
+
+
+def test_only_adaptive_candidates_take_feedback_routes(tmp_path):
+    """Envoy routes /feedback only under names of adaptive experiments' candidates (and the
+    experiments' own routes), not under every model's."""
+    adaptive, _ = _adaptive(tmp_path)
+    assert adaptive.candidate_routes() == {"a", "b"}
+    adaptive.forget("ab")
+    assert adaptive.candidate_routes() == set()

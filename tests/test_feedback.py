@@ -176,6 +176,11 @@ def test_feedback_checks_who_answered(env):
     assert rest.feedback(rid, reward=0.5)[0] == 200
     status, body = rest.feedback(rid, reward=0.5)
     assert status == 409 and "already has feedback" in body["error"]
+    # under a candidate's own name, through Envoy: its route carries the feedback routes
+    # while it is in an adaptive experiment
+    _, rid = rest.infer()
+    status, body = rest.feedback(rid, path="/v2/models/iris2/feedback", reward=0.5)
+    assert status == 200, body
 
 
 def test_sticky_routes_stay_sticky_and_promote_winner_auto(env, tmp_path, capsys):

@@ -131,6 +131,12 @@ class Adaptive:
         learner = self.learner(name, spec)
         return learner.weights if learner else None
 
+    def candidate_routes(self) -> set[str]:
+        """The route names of adaptive experiments' candidates (`iris`, `chain.pipeline`): a
+        client may send feedback under the name of the one that answered."""
+        return {c + (PIPELINE_SUFFIX if learner.pipeline else "")
+                for learner in self.learners.values() for c in learner.arms}
+
     def forget(self, name: str) -> None:
         learner = self.learners.pop(name, None)
         if learner and learner.timer:
