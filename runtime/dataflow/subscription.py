@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 log = logging.getLogger(__name__)
 # a partition with records to read whose position has not moved for this long is stalled
@@ -26,19 +27,27 @@ class StallWatch:
     position and the position has not moved for STALL_S. Seen with the embedded broker (Tansu,
     memory storage): a fetch scans every stored batch, and once a partition holds a few
     thousand a fetch outlasts fetch.wait.max.ms and returns nothing, for good. Called with
-    the time from any thread (the topic guard's)."""
+    the time and an admin client from any thread (the topic guard's).
+
+    The high watermarks are asked through the admin client, not the consumer: the consumer's
+    ListOffsets would queue on its broker connection behind the fetch waiting there (a broker
+    answers one request per connection at a time), holding the caller for up to
+    fetch.wait.max.ms, and with it the whole service (seen: 0.5-1 s stalls per hop at a
+    500 ms fetch wait)."""
 
     def __init__(self, consumer: Consumer, partitions: Callable[[], list[TopicPartition]]):
         self.consumer, self._partitions = consumer, partitions
         self._moved: dict[tuple[str, int], tuple[int, float]] = {}  # -> (position, since)
 
-    def __call__(self, now: float) -> str | None:
+    def __call__(self, now: float, admin: AdminClient) -> str | None:
         parts = self._partitions()
         if not parts:
             return None
+        highs = {(p.topic, p.partition): f for p, f in admin.list_offsets(
+            {p: OffsetSpec.latest() for p in parts}, request_timeout=5).items()}
         for p in self.consumer.position(parts):
             key = (p.topic, p.partition)
-            high = self.consumer.get_watermark_offsets(TopicPartition(*key), timeout=5)[1]
+            high = highs[key].result().offset
             last = self._moved.get(key)
             if p.offset < 0 or high <= p.offset or last is None or last[0] != p.offset:
                 self._moved[key] = (p.offset, now)

@@ -35,7 +35,7 @@ class TopicGuard:
         self._renewed: set[str] = set()
         self._wake = threading.Event()
         # set by the service: why its reading stalled, or None (Subscription.stalled)
-        self.progress: Callable[[float], str | None] | None = None
+        self.progress: Callable[[float, AdminClient], str | None] | None = None
         self.stall: str | None = None
 
     def remember(self, topics: list[str]) -> None:
@@ -79,7 +79,7 @@ class TopicGuard:
                 self.check(self._admin)
                 self.down.clear()
                 if self.progress is not None:
-                    self.stall = self.progress(time.monotonic())
+                    self.stall = self.progress(time.monotonic(), self._admin)
             except Exception as e:  # noqa: BLE001 - broker away, or sets changing: next pass
                 log.debug("topic check: %s", e)
                 self.down.set()
