@@ -24,12 +24,13 @@ H_VERSION = "pipeline-version"
 H_DEADLINE = "seldon-deadline-ms"
 
 # fetch.wait.max.ms by broker kind. The embedded Tansu answers a fetch only when this wait
-# ends (no wake-up on produce), so it bounds every hop. Apache Kafka answers as soon as a
-# record arrives, yet with these consumers a long wait still cost latency there: at 500 ms a
-# 2-step chain's p99 was 1.6 s (0.12 s at 2 ms, 0.27 s at 20 ms; bench/pipelines.py) and with
-# the dataflow tests' 11 pipelines a record sat seconds before the engine read it. Kept at
-# 2 ms until that is understood.
-FETCH_WAIT_MS = {"embedded": 2, "apache": 2}
+# ends (no wake-up on produce), so it bounds every hop and must stay short. Apache Kafka
+# answers a waiting fetch as soon as a record arrives, so a long wait costs no latency there
+# and spares the broker and the clients hundreds of empty fetches a second while idle.
+# (A long wait once cost seconds per hop: the services asked the consumer itself for
+# metadata and watermarks, and those requests queued behind the waiting fetch; they go
+# through an admin client now: runtime.dataflow.subscription.)
+FETCH_WAIT_MS = {"embedded": 2, "apache": 500}
 
 log = logging.getLogger("kafka")
 _reported: dict[str, float] = {}  # what a client's error_cb last said -> when

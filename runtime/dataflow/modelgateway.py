@@ -53,6 +53,8 @@ TRANSIENT = frozenset({404, 429, 502, 503, 504})
 # Stock MLServer answers 400 "Model <name> is not ready yet." while a model is being loaded
 # again: transient too, unlike other 400s (core2's name hook makes it a 503 already)
 NOT_READY = "is not ready yet"
+# the longest a poll waits with nothing arriving: how soon a pipeline change is taken up
+IDLE_WAIT_S = 0.25
 MAX_IN_FLIGHT = 20_000  # records taken but not finished: stop fetching beyond this
 
 
@@ -100,10 +102,10 @@ class ModelGateway:
     def _consume(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
         consumer = Consumer(self.cfg.consumer(self.group))
         self.tracker = OffsetTracker(consumer)
-        self.sub = Subscription(consumer, self.cfg.resolved_assignment(),
-                                on_revoked=self.tracker.forget)
-        log.info("partition assignment: %s", self.sub.mode)
         guard = TopicGuard(self.cfg, lambda: set(self.sub.wanted), self._written)
+        self.sub = Subscription(consumer, self.cfg.resolved_assignment(),
+                                on_revoked=self.tracker.forget, admin=guard.admin)
+        log.info("partition assignment: %s", self.sub.mode)
         guard.progress = self.sub.stalled
         guard.start(stop)
         try:
@@ -138,7 +140,7 @@ class ModelGateway:
                     stop.wait(0.05)
                     continue
                 msgs = []
-                for m in next_batch(consumer, 0.05):
+                for m in next_batch(consumer, IDLE_WAIT_S):  # a record ends the wait
                     if not m.error():
                         msgs.append((m, self.tracker.begin(m.topic(), m.partition(),
                                                            m.offset())))
@@ -146,6 +148,7 @@ class ModelGateway:
                         log.warning("consume: %s", m.error())
                 if msgs:
                     loop.call_soon_threadsafe(self._dispatch, msgs)
+                self.sub.stalled.sample()
                 self.tracker.flush()
                 self._report_ready(guard.stall)
         finally:
@@ -352,8 +355,8 @@ class ModelGateway:
         consumer = threading.Thread(target=self._consume, args=(loop, stop), daemon=True)
         consumer.start()
         try:
-            while not stop.is_set():
-                await asyncio.sleep(0.05)
+            while not stop.is_set():  # deliveries after the last call's own poll
+                await asyncio.sleep(IDLE_WAIT_S)
                 self.producer.poll(0)
         finally:
             await asyncio.to_thread(consumer.join, 10)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import grpc
 from aiohttp import web
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 from google.protobuf.message import DecodeError
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -69,6 +70,7 @@ class PipelineGateway:
         self._lock = threading.Lock()
         self._todo: set[str] = set()
         self._waiters: dict[str, tuple[asyncio.Future, str]] = {}
+        self._reading: list[TopicPartition] = []   # what the consumer was assigned
         self._stop = threading.Event()
 
     # -- control --------------------------------------------------------------------------
@@ -88,12 +90,14 @@ class PipelineGateway:
         Explicit offsets (not OFFSET_END) so no answer slips in before the position is set.
         A topic created again (broker restart) is read from its start instead: it holds only
         answers produced since, some perhaps to calls still waiting."""
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        parts = []
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            parts.append(TopicPartition(topic, p, low if from_start else high))
-        consumer.incremental_assign(parts)
+        meta = self.admin.list_topics(topic, timeout=10).topics[topic]
+        # asked through the admin client: the consumer's requests would wait behind its fetch
+        spec = OffsetSpec.earliest() if from_start else OffsetSpec.latest()
+        found = self.admin.list_offsets({TopicPartition(topic, p): spec for p in meta.partitions},
+                                        request_timeout=10)
+        consumer.incremental_assign([TopicPartition(p.topic, p.partition, f.result().offset)
+                                     for p, f in found.items()])
+        self._reading += list(found)
 
     def _read_errors(self, consumer: Consumer) -> None:
         errors = self.cfg.errors()
@@ -111,16 +115,18 @@ class PipelineGateway:
         assigned: set[str] = set()
         from_start = False  # after topics were created again, until all are read again
         errors = self.cfg.errors()
-        self._read_errors(consumer)
 
         def inputs() -> set[str]:
             with self._lock:
                 return {self.cfg.pipeline_inputs(n) for n in self.versions}
 
         guard = TopicGuard(self.cfg, lambda: assigned | {errors}, inputs)
+        self.admin = guard.admin
+        self._read_errors(consumer)
         guard.remember([errors])
-        guard.progress = StallWatch(consumer, lambda: [
-            TopicPartition(p.topic, p.partition) for p in consumer.assignment()])
+        # the partitions as assigned here: consumer.assignment() from the guard thread would
+        # wait for the poll under way (StallWatch)
+        guard.progress = watch = StallWatch(consumer, lambda: list(self._reading))
         guard.start(self._stop)
         stalled: str | None = None
         try:
@@ -128,6 +134,7 @@ class PipelineGateway:
                 if guard.lost.is_set():  # topics created again: read them from their start
                     guard.lost.clear()
                     consumer.unassign()
+                    self._reading = []
                     assigned, from_start = set(), True
                     self._read_errors(consumer)
                     guard.remember([errors])
@@ -160,7 +167,9 @@ class PipelineGateway:
                     stalled = guard.stall
                     self._stalled(stalled)
                 batch = []
-                for m in next_batch(consumer, 0.05, 1000):
+                # an answer ends the wait at once; the timeout bounds how soon a new
+                # pipeline's outputs are read
+                for m in next_batch(consumer, 0.25, 1000):
                     if m.error():
                         if m.error().code() != KafkaError._PARTITION_EOF:
                             log.warning("consume: %s", m.error())
@@ -168,6 +177,7 @@ class PipelineGateway:
                     batch.append((m.topic() == errors, key_of(m), headers_of(m), m.value()))
                 if batch:
                     loop.call_soon_threadsafe(self._resolve, batch)
+                watch.sample()
         finally:
             consumer.close()
 
