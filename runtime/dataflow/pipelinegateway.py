@@ -71,6 +71,10 @@ class PipelineGateway:
         self._todo: set[str] = set()
         self._waiters: dict[str, tuple[asyncio.Future, str]] = {}
         self._reading: list[TopicPartition] = []   # what the consumer was assigned
+        # why the gateway cannot serve (Kafka unreachable or refusing it), or None: its
+        # readiness (/v2/health/ready)
+        self._kafka_fault: str | None = "not connected to Kafka yet"
+        self._guard: TopicGuard | None = None
         self._stop = threading.Event()
 
     # -- control --------------------------------------------------------------------------
@@ -105,9 +109,11 @@ class PipelineGateway:
             try:
                 kafka.ensure_topics(self.cfg, [errors])
                 self._assign_at_end(consumer, errors)
+                self._kafka_fault = None
                 return
-            except Exception as e:  # noqa: BLE001 - broker not up yet
-                log.warning("cannot read %s yet (%s); retrying", errors, e)
+            except Exception as e:  # noqa: BLE001 - broker not up yet, or refusing us
+                self._kafka_fault = f"cannot read {errors} from Kafka yet: {e}"
+                log.warning("%s; retrying", self._kafka_fault)
                 self._stop.wait(1)
 
     def _consume(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -121,7 +127,7 @@ class PipelineGateway:
                 return {self.cfg.pipeline_inputs(n) for n in self.versions}
 
         guard = TopicGuard(self.cfg, lambda: assigned | {errors}, inputs)
-        self.admin = guard.admin
+        self.admin, self._guard = guard.admin, guard
         self._read_errors(consumer)
         guard.remember([errors])
         # the partitions as assigned here: consumer.assignment() from the guard thread would
@@ -309,6 +315,16 @@ class PipelineGateway:
         return web.json_response({"name": name, "ready": True,
                                   "version": self.versions[name]})
 
+    async def _health_ready(self, _request: web.Request) -> web.Response:
+        """Ready while the gateway reads its answers from Kafka: not before (unreachable,
+        or refusing its credentials), nor while its topic checks cannot reach the broker."""
+        fault = self._kafka_fault
+        if fault is None and self._guard is not None and self._guard.down.is_set():
+            fault = "the Kafka broker is unreachable"
+        if fault:
+            return _json_error(503, f"pipeline gateway not ready: {fault}")
+        return web.json_response({"ready": True})
+
     async def _metrics(self, _request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest())
         resp.headers["content-type"] = CONTENT_TYPE_LATEST
@@ -323,7 +339,7 @@ class PipelineGateway:
             web.post("/v2/models/{model}/infer", self._rest_infer),
             web.get("/v2/pipelines/{pipeline}/ready", self._rest_ready),
             web.get("/v2/health/live", lambda _r: _async(ok({"live": True}))),
-            web.get("/v2/health/ready", lambda _r: _async(ok({"ready": True}))),
+            web.get("/v2/health/ready", self._health_ready),
             web.get("/metrics", self._metrics),
         ])
         return app

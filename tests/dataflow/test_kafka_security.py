@@ -6,6 +6,7 @@ wrong credentials are reported naming them, and the service keeps running."""
 import contextlib
 import time
 
+import httpx
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
@@ -110,5 +111,8 @@ def test_wrong_credentials_are_reported_naming_the_setting(logs, secured):
             log = gateway.log_path.read_text()
             assert "Traceback" not in log
             assert log.count(want) == 1  # once per 30 s, not once per retry
+            ready = httpx.get(f"http://127.0.0.1:{http}/v2/health/ready", timeout=10)
+            assert ready.status_code == 503, ready.text   # it cannot serve pipelines
+            assert "Kafka" in ready.json()["error"], ready.text
         finally:
             gateway.stop()
