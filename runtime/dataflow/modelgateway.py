@@ -56,6 +56,9 @@ NOT_READY = "is not ready yet"
 # the longest a poll waits with nothing arriving: how soon a pipeline change is taken up
 IDLE_WAIT_S = 0.25
 MAX_IN_FLIGHT = 20_000  # records taken but not finished: stop fetching beyond this
+# A pooled keep-alive connection closed by the server under a new request (not a refused
+# connect, a ClientConnectorError): the request is sent again at once on a fresh connection.
+STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
 class ModelGateway:
@@ -240,12 +243,14 @@ class ModelGateway:
         start = time.perf_counter()
         try:
             async with self._sem:
-                async with self.session.post(
-                        f"{self.envoy}/v2/models/{model}/infer", data=value,
-                        headers={"seldon-model": model, "content-type": "application/json",
-                                 "x-request-id": key, **(trace or {})}) as r:
-                    body = await r.read()
-                    status = r.status
+                try:
+                    status, body = await self._post(model, key, value, trace)
+                except STALE_CONNECTION as e:
+                    if isinstance(e, aiohttp.ClientConnectorError):
+                        raise
+                    # a kept-alive connection the server had closed: at once on a new one
+                    MODEL_RETRIES.labels(model, "reset").inc()
+                    status, body = await self._post(model, key, value, trace)
         except (TimeoutError, aiohttp.ClientError) as e:
             timed_out = isinstance(e, TimeoutError)
             MODEL_CALLS.labels(model, "504" if timed_out else "502").inc()
@@ -260,6 +265,14 @@ class ModelGateway:
         if doc and isinstance(doc.get("error") or doc.get("detail"), str):
             detail = doc.get("error") or doc.get("detail")
         return status, f"HTTP {status}: {detail}"
+
+    async def _post(self, model: str, key: str, value: bytes,
+                    trace: dict[str, str] | None) -> tuple[int, bytes]:
+        async with self.session.post(
+                f"{self.envoy}/v2/models/{model}/infer", data=value,
+                headers={"seldon-model": model, "content-type": "application/json",
+                         "x-request-id": key, **(trace or {})}) as r:
+            return r.status, await r.read()
 
     async def _infer(self, msg, token: Token, model: str, step: str, headers: dict) -> None:
         key = key_of(msg)
