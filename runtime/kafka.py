@@ -217,6 +217,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "static: this process reads every partition (one replica), "
                              "resuming at once after a restart; auto: static when the "
                              "bootstrap servers are on loopback, else group")
+    add_security_arguments(parser)
+
+
+def add_security_arguments(parser: argparse.ArgumentParser) -> None:
+    """TLS and SASL flags, defaulting to their KAFKA_* env variables."""
+    env = os.environ.get
     parser.add_argument("--kafka-security-protocol", default=env("KAFKA_SECURITY_PROTOCOL", ""),
                         help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
     parser.add_argument("--kafka-sasl-mechanism", default=env("KAFKA_SASL_MECHANISM", ""),

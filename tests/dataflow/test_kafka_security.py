@@ -4,6 +4,7 @@ secured listener, so every client it makes (producer, consumer, admin) must use 
 wrong credentials are reported naming them, and the service keeps running."""
 
 import contextlib
+import json
 import time
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
+from runtime.cli import main as cli_main
 from runtime.kafka import FETCH_WAIT_MS
 from runtime.kafka_apache import ApacheKafka, start_apache_kafka
 from runtime.procs import Service, free_port, python_module, wait_until
@@ -84,10 +86,20 @@ def test_pipelines_answer_over_tls(logs, secured, mlserver):
         chain_answers(df)
 
 
-def test_pipelines_answer_over_sasl_scram(logs, secured, mlserver):
+def test_pipelines_answer_over_sasl_scram(logs, secured, mlserver, capsys):
     kafka, ca = secured
     with dataflow_over(logs, kafka.sasl_bootstrap, mlserver, sasl_args(ca)) as df:
         chain_answers(df)
+        # `core2 pipeline inspect` takes the same flags
+        rid = df.infer("chain", [tensor("x", [5.0])]).headers["x-request-id"]
+        code = cli_main(["--scheduler", df.scheduler.address, "pipeline", "inspect",
+                         "chain.outputs", "--request-id", rid,
+                         "--kafka-bootstrap", kafka.sasl_bootstrap, *sasl_args(ca)])
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        topic, key, value = out.out.strip().split("\t")
+        assert (topic, key) == ("seldon.default.pipeline.chain.outputs", rid)
+        assert json.loads(value)["outputs"][0]["data"] == [150.0]
 
 
 def test_wrong_credentials_are_reported_naming_the_setting(logs, secured):
