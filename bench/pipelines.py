@@ -42,6 +42,7 @@ CHAINS = {2: ["add10", "mul10"], 4: ["add10", "mul10", "add10b", "mul10b"]}
 COPIES = {"add10b": "add10", "mul10b": "mul10"}   # more models for the 4-step chain
 CONCURRENCY = (1, 8, 32)
 TICK = os.sysconf("SC_CLK_TCK")
+WARMUP = 20  # calls before each measured cell
 
 
 def chain_spec(models: list[str]) -> dict:
@@ -78,7 +79,7 @@ async def measure(call, n: int, concurrency: int) -> tuple[list[float], float, i
     connector = aiohttp.TCPConnector(limit=concurrency + 4)
     async with aiohttp.ClientSession(connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=60)) as session:
-        for _ in range(min(20, n)):  # warm up connections and caches
+        for _ in range(min(WARMUP, n)):  # warm up connections and caches
             await call(session)
         sem = asyncio.Semaphore(concurrency)
         lat: list[float] = []
@@ -165,14 +166,22 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def run(kind: str, args, logs: Path, mlserver_url: str) -> dict:
+def cpu_per_request(procs: dict[str, Service], n: int, work) -> tuple[object, dict]:
+    """work()'s result, and the CPU ms per call (n calls) each process used meanwhile."""
+    before = {name: cpu_seconds([s.pid]) for name, s in procs.items()}
+    result = work()
+    return result, {name: 1000 * (cpu_seconds([s.pid]) - before[name]) / n
+                    for name, s in procs.items()}
+
+
+def run(kind: str, args, logs: Path, mlserver: Service, mlserver_url: str) -> dict:
     """One broker's numbers: its own broker, scheduler stand-in and dataflow services."""
     logs = logs / kind
     scheduler = FakeScheduler().start(port := free_port())
     scheduler.address = f"127.0.0.1:{port}"
     broker, bootstrap = start_kafka(kind, logs)
     BROKER_KIND_OF[bootstrap] = kind  # the services' fetch wait follows the broker
-    df, out = None, {"cells": {}, "hops": {}}
+    df, out = None, {"cells": {}, "hops": {}, "cpu": {}}
     try:
         names = {steps: f"chain{steps}" for steps in CHAINS}
         for steps, name in names.items():
@@ -187,11 +196,14 @@ def run(kind: str, args, logs: Path, mlserver_url: str) -> dict:
             models = CHAINS[steps]
             for c in CONCURRENCY:
                 # side by side: direct, then the pipeline, under the same conditions
-                out["cells"][steps, c] = {
-                    "direct": asyncio.run(measure(
-                        lambda s, m=models: direct(s, mlserver_url, m), args.requests, c)),
-                    "pipeline": asyncio.run(measure(
-                        lambda s, n=name: pipeline(s, df.url, n), args.requests, c))}
+                procs = {"mlserver": mlserver, "broker": broker, **df.services}
+                calls = args.requests + min(WARMUP, args.requests)
+                d, d_cpu = cpu_per_request(procs, calls, lambda m=models, c=c: asyncio.run(
+                    measure(lambda s: direct(s, mlserver_url, m), args.requests, c)))
+                p, p_cpu = cpu_per_request(procs, calls, lambda n=name, c=c: asyncio.run(
+                    measure(lambda s: pipeline(s, df.url, n), args.requests, c)))
+                out["cells"][steps, c] = {"direct": d, "pipeline": p}
+                out["cpu"][steps, c] = {"direct": d_cpu, "pipeline": p_cpu}
                 print(f"  {kind} {steps} steps, concurrency {c}: done", flush=True)
             # sequential calls again, so the last records are free of queueing
             asyncio.run(measure(lambda s, n=name: pipeline(s, df.url, n), 100, 1))
@@ -237,6 +249,16 @@ def report(results: dict, args) -> None:
             print(f"  {label:<48}" + "".join(
                 f"{results[k]['hops'][steps][i][1]:>9.1f} /{results[k]['hops'][steps][i][2]:>5.0f}"
                 for k in kinds))
+    print("\nCPU ms per request at concurrency 32 (each process tree):")
+    names = list(results[kinds[0]]["cpu"][2, 32]["pipeline"])
+    print(f"  {'':<24}" + "".join(f"{n:>13}" for n in names) + f"{'total':>9}")
+    for k in kinds:
+        for steps in CHAINS:
+            for path in ("direct", "pipeline"):
+                cpu = results[k]["cpu"][steps, 32][path]
+                print(f"  {k + ' ' + str(steps) + ' ' + path:<24}"
+                      + "".join(f"{cpu[n]:>13.2f}" for n in names)
+                      + f"{sum(cpu.values()):>9.2f}")
     print(f"\nidle CPU, % of one core over {args.idle_seconds:g} s (two pipelines loaded):")
     names = list(results[kinds[0]]["idle"])
     print(f"  {'':<10}" + "".join(f"{n:>14}" for n in names) + f"{'total':>10}")
@@ -261,7 +283,7 @@ def main() -> None:
     try:
         wait_until(lambda: all(http_ok(f"{mlserver_url}/v2/models/{m}/ready") for m in COPIES),
                    60, "MLServer's model copies ready", proc=ml)
-        results = {kind: run(kind, args, logs, mlserver_url) for kind in kinds}
+        results = {kind: run(kind, args, logs, ml, mlserver_url) for kind in kinds}
     finally:
         ml.stop()
     report(results, args)
