@@ -307,7 +307,10 @@ class Engine:
                 if self.guard.lost.is_set():
                     self._reread()
                 if not self.sub.wanted:
-                    stop.wait(IDLE_WAIT_S)
+                    # nothing assigned, so nothing consumed: the polls serve the clients'
+                    # error callbacks (a wrong password is reported before any pipeline)
+                    consumer.poll(IDLE_WAIT_S)
+                    producer.poll(0)
                     continue
                 for msg in next_batch(consumer, self._poll_timeout()):
                     if msg.error():

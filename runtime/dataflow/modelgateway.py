@@ -139,7 +139,10 @@ class ModelGateway:
                         self._dirty.set()
                         stop.wait(1)
                         continue
-                if not self.sub.wanted or self.tracker.in_flight() > MAX_IN_FLIGHT:
+                if not self.sub.wanted:
+                    consumer.poll(IDLE_WAIT_S)  # nothing assigned: serves error callbacks
+                    continue
+                if self.tracker.in_flight() > MAX_IN_FLIGHT:
                     stop.wait(0.05)
                     continue
                 msgs = []
