@@ -6,16 +6,14 @@ wait, so its clients keep polling; bench/pipelines.py measures both.)"""
 
 import asyncio
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from bench.soak import tree
+from bench.pipelines import idle_cpu
 from tests.dataflow.conftest import running_broker, running_dataflow, running_scheduler, tensor
 
 REQUESTS, CONCURRENCY = 2000, 32
-TICKS = 100  # clock ticks per second (os.sysconf("SC_CLK_TCK") on Linux)
 # % of one core each idle dataflow service may use: measured 0.6-1.2 % with the samples'
 # pipelines (it was ~4 %: a thread spinning on the consumer, 500 empty fetches a second)
 IDLE_LIMIT = 2.0
@@ -56,17 +54,6 @@ async def load(url: str) -> tuple[list[str], float]:
         return errors, time.monotonic() - started
 
 
-def cpu_ticks(pid: int) -> int:
-    total = 0
-    for p in tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])   # utime, stime
-        except OSError:
-            continue
-    return total
-
-
 def test_requests_in_a_row_never_wait_out_a_fetch(dataflow):
     """Six seconds of chain requests one after another: each is answered as soon as its
     records arrive. (Before: every topic check, each 2 s, asked the consumer for offsets
@@ -88,12 +75,7 @@ def test_idle_services_cost_little(dataflow):
     services = {n: s for n, s in dataflow.services.items() if s.alive()}
     assert set(services) == {"engine", "modelgateway", "gateway"}
     time.sleep(1)  # what an earlier test sent has settled
-    before = {n: cpu_ticks(s.pid) for n, s in services.items()}
-    start = time.monotonic()
-    time.sleep(10)
-    wall = time.monotonic() - start
-    used = {n: 100 * (cpu_ticks(s.pid) - before[n]) / TICKS / wall
-            for n, s in services.items()}
+    used = idle_cpu(services, 10)
     print(f"idle % of a core: {used}")
     assert all(v <= IDLE_LIMIT for v in used.values()), \
         f"idle % of a core above {IDLE_LIMIT}: {used}"
