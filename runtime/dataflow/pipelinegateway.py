@@ -362,8 +362,8 @@ class PipelineGateway:
         await server.start()
         log.info("pipeline gateway on http %s:%d grpc %s:%d", host, http_port, host, grpc_port)
         try:
-            while not stop.is_set():
-                await asyncio.sleep(0.05)
+            while not stop.is_set():  # the producer's error callbacks; no deliveries
+                await asyncio.sleep(0.25)
                 self.producer.poll(0)
         finally:
             self._stop.set()
