@@ -15,6 +15,7 @@ from components.k8s import (
 from components.scheduler import API_PORT
 from components.scheduler import NAME as SCHEDULER
 from components.secrets import ENVOY_CA_DIR, ENVOY_CA_ENV, envoy_tls_volume
+from runtime.kafka import FETCH_WAIT_MS
 from runtime.limits import DEFAULT_LIMITS
 from runtime.tracing import TracingConfig
 
@@ -63,7 +64,10 @@ def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int
             "args": ["--scheduler", f"{SCHEDULER}:{API_PORT}", "--kafka-bootstrap", bootstrap,
                      "--kafka-prefix", kafka_prefix, "--kafka-namespace", namespace,
                      "--kafka-replication", str(topic_replication),
-                     "--kafka-partitions", str(topic_partitions), *EXTRA_ARGS[name](namespace),
+                     "--kafka-partitions", str(topic_partitions),
+                     # a cluster's Kafka wakes a waiting fetch on produce: a long wait is free
+                     "--kafka-fetch-wait-ms", str(FETCH_WAIT_MS["apache"]),
+                     *EXTRA_ARGS[name](namespace),
                      *(["--max-request-bytes", str(max_request_bytes)]
                        if name == GATEWAY else [])],
             "env": [*kafka_env, *(env or []), *trace_env],

@@ -24,12 +24,13 @@ H_VERSION = "pipeline-version"
 H_DEADLINE = "seldon-deadline-ms"
 
 # fetch.wait.max.ms by broker kind. The embedded Tansu answers a fetch only when this wait
-# ends (no wake-up on produce), so it bounds every hop. Apache Kafka answers as soon as a
-# record arrives, yet with these consumers a long wait still cost latency there: at 500 ms a
-# 2-step chain's p99 was 1.6 s (0.12 s at 2 ms, 0.27 s at 20 ms; bench/pipelines.py) and with
-# the dataflow tests' 11 pipelines a record sat seconds before the engine read it. Kept at
-# 2 ms until that is understood.
-FETCH_WAIT_MS = {"embedded": 2, "apache": 2}
+# ends (no wake-up on produce), so it bounds every hop and must stay short. Apache Kafka
+# answers a waiting fetch as soon as a record arrives, so a long wait costs no latency there
+# and spares the broker and the clients hundreds of empty fetches a second while idle.
+# (A long wait once cost seconds per hop: the services asked the consumer itself for
+# metadata and watermarks, and those requests queued behind the waiting fetch; they go
+# through an admin client now: runtime.dataflow.subscription.)
+FETCH_WAIT_MS = {"embedded": 2, "apache": 500}
 
 log = logging.getLogger("kafka")
 _reported: dict[str, float] = {}  # what a client's error_cb last said -> when
@@ -206,16 +207,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=int(env("KAFKA_REPLICATION", "1")))
     parser.add_argument("--kafka-fetch-wait-ms", type=int,
                         default=int(env("KAFKA_FETCH_WAIT_MS", FETCH_WAIT_MS["embedded"])),
-                        help="consumer fetch.wait.max.ms (FETCH_WAIT_MS). On the embedded "
-                             "broker it bounds each hop's latency, and lower costs it more CPU "
-                             "while idle (Tansu: ~80%% of a core at 2 ms, ~40%% at 10 ms, ~7%% "
-                             "at 100 ms with 9 pipelines)")
+                        help="consumer fetch.wait.max.ms (FETCH_WAIT_MS: 2 for the embedded "
+                             "broker, 500 for Apache Kafka). On the embedded broker it bounds "
+                             "each hop's latency, and lower costs it more CPU while idle "
+                             "(Tansu: ~80%% of a core at 2 ms, ~40%% at 10 ms, ~7%% at 100 ms "
+                             "with 9 pipelines); Apache Kafka answers a waiting fetch on "
+                             "produce, so there a long wait costs no latency")
     parser.add_argument("--kafka-assignment", choices=("auto", "group", "static"),
                         default=env("KAFKA_ASSIGNMENT", "auto"),
                         help="group: replicas share partitions as consumer-group members; "
                              "static: this process reads every partition (one replica), "
                              "resuming at once after a restart; auto: static when the "
                              "bootstrap servers are on loopback, else group")
+    add_security_arguments(parser)
+
+
+def add_security_arguments(parser: argparse.ArgumentParser) -> None:
+    """TLS and SASL flags, defaulting to their KAFKA_* env variables."""
+    env = os.environ.get
     parser.add_argument("--kafka-security-protocol", default=env("KAFKA_SECURITY_PROTOCOL", ""),
                         help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
     parser.add_argument("--kafka-sasl-mechanism", default=env("KAFKA_SASL_MECHANISM", ""),

@@ -127,7 +127,7 @@ class ApacheKafka:
         config.write_text(self.properties())
         (self.home / "log4j2.properties").write_text(LOG4J)
         if not (self.home / "data" / "meta.properties").exists():
-            cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             scram = [a for user, pw in self.users.items()
                      for a in ("--add-scram", f"{SCRAM}=[name={user},password={pw}]")]
             proc = subprocess.run(
@@ -142,6 +142,15 @@ class ApacheKafka:
 
     def jvm_opts(self) -> list[str]:
         return [f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}"]
+
+
+def new_cluster_id() -> str:
+    """A random cluster id as Kafka writes them (base64url of 16 bytes), never starting with
+    '-': the storage tool would take such an id for an option ("--cluster-id: expected one
+    argument"; 1 start in 64 failed so). Kafka's own Uuid.randomUuid() skips those too."""
+    while (cluster_id := urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))[0] == "-":
+        pass
+    return cluster_id
 
 
 def start_apache_kafka(log_dir: Path, port: int | None = None, timeout: float = 120,

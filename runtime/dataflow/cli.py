@@ -7,7 +7,7 @@ import os
 import sys
 
 from runtime.client import SchedulerClient, SchedulerError
-from runtime.kafka import DEFAULT_NAMESPACE, DEFAULT_PREFIX, KafkaConfig
+from runtime.kafka import DEFAULT_NAMESPACE, DEFAULT_PREFIX, KafkaConfig, add_security_arguments
 from runtime.specs import SpecError
 from runtime.specs.manifest import load_file
 from runtime.specs.pipeline import PipelineSpec
@@ -138,6 +138,7 @@ def register(subparsers, scheduler_addr_fn) -> None:
     a.add_argument("--kafka-bootstrap", help="default: the local platform's broker")
     a.add_argument("--kafka-prefix")
     a.add_argument("--kafka-namespace")
+    add_security_arguments(a)  # as the dataflow services take them (env KAFKA_*)
     a.set_defaults(func=inspect)
 
 
@@ -155,8 +156,6 @@ def _kafka_config(args) -> KafkaConfig:
         bootstrap=bootstrap,
         prefix=args.kafka_prefix or env("KAFKA_PREFIX") or DEFAULT_PREFIX,
         namespace=args.kafka_namespace or env("KAFKA_NAMESPACE") or DEFAULT_NAMESPACE,
-        security_protocol=env("KAFKA_SECURITY_PROTOCOL", ""),
-        sasl_mechanism=env("KAFKA_SASL_MECHANISM", ""),
-        sasl_username=env("KAFKA_SASL_USERNAME", ""),
-        sasl_password=env("KAFKA_SASL_PASSWORD", ""),
-        ssl_ca_location=env("KAFKA_SSL_CA_LOCATION", ""))
+        security_protocol=args.kafka_security_protocol,
+        sasl_mechanism=args.kafka_sasl_mechanism, sasl_username=args.kafka_sasl_username,
+        sasl_password=args.kafka_sasl_password, ssl_ca_location=args.kafka_ssl_ca_location)

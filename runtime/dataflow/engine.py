@@ -43,6 +43,8 @@ EMITS = Counter("seldon_dataflow_engine_emits_total", "records produced", ["kind
 REFUSED = Counter("seldon_dataflow_engine_refused_total",
                   "records that could not be processed (sent to the errors topic)", ["kind"])
 Source = tuple[str, str | None, str]
+# the longest a poll waits with nothing arriving: how soon a pipeline change is taken up
+IDLE_WAIT_S = 0.25
 
 
 class BadRecord(Exception):
@@ -272,6 +274,14 @@ class Engine:
         finally:
             self.tracker.release(token)
 
+    def _poll_timeout(self) -> float:
+        """How long a poll may wait: a record ends it at once, so only the next join window
+        to close (and pipeline changes) bound it; a long wait keeps an idle engine idle."""
+        deadline = self.flow.next_deadline()
+        if deadline is None:
+            return IDLE_WAIT_S
+        return min(IDLE_WAIT_S, max(0.0, deadline - time.monotonic()))
+
     def run(self, stop: threading.Event) -> None:
         # the guard hears of a lost broker from the clients at once (readiness follows it)
         def on_error(err: KafkaError) -> None:
@@ -284,11 +294,11 @@ class Engine:
         self.tracker = OffsetTracker(consumer)
         # a record waiting in a join window keeps its offset uncommitted (flow.py)
         self.flow.on_hold, self.flow.on_free = self.tracker.produced, self.tracker.acked
-        self.sub = Subscription(consumer, self.cfg.resolved_assignment(),
-                                on_revoked=self.tracker.forget)
-        log.info("partition assignment: %s", self.sub.mode)
         self.guard = TopicGuard(self.cfg, lambda: set(self.sub.wanted),
                                 self._written_topics)
+        self.sub = Subscription(consumer, self.cfg.resolved_assignment(),
+                                on_revoked=self.tracker.forget, admin=self.guard.admin)
+        log.info("partition assignment: %s", self.sub.mode)
         self.guard.progress = self.sub.stalled
         self.guard.start(stop)
         try:
@@ -297,9 +307,12 @@ class Engine:
                 if self.guard.lost.is_set():
                     self._reread()
                 if not self.sub.wanted:
-                    stop.wait(0.05)
+                    # nothing assigned, so nothing consumed: the polls serve the clients'
+                    # error callbacks (a wrong password is reported before any pipeline)
+                    consumer.poll(IDLE_WAIT_S)
+                    producer.poll(0)
                     continue
-                for msg in next_batch(consumer, 0.02):
+                for msg in next_batch(consumer, self._poll_timeout()):
                     if msg.error():
                         if msg.error().code() != KafkaError._PARTITION_EOF:
                             log.warning("consume: %s", msg.error())
@@ -307,6 +320,7 @@ class Engine:
                     self._handle(producer, msg)
                 for e in self.flow.expire(time.monotonic()):
                     self._produce(producer, e, None, None)
+                self.sub.stalled.sample()
                 producer.poll(0)
                 self.tracker.flush()
                 self._report_ready()

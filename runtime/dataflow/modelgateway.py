@@ -53,7 +53,12 @@ TRANSIENT = frozenset({404, 429, 502, 503, 504})
 # Stock MLServer answers 400 "Model <name> is not ready yet." while a model is being loaded
 # again: transient too, unlike other 400s (core2's name hook makes it a 503 already)
 NOT_READY = "is not ready yet"
+# the longest a poll waits with nothing arriving: how soon a pipeline change is taken up
+IDLE_WAIT_S = 0.25
 MAX_IN_FLIGHT = 20_000  # records taken but not finished: stop fetching beyond this
+# A pooled keep-alive connection closed by the server under a new request (not a refused
+# connect, a ClientConnectorError): the request is sent again at once on a fresh connection.
+STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
 class ModelGateway:
@@ -100,10 +105,10 @@ class ModelGateway:
     def _consume(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
         consumer = Consumer(self.cfg.consumer(self.group))
         self.tracker = OffsetTracker(consumer)
-        self.sub = Subscription(consumer, self.cfg.resolved_assignment(),
-                                on_revoked=self.tracker.forget)
-        log.info("partition assignment: %s", self.sub.mode)
         guard = TopicGuard(self.cfg, lambda: set(self.sub.wanted), self._written)
+        self.sub = Subscription(consumer, self.cfg.resolved_assignment(),
+                                on_revoked=self.tracker.forget, admin=guard.admin)
+        log.info("partition assignment: %s", self.sub.mode)
         guard.progress = self.sub.stalled
         guard.start(stop)
         try:
@@ -134,11 +139,14 @@ class ModelGateway:
                         self._dirty.set()
                         stop.wait(1)
                         continue
-                if not self.sub.wanted or self.tracker.in_flight() > MAX_IN_FLIGHT:
+                if not self.sub.wanted:
+                    consumer.poll(IDLE_WAIT_S)  # nothing assigned: serves error callbacks
+                    continue
+                if self.tracker.in_flight() > MAX_IN_FLIGHT:
                     stop.wait(0.05)
                     continue
                 msgs = []
-                for m in next_batch(consumer, 0.05):
+                for m in next_batch(consumer, IDLE_WAIT_S):  # a record ends the wait
                     if not m.error():
                         msgs.append((m, self.tracker.begin(m.topic(), m.partition(),
                                                            m.offset())))
@@ -146,6 +154,7 @@ class ModelGateway:
                         log.warning("consume: %s", m.error())
                 if msgs:
                     loop.call_soon_threadsafe(self._dispatch, msgs)
+                self.sub.stalled.sample()
                 self.tracker.flush()
                 self._report_ready(guard.stall)
         finally:
@@ -237,12 +246,14 @@ class ModelGateway:
         start = time.perf_counter()
         try:
             async with self._sem:
-                async with self.session.post(
-                        f"{self.envoy}/v2/models/{model}/infer", data=value,
-                        headers={"seldon-model": model, "content-type": "application/json",
-                                 "x-request-id": key, **(trace or {})}) as r:
-                    body = await r.read()
-                    status = r.status
+                try:
+                    status, body = await self._post(model, key, value, trace)
+                except STALE_CONNECTION as e:
+                    if isinstance(e, aiohttp.ClientConnectorError):
+                        raise
+                    # a kept-alive connection the server had closed: at once on a new one
+                    MODEL_RETRIES.labels(model, "reset").inc()
+                    status, body = await self._post(model, key, value, trace)
         except (TimeoutError, aiohttp.ClientError) as e:
             timed_out = isinstance(e, TimeoutError)
             MODEL_CALLS.labels(model, "504" if timed_out else "502").inc()
@@ -257,6 +268,14 @@ class ModelGateway:
         if doc and isinstance(doc.get("error") or doc.get("detail"), str):
             detail = doc.get("error") or doc.get("detail")
         return status, f"HTTP {status}: {detail}"
+
+    async def _post(self, model: str, key: str, value: bytes,
+                    trace: dict[str, str] | None) -> tuple[int, bytes]:
+        async with self.session.post(
+                f"{self.envoy}/v2/models/{model}/infer", data=value,
+                headers={"seldon-model": model, "content-type": "application/json",
+                         "x-request-id": key, **(trace or {})}) as r:
+            return r.status, await r.read()
 
     async def _infer(self, msg, token: Token, model: str, step: str, headers: dict) -> None:
         key = key_of(msg)
@@ -352,8 +371,8 @@ class ModelGateway:
         consumer = threading.Thread(target=self._consume, args=(loop, stop), daemon=True)
         consumer.start()
         try:
-            while not stop.is_set():
-                await asyncio.sleep(0.05)
+            while not stop.is_set():  # deliveries after the last call's own poll
+                await asyncio.sleep(IDLE_WAIT_S)
                 self.producer.poll(0)
         finally:
             await asyncio.to_thread(consumer.join, 10)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import grpc
 from aiohttp import web
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 from google.protobuf.message import DecodeError
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -69,6 +70,11 @@ class PipelineGateway:
         self._lock = threading.Lock()
         self._todo: set[str] = set()
         self._waiters: dict[str, tuple[asyncio.Future, str]] = {}
+        self._reading: list[TopicPartition] = []   # what the consumer was assigned
+        # why the gateway cannot serve (Kafka unreachable or refusing it), or None: its
+        # readiness (/v2/health/ready)
+        self._kafka_fault: str | None = "not connected to Kafka yet"
+        self._guard: TopicGuard | None = None
         self._stop = threading.Event()
 
     # -- control --------------------------------------------------------------------------
@@ -88,12 +94,14 @@ class PipelineGateway:
         Explicit offsets (not OFFSET_END) so no answer slips in before the position is set.
         A topic created again (broker restart) is read from its start instead: it holds only
         answers produced since, some perhaps to calls still waiting."""
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        parts = []
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            parts.append(TopicPartition(topic, p, low if from_start else high))
-        consumer.incremental_assign(parts)
+        meta = self.admin.list_topics(topic, timeout=10).topics[topic]
+        # asked through the admin client: the consumer's requests would wait behind its fetch
+        spec = OffsetSpec.earliest() if from_start else OffsetSpec.latest()
+        found = self.admin.list_offsets({TopicPartition(topic, p): spec for p in meta.partitions},
+                                        request_timeout=10)
+        consumer.incremental_assign([TopicPartition(p.topic, p.partition, f.result().offset)
+                                     for p, f in found.items()])
+        self._reading += list(found)
 
     def _read_errors(self, consumer: Consumer) -> None:
         errors = self.cfg.errors()
@@ -101,9 +109,11 @@ class PipelineGateway:
             try:
                 kafka.ensure_topics(self.cfg, [errors])
                 self._assign_at_end(consumer, errors)
+                self._kafka_fault = None
                 return
-            except Exception as e:  # noqa: BLE001 - broker not up yet
-                log.warning("cannot read %s yet (%s); retrying", errors, e)
+            except Exception as e:  # noqa: BLE001 - broker not up yet, or refusing us
+                self._kafka_fault = f"cannot read {errors} from Kafka yet: {e}"
+                log.warning("%s; retrying", self._kafka_fault)
                 self._stop.wait(1)
 
     def _consume(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -111,16 +121,18 @@ class PipelineGateway:
         assigned: set[str] = set()
         from_start = False  # after topics were created again, until all are read again
         errors = self.cfg.errors()
-        self._read_errors(consumer)
 
         def inputs() -> set[str]:
             with self._lock:
                 return {self.cfg.pipeline_inputs(n) for n in self.versions}
 
         guard = TopicGuard(self.cfg, lambda: assigned | {errors}, inputs)
+        self.admin, self._guard = guard.admin, guard
+        self._read_errors(consumer)
         guard.remember([errors])
-        guard.progress = StallWatch(consumer, lambda: [
-            TopicPartition(p.topic, p.partition) for p in consumer.assignment()])
+        # the partitions as assigned here: consumer.assignment() from the guard thread would
+        # wait for the poll under way (StallWatch)
+        guard.progress = watch = StallWatch(consumer, lambda: list(self._reading))
         guard.start(self._stop)
         stalled: str | None = None
         try:
@@ -128,6 +140,7 @@ class PipelineGateway:
                 if guard.lost.is_set():  # topics created again: read them from their start
                     guard.lost.clear()
                     consumer.unassign()
+                    self._reading = []
                     assigned, from_start = set(), True
                     self._read_errors(consumer)
                     guard.remember([errors])
@@ -160,7 +173,9 @@ class PipelineGateway:
                     stalled = guard.stall
                     self._stalled(stalled)
                 batch = []
-                for m in next_batch(consumer, 0.05, 1000):
+                # an answer ends the wait at once; the timeout bounds how soon a new
+                # pipeline's outputs are read
+                for m in next_batch(consumer, 0.25, 1000):
                     if m.error():
                         if m.error().code() != KafkaError._PARTITION_EOF:
                             log.warning("consume: %s", m.error())
@@ -168,6 +183,7 @@ class PipelineGateway:
                     batch.append((m.topic() == errors, key_of(m), headers_of(m), m.value()))
                 if batch:
                     loop.call_soon_threadsafe(self._resolve, batch)
+                watch.sample()
         finally:
             consumer.close()
 
@@ -299,6 +315,16 @@ class PipelineGateway:
         return web.json_response({"name": name, "ready": True,
                                   "version": self.versions[name]})
 
+    async def _health_ready(self, _request: web.Request) -> web.Response:
+        """Ready while the gateway reads its answers from Kafka: not before (unreachable,
+        or refusing its credentials), nor while its topic checks cannot reach the broker."""
+        fault = self._kafka_fault
+        if fault is None and self._guard is not None and self._guard.down.is_set():
+            fault = "the Kafka broker is unreachable"
+        if fault:
+            return _json_error(503, f"pipeline gateway not ready: {fault}")
+        return web.json_response({"ready": True})
+
     async def _metrics(self, _request: web.Request) -> web.Response:
         resp = web.Response(body=generate_latest())
         resp.headers["content-type"] = CONTENT_TYPE_LATEST
@@ -313,7 +339,7 @@ class PipelineGateway:
             web.post("/v2/models/{model}/infer", self._rest_infer),
             web.get("/v2/pipelines/{pipeline}/ready", self._rest_ready),
             web.get("/v2/health/live", lambda _r: _async(ok({"live": True}))),
-            web.get("/v2/health/ready", lambda _r: _async(ok({"ready": True}))),
+            web.get("/v2/health/ready", self._health_ready),
             web.get("/metrics", self._metrics),
         ])
         return app
@@ -336,8 +362,8 @@ class PipelineGateway:
         await server.start()
         log.info("pipeline gateway on http %s:%d grpc %s:%d", host, http_port, host, grpc_port)
         try:
-            while not stop.is_set():
-                await asyncio.sleep(0.05)
+            while not stop.is_set():  # the producer's error callbacks; no deliveries
+                await asyncio.sleep(0.25)
                 self.producer.poll(0)
         finally:
             self._stop.set()

@@ -12,9 +12,11 @@ Two modes (KafkaConfig.assignment):
 """
 
 import logging
+import threading
 from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 log = logging.getLogger(__name__)
 # a partition with records to read whose position has not moved for this long is stalled
@@ -25,20 +27,48 @@ class StallWatch:
     """Why a consumer's reading has stalled, or None: a partition has records past the
     position and the position has not moved for STALL_S. Seen with the embedded broker (Tansu,
     memory storage): a fetch scans every stored batch, and once a partition holds a few
-    thousand a fetch outlasts fetch.wait.max.ms and returns nothing, for good. Called with
-    the time from any thread (the topic guard's)."""
+    thousand a fetch outlasts fetch.wait.max.ms and returns nothing, for good.
+
+    Split across two threads, so neither waits on the other: the consumer's own thread takes
+    the positions (`sample`, between polls), and the topic guard's thread judges them against
+    the high watermarks. A consumer call from another thread waits, spinning, until the poll
+    under way returns; and the watermarks are asked through an admin client, since the
+    consumer's ListOffsets would queue on its broker connection behind the waiting fetch
+    (seen: 0.5-1 s stalls per hop at a 500 ms fetch wait, and 2 % of a core per idle
+    service)."""
 
     def __init__(self, consumer: Consumer, partitions: Callable[[], list[TopicPartition]]):
         self.consumer, self._partitions = consumer, partitions
         self._moved: dict[tuple[str, int], tuple[int, float]] = {}  # -> (position, since)
+        self._due = threading.Event()
+        self._positions: list[TopicPartition] | None = None
+        self._verdict: str | None = None
 
-    def __call__(self, now: float) -> str | None:
-        parts = self._partitions()
-        if not parts:
+    def sample(self) -> None:
+        """The consumer's thread: take the positions when the guard asked for them."""
+        if self._due.is_set():
+            self._due.clear()
+            self._positions = self.consumer.position(self._partitions())
+
+    def __call__(self, now: float, admin: AdminClient) -> str | None:
+        """The guard's thread: judge the positions sampled since the last call (the last
+        verdict if none were), and ask for new ones."""
+        positions, self._positions = self._positions, None
+        self._due.set()
+        if positions is not None:
+            self._verdict = self._judge(positions, now, admin)
+        return self._verdict
+
+    def _judge(self, positions: list[TopicPartition], now: float,
+               admin: AdminClient) -> str | None:
+        if not positions:
             return None
-        for p in self.consumer.position(parts):
+        highs = {(p.topic, p.partition): f for p, f in admin.list_offsets(
+            {TopicPartition(p.topic, p.partition): OffsetSpec.latest() for p in positions},
+            request_timeout=5).items()}
+        for p in positions:
             key = (p.topic, p.partition)
-            high = self.consumer.get_watermark_offsets(TopicPartition(*key), timeout=5)[1]
+            high = highs[key].result().offset
             last = self._moved.get(key)
             if p.offset < 0 or high <= p.offset or last is None or last[0] != p.offset:
                 self._moved[key] = (p.offset, now)
@@ -50,8 +80,12 @@ class StallWatch:
 
 class Subscription:
     def __init__(self, consumer: Consumer, mode: str, offset_reset: str = "earliest",
-                 on_revoked: Callable[[list[tuple[str, int]]], None] | None = None):
+                 on_revoked: Callable[[list[tuple[str, int]]], None] | None = None,
+                 admin: AdminClient | None = None):
         self.consumer, self.mode = consumer, mode
+        # metadata through another client: the consumer's would wait behind its fetch
+        # (StallWatch), up to fetch.wait.max.ms per topic
+        self._meta = admin or consumer
         self._reset = OFFSET_BEGINNING if offset_reset == "earliest" else OFFSET_END
         self._on_revoked = on_revoked or (lambda parts: None)
         self.wanted: list[str] = []
@@ -87,7 +121,7 @@ class Subscription:
         if new:
             parts = []
             for t in new:
-                meta = self.consumer.list_topics(t, timeout=10).topics[t]
+                meta = self._meta.list_topics(t, timeout=10).topics[t]
                 if meta.error is not None or not meta.partitions:
                     raise RuntimeError(f"topic {t}: {meta.error or 'no partitions'}")
                 parts += [TopicPartition(t, p) for p in sorted(meta.partitions)]

@@ -17,6 +17,10 @@ from confluent_kafka.admin import AdminClient
 from runtime.kafka import KafkaConfig, ensure_topics
 
 log = logging.getLogger(__name__)
+# how often the consumer's progress is checked (a stall counts after STALL_S = 10 s): each
+# check asks the broker for every partition's end, a cost an idle service should not pay
+# every pass
+PROGRESS_EVERY_S = 5.0
 
 
 class TopicGuard:
@@ -29,13 +33,13 @@ class TopicGuard:
         self._read, self._written = read, written
         self._ids: dict[str, str] = {}   # topic -> the id it had when last seen
         self._lock = threading.Lock()
-        self._admin = AdminClient(cfg.common())
+        self.admin = AdminClient(cfg.common())
         self.lost = threading.Event()
         self.down = threading.Event()   # the last check could not reach the broker
         self._renewed: set[str] = set()
         self._wake = threading.Event()
         # set by the service: why its reading stalled, or None (Subscription.stalled)
-        self.progress: Callable[[float], str | None] | None = None
+        self.progress: Callable[[float, AdminClient], str | None] | None = None
         self.stall: str | None = None
 
     def remember(self, topics: list[str]) -> None:
@@ -43,7 +47,7 @@ class TopicGuard:
         them, before reporting ready), so a broker restart at any later moment is noticed.
         Best effort: an unanswered lookup leaves it to the next pass."""
         try:
-            ids = self._describe(self._admin, sorted(topics))
+            ids = self._describe(self.admin, sorted(topics))
         except Exception as e:  # noqa: BLE001
             log.debug("topic ids: %s", e)
             return
@@ -72,14 +76,17 @@ class TopicGuard:
             self._wake.set()
 
     def _run(self, stop: threading.Event) -> None:
+        checked = -PROGRESS_EVERY_S
         while not stop.is_set():
             self._wake.wait(self.interval)
             self._wake.clear()
             try:
-                self.check(self._admin)
+                self.check(self.admin)
                 self.down.clear()
-                if self.progress is not None:
-                    self.stall = self.progress(time.monotonic())
+                now = time.monotonic()
+                if self.progress is not None and now - checked >= PROGRESS_EVERY_S:
+                    checked = now
+                    self.stall = self.progress(now, self.admin)
             except Exception as e:  # noqa: BLE001 - broker away, or sets changing: next pass
                 log.debug("topic check: %s", e)
                 self.down.set()

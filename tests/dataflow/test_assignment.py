@@ -1,6 +1,7 @@
 """Which partition assignment a dataflow service uses, and the at-least-once bookkeeping."""
 
 import asyncio
+from concurrent.futures import Future
 from types import SimpleNamespace
 
 import pytest
@@ -64,7 +65,8 @@ def test_revoked_partitions_store_nothing_more():
 
 
 class PositionConsumer:
-    """What Subscription.stalled asks a consumer: positions and high watermarks."""
+    """What Subscription.stalled asks: the consumer's positions, and the high watermarks
+    from an admin client (this object plays both)."""
 
     def __init__(self, position: int, high: int):
         self.pos, self.high = position, high
@@ -72,21 +74,32 @@ class PositionConsumer:
     def position(self, parts):
         return [TopicPartition(p.topic, p.partition, self.pos) for p in parts]
 
-    def get_watermark_offsets(self, part, timeout=None):
-        return 0, self.high
+    def list_offsets(self, specs, request_timeout=None):
+        def done(offset):
+            f = Future()
+            f.set_result(SimpleNamespace(offset=offset))
+            return f
+        return {p: done(self.high) for p in specs}
 
 
 def test_reading_counts_as_stalled_when_records_wait_and_the_position_stays():
     consumer = PositionConsumer(position=2639, high=4960)
     sub = Subscription(consumer, "static")
     sub._parts = {"in": [TopicPartition("in", 0)]}
-    assert sub.stalled(0.0) is None
-    assert sub.stalled(STALL_S - 1) is None
-    assert "on in at offset 2639 of 4960" in sub.stalled(STALL_S + 1)
+
+    def check(now: float) -> str | None:
+        sub.stalled.sample()   # the consumer's thread, between polls: asked for by the last
+        return sub.stalled(now, consumer)   # check (the topic guard's thread)
+
+    assert sub.stalled(0.0, consumer) is None        # nothing sampled yet
+    assert check(0.0) is None
+    assert check(STALL_S - 1) is None
+    assert "on in at offset 2639 of 4960" in check(STALL_S + 1)
+    assert "on in at offset 2639" in sub.stalled(STALL_S + 1.5, consumer)  # no new sample
     consumer.pos = 2700                              # moving again
-    assert sub.stalled(STALL_S + 2) is None
+    assert check(STALL_S + 2) is None
     consumer.pos = consumer.high = 4960              # caught up: idle is not stalled
-    assert sub.stalled(100.0) is None and sub.stalled(200.0) is None
+    assert check(100.0) is None and check(200.0) is None
 
 
 STALL = "no records from the broker for 12s on core2.out at offset 2639 of 4960"

@@ -1,5 +1,7 @@
 """Apache Kafka's setup: the broker kinds and `core2 up --kafka apache` without the jars."""
 
+import uuid
+
 import pytest
 
 from runtime import cli, kafka_apache
@@ -28,3 +30,10 @@ def test_fetch_wait_follows_the_broker(monkeypatch):
 def test_an_unknown_broker_kind_is_refused(tmp_path):
     with pytest.raises(ValueError, match="'tansu': expected one of embedded, apache"):
         start_kafka("tansu", tmp_path)
+
+
+def test_cluster_ids_never_look_like_an_option(monkeypatch):
+    """The storage tool reads an id starting with '-' as an option (a start in 64 failed)."""
+    ids = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=bytes(16))])
+    monkeypatch.setattr(kafka_apache.uuid, "uuid4", lambda: next(ids))
+    assert kafka_apache.new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"  # the '-' one skipped

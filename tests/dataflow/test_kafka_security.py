@@ -4,12 +4,15 @@ secured listener, so every client it makes (producer, consumer, admin) must use 
 wrong credentials are reported naming them, and the service keeps running."""
 
 import contextlib
+import json
 import time
 
+import httpx
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
+from runtime.cli import main as cli_main
 from runtime.kafka import FETCH_WAIT_MS
 from runtime.kafka_apache import ApacheKafka, start_apache_kafka
 from runtime.procs import Service, free_port, python_module, wait_until
@@ -83,10 +86,20 @@ def test_pipelines_answer_over_tls(logs, secured, mlserver):
         chain_answers(df)
 
 
-def test_pipelines_answer_over_sasl_scram(logs, secured, mlserver):
+def test_pipelines_answer_over_sasl_scram(logs, secured, mlserver, capsys):
     kafka, ca = secured
     with dataflow_over(logs, kafka.sasl_bootstrap, mlserver, sasl_args(ca)) as df:
         chain_answers(df)
+        # `core2 pipeline inspect` takes the same flags
+        rid = df.infer("chain", [tensor("x", [5.0])]).headers["x-request-id"]
+        code = cli_main(["--scheduler", df.scheduler.address, "pipeline", "inspect",
+                         "chain.outputs", "--request-id", rid,
+                         "--kafka-bootstrap", kafka.sasl_bootstrap, *sasl_args(ca)])
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        topic, key, value = out.out.strip().split("\t")
+        assert (topic, key) == ("seldon.default.pipeline.chain.outputs", rid)
+        assert json.loads(value)["outputs"][0]["data"] == [150.0]
 
 
 def test_wrong_credentials_are_reported_naming_the_setting(logs, secured):
@@ -94,21 +107,37 @@ def test_wrong_credentials_are_reported_naming_the_setting(logs, secured):
     http = free_port()
     want = (f"Kafka authentication failed for user '{USER}' "
             "(KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD")
-    # no pipelines: the gateway's own clients (the errors topic) meet the broker
+    # no pipelines: each service's own clients meet the broker (the gateway reads the errors
+    # topic; the engine and model gateway have nothing assigned, yet report it too)
     with contextlib.contextmanager(running_scheduler)() as scheduler:
-        gateway = Service("gateway-bad-password", python_module(
-            "runtime.dataflow.pipelinegateway", "--scheduler", scheduler.address,
-            "--kafka-bootstrap", kafka.sasl_bootstrap,
-            "--kafka-fetch-wait-ms", str(FETCH_WAIT_MS["apache"]), *sasl_args(ca, "wrong"),
-            "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(free_port())),
-            logs, cwd=str(ROOT)).start()
+        common = ("--scheduler", scheduler.address, "--kafka-bootstrap", kafka.sasl_bootstrap,
+                  "--kafka-fetch-wait-ms", str(FETCH_WAIT_MS["apache"]),
+                  *sasl_args(ca, "wrong"))
+        services = [
+            Service("gateway-bad-password", python_module(
+                "runtime.dataflow.pipelinegateway", *common, "--host", "127.0.0.1",
+                "--http-port", str(http), "--grpc-port", str(free_port())), logs,
+                cwd=str(ROOT)),
+            Service("engine-bad-password", python_module(
+                "runtime.dataflow.engine", *common), logs, cwd=str(ROOT)),
+            Service("modelgateway-bad-password", python_module(
+                "runtime.dataflow.modelgateway", *common, "--envoy", "http://127.0.0.1:9"),
+                logs, cwd=str(ROOT))]
         try:
-            wait_until(lambda: want in gateway.tail(200), 60,
-                       "the authentication error in the log", proc=gateway)
+            for svc in services:
+                svc.start()
+            for svc in services:
+                wait_until(lambda svc=svc: want in svc.tail(200), 60,
+                           f"the authentication error in {svc.name}'s log", proc=svc)
             time.sleep(3)
-            assert gateway.alive(), gateway.tail()
-            log = gateway.log_path.read_text()
-            assert "Traceback" not in log
-            assert log.count(want) == 1  # once per 30 s, not once per retry
+            for svc in services:
+                assert svc.alive(), svc.tail()
+                log = svc.log_path.read_text()
+                assert "Traceback" not in log
+                assert log.count(want) == 1  # once per 30 s, not once per retry
+            ready = httpx.get(f"http://127.0.0.1:{http}/v2/health/ready", timeout=10)
+            assert ready.status_code == 503, ready.text   # it cannot serve pipelines
+            assert "Kafka" in ready.json()["error"], ready.text
         finally:
-            gateway.stop()
+            for svc in services:
+                svc.stop()

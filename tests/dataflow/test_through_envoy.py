@@ -1,17 +1,21 @@
-"""The whole path on the local platform: Envoy -> pipeline gateway -> Kafka (Tansu) -> engine
+"""The whole path on the local platform: Envoy -> pipeline gateway -> Kafka -> engine
 -> model gateway -> Envoy -> MLServer, with pipelines loaded through the real scheduler."""
 
 import json
 
 import grpc
 import httpx
+import pytest
 
+from runtime.broker import BROKER_KINDS
 from runtime.specs.manifest import load_file
 from tests.dataflow.conftest import ROOT, outputs_of, tensor
 
 
-def test_pipelines_through_envoy_and_the_scheduler(make_env):
-    env = make_env(pipelines=True)
+@pytest.mark.parametrize("kind", BROKER_KINDS)
+def test_pipelines_through_envoy_and_the_scheduler(make_env, kind):
+    """`core2 up` and `core2 up --kafka apache` (the services' fetch wait follows the kind)."""
+    env = make_env(pipelines=True, kafkaBroker=kind)
     for r in load_file(ROOT / "samples/pipelines/models.yaml"):
         env.scheduler.apply_resource(r)
     for r in load_file(ROOT / "samples/pipelines/models.yaml"):
