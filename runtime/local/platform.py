@@ -69,6 +69,7 @@ class Platform:
             if self.config.kube:
                 self._start_controller()
             self.wait_healthy(progress)
+            self.wait_servers_connected([s.name for s in self.config.servers], progress)
             self.register_autoscaled_servers()
         except BaseException:
             self.stop()
@@ -127,6 +128,7 @@ class Platform:
         Server manifest in local mode)."""
         names = self._start_server(server)
         self.wait_healthy(progress, only=names)
+        self.wait_servers_connected([server.name], progress)
         self.save_state()
 
     def _start_server(self, server: LocalServer) -> list[str]:
@@ -251,6 +253,35 @@ class Platform:
                 progress(f"waiting for {', '.join(pending)}")
                 shown = list(pending)
             time.sleep(0.1)
+
+    def wait_servers_connected(self, names: list[str],
+                               progress: Callable[[str], None] = lambda _: None,
+                               timeout: float = START_TIMEOUT_S) -> None:
+        """Until the scheduler has every replica of these servers: an agent is ready before its
+        subscription reaches the scheduler, and a model applied in between would be refused
+        (no server offers its requirements)."""
+        from runtime.client import SchedulerClient
+
+        want = {n: len(self.running_replicas(n)) for n in names}
+        deadline = time.monotonic() + timeout
+        client, shown = SchedulerClient(self.scheduler_address), None
+        try:
+            while True:
+                seen = {s.name: sum(r["connected"] for r in json.loads(s.detail_json)["replicas"])
+                        for s in client.status("Server")}
+                missing = [n for n, count in want.items() if seen.get(n, 0) < count]
+                if not missing:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the scheduler has not seen every replica of server(s) "
+                                       f"{', '.join(missing)} after {timeout:.0f}s (logs in "
+                                       f"{self.logs})")
+                if missing != shown:
+                    progress(f"waiting for the scheduler to see server(s) {', '.join(missing)}")
+                    shown = missing
+                time.sleep(0.1)
+        finally:
+            client.close()
 
     def stop(self) -> None:
         for svc in reversed(list(self.services.values())):
