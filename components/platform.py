@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pydantic import ValidationError
 
 from components import (
     claims,
@@ -25,6 +26,8 @@ from components.k8s import ENVIRONMENT_LABEL, Resources, labels, with_pull_secre
 from components.kafka import Kafka, KafkaArgs
 from components.objects import register
 from runtime.limits import DEFAULT_LIMITS, InferenceLimits
+from runtime.scheduler.autoscale import AutoscaleConfig
+from runtime.specs.common import describe
 from runtime.tracing import TracingConfig
 
 
@@ -65,6 +68,18 @@ class PlatformArgs:
     grafana_dashboard_namespace: str | None = None
     # the controller (Seldon's CRs -> scheduler): one leads, the rest stand by; 0: none
     controller_replicas: int = 2
+    # the scheduler's autoscaling (runtime.scheduler.autoscale.AutoscaleConfig fields, e.g.
+    # {"servers": True}); a stack turns servers on when one of its servers has `autoscaling`
+    autoscaling: dict = field(default_factory=dict)
+
+
+def checked_autoscaling(fields: dict) -> dict:
+    """The scheduler refuses a bad --autoscale-json at start: refuse it at preview instead."""
+    try:
+        AutoscaleConfig.model_validate(fields)
+    except ValidationError as e:
+        raise ValueError(describe(e, "autoscaling")) from None
+    return fields
 
 
 class Platform(pulumi.ComponentResource):
@@ -110,7 +125,8 @@ class Platform(pulumi.ComponentResource):
             gateway_host, args.replica_lost_after_seconds, token_env, args.limits,
             feedback_topic=scheduler.FeedbackTopic(
                 self.kafka.bootstrap_servers, args.kafka_prefix, args.kafka.client_env(),
-                volumes, mounts, args.kafka.topic_replication()))
+                volumes, mounts, args.kafka.topic_replication()),
+            autoscale=checked_autoscaling(args.autoscaling))
         # a new schedulerStorage/storageClass must not replace the StatefulSet (components.claims)
         self._add(name, scheduler_objects, pulumi.ResourceOptions.merge(
             child, pulumi.ResourceOptions(ignore_changes=[claims.IGNORED])))

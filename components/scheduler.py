@@ -1,5 +1,6 @@
 """The scheduler: one-replica StatefulSet with a PVC for its SQLite state, and its Services."""
 
+import json
 from dataclasses import dataclass
 
 from components.k8s import (
@@ -59,7 +60,9 @@ def render(namespace: str, image: str, pull_policy: str, resources: Resources,
            storage_size: str, storage_class: str | None, service_account: str,
            pipeline_gateway_host: str | None = None, replica_lost_after_seconds: int = 10,
            env: list[dict] | None = None, limits: InferenceLimits = DEFAULT_LIMITS,
-           feedback_topic: FeedbackTopic | None = None) -> list[dict]:
+           feedback_topic: FeedbackTopic | None = None,
+           autoscale: dict | None = None) -> list[dict]:
+    """`autoscale`: AutoscaleConfig fields (--autoscale-json), e.g. {"servers": true}."""
     ports = [("xds", XDS_PORT), ("api", API_PORT), ("agent", AGENT_PORT),
              ("feedback-grpc", FEEDBACK_GRPC_PORT), ("metrics", METRICS_PORT),
              ("feedback-http", FEEDBACK_HTTP_PORT)]
@@ -72,7 +75,8 @@ def render(namespace: str, image: str, pull_policy: str, resources: Resources,
         "command": ["python", "-m", "runtime.scheduler"],
         "args": args(pipeline_gateway_host, replica_lost_after_seconds, limits,
                      feedback_host=f"{NAME}.{namespace}.svc")
-        + (feedback_topic.args(namespace) if feedback_topic else []),
+        + (feedback_topic.args(namespace) if feedback_topic else [])
+        + (["--autoscale-json", json.dumps(autoscale, sort_keys=True)] if autoscale else []),
         "env": [*(env or []), *(feedback_topic.env if feedback_topic else [])],
         "ports": [{"name": n, "containerPort": p} for n, p in ports],
         # TCP, not gRPC health: the scheduler's API port accepting connections is its readiness.

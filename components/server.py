@@ -30,6 +30,8 @@ from components.objects import register
 from components.scheduler import AGENT_PORT
 from components.scheduler import NAME as SCHEDULER
 from components.secrets import scheduler_token_env
+from components.seldon import seldon_object
+from runtime.controller.kube import REPLICAS_FROM
 from runtime.specs.server import DEFAULT_CAPABILITIES
 from runtime.tracing import TracingConfig
 
@@ -43,6 +45,7 @@ RESERVED_VOLUMES = {"models", "cache", "tmp"}
 RESERVED_MOUNTS = {REPOSITORY, CACHE, "/tmp"}
 GRACE_SECONDS = 60  # for the containers to stop once the preStop drain is over
 DRAIN_DONE = f"{REPOSITORY}/.core2-drained"  # on the volume both containers share
+AUTOSCALING_KEYS = {"minReplicas", "maxReplicas"}
 
 
 @dataclass
@@ -67,9 +70,13 @@ class ServerArgs:
     agent_resources: dict | None = None
     # {minReplicas, maxReplicas, cpuUtilization}: a CPU HorizontalPodAutoscaler. Each pod it
     # removes drains first (preStop), but CPU says nothing of whether the models fit on fewer
-    # replicas: model-driven server autoscaling is a Server CR with minReplicas/maxReplicas,
-    # whose StatefulSet the controller scales (README "Autoscaling"); Pulumi owns this one.
+    # replicas: that is `autoscaling`.
     hpa: dict | None = None
+    # {minReplicas, maxReplicas}: the scheduler's server autoscaling (README "Autoscaling").
+    # A Seldon Server CR carries the bounds to the scheduler (through the controller, which
+    # sets the StatefulSet's replicas to the scheduler's count); Pulumi creates the
+    # StatefulSet with `replicas` (kept within the bounds) and leaves its count alone after.
+    autoscaling: dict | None = None
     image_pull_secrets: list[str] = field(default_factory=list)
     # Secret (key `token`) with the scheduler's bearer token, when the Platform requires one
     scheduler_token_secret: str | None = None
@@ -94,7 +101,15 @@ class ServerArgs:
 
     @property
     def replicated(self) -> bool:
-        return self.replicas > 1 or bool(self.hpa)
+        return self.replicas > 1 or bool(self.hpa) or bool(self.autoscaling)
+
+    @property
+    def start_replicas(self) -> int:
+        """The StatefulSet's first count: `replicas`, within the autoscaling bounds."""
+        if not self.autoscaling:
+            return self.replicas
+        lo, hi = self.autoscaling.get("minReplicas", 1), self.autoscaling["maxReplicas"]
+        return min(max(self.replicas, lo), hi)
 
     def all_capabilities(self) -> list[str]:
         base = self.capabilities if self.capabilities is not None else DEFAULT_CAPABILITIES[
@@ -217,6 +232,7 @@ def validate(a: ServerArgs) -> None:
     if a.drain_seconds < 1:
         raise ValueError(f"{where}.drainSeconds: {a.drain_seconds} must be at least 1 "
                          "(the time a replica has to move its models before it stops)")
+    validate_autoscaling(a, where)
     if a.type not in DEFAULT_CAPABILITIES:
         raise ValueError(f"{where}.type: {a.type!r} is not one of "
                          f"{', '.join(DEFAULT_CAPABILITIES)}")
@@ -238,6 +254,36 @@ def validate(a: ServerArgs) -> None:
                              "server's volumes")
         if m.get("mountPath") in RESERVED_MOUNTS:
             raise ValueError(f"{where}.volumeMounts: {m.get('mountPath')} is used by core2")
+
+
+def validate_autoscaling(a: ServerArgs, where: str) -> None:
+    if a.autoscaling is None:
+        return
+    if a.hpa:
+        raise ValueError(f"{where}.autoscaling and {where}.hpa: give one, not both (hpa: a CPU "
+                         "HorizontalPodAutoscaler; autoscaling: the scheduler's, by the "
+                         "replicas the models want); both would set the StatefulSet's replicas")
+    unknown = sorted(set(a.autoscaling) - AUTOSCALING_KEYS)
+    if unknown:
+        raise ValueError(f"{where}.autoscaling: unknown key(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(sorted(AUTOSCALING_KEYS))}")
+    lo, hi = a.autoscaling.get("minReplicas", 1), a.autoscaling.get("maxReplicas")
+    if not isinstance(hi, int) or hi < 1:
+        raise ValueError(f"{where}.autoscaling.maxReplicas: {hi!r} must be a whole number of at "
+                         "least 1")
+    if not isinstance(lo, int) or not 1 <= lo <= hi:
+        raise ValueError(f"{where}.autoscaling.minReplicas: {lo!r} must be a whole number from "
+                         f"1 to maxReplicas ({hi}) (servers do not scale to zero)")
+
+
+def server_spec(a: ServerArgs) -> dict:
+    """The Seldon Server spec of an autoscaled server: what the scheduler needs of it (bounds,
+    type, capabilities, memory), the same values its agents register with."""
+    return {"serverConfig": a.type, "replicas": a.start_replicas,
+            "minReplicas": a.autoscaling.get("minReplicas", 1),
+            "maxReplicas": a.autoscaling["maxReplicas"],
+            "capabilities": a.all_capabilities(), "memory": a.memory,
+            "overCommitPercentage": a.over_commit}
 
 
 def render(a: ServerArgs) -> list[dict]:
@@ -297,7 +343,9 @@ def render(a: ServerArgs) -> list[dict]:
                            for n, p in SERVER_PORTS.items()]},
     }
     if not a.hpa:  # with an HPA, the autoscaler owns the replica count
-        statefulset["spec"]["replicas"] = a.replicas
+        statefulset["spec"]["replicas"] = a.start_replicas
+    if a.autoscaling:
+        statefulset["metadata"]["annotations"] = dict([REPLICAS_FROM])
     account = {"apiVersion": "v1", "kind": "ServiceAccount",
                "metadata": metadata(a.service_account, a.namespace, "server", a.name,
                                     annotations=dict(a.service_account_annotations) or None),
@@ -334,8 +382,10 @@ class Server(pulumi.ComponentResource):
         # volumeClaimTemplates are immutable: a change would replace the StatefulSet (every
         # replica, and its cache volumes). Pulumi keeps the old templates; the claim guard
         # resizes the claims in place or refuses the change, saying what to do.
+        # An autoscaled server's count is the scheduler's (set by the controller): Pulumi
+        # sets it at creation only, so `pulumi up` neither shows a diff nor scales it back.
         keep_claims = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
-            ignore_changes=[claims.IGNORED]))
+            ignore_changes=[claims.IGNORED, *(["spec.replicas"] if args.autoscaling else [])]))
         self.objects = {
             f"{m['kind']}/{m['metadata']['name']}": register(
                 name, m, keep_claims if f"{m['kind']}/{m['metadata']['name']}" == sts_key
@@ -346,5 +396,11 @@ class Server(pulumi.ComponentResource):
             f"{name}-claims", next(m for m in manifests if m["kind"] == "StatefulSet"),
             f"servers[{args.name}].cacheSize",
             pulumi.ResourceOptions(parent=self, depends_on=[self.statefulset]))
+        # the bounds reach the scheduler as a Server CR (the controller applies it), made
+        # after the StatefulSet it scales
+        self.spec = seldon_object(
+            "Server", args.name, server_spec(args), args.namespace,
+            pulumi.ResourceOptions(parent=self, depends_on=[self.statefulset])) \
+            if args.autoscaling else None
         self.register_outputs({"name": args.name, "replicas": args.replicas,
                                "capabilities": args.all_capabilities()})

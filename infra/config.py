@@ -48,6 +48,8 @@ class ServerEntry(_Strict):
     tritonImage: str | None = None
     resources: dict[str, dict[str, str]] = {}  # {"server": {...}, "agent": {...}}
     hpa: dict[str, int] | None = None
+    # {minReplicas, maxReplicas}: the scheduler scales the server (not with hpa)
+    autoscaling: dict[str, int] | None = None
     # artifact-store credentials for the agent (Kubernetes EnvVar/EnvFromSource/Volume/
     # VolumeMount objects, camelCase, checked by the API server's schema)
     env: list[dict[str, Any]] = []

@@ -53,7 +53,9 @@ def platform_args(cfg: StackConfig) -> PlatformArgs:
         resources=cfg.resources, monitoring_namespace=cfg.monitoringNamespace,
         grafana_dashboard_namespace=cfg.grafanaDashboardNamespace,
         deployer_subjects=cfg.deployerSubjects, environment=cfg.environment,
-        image_pull_secrets=cfg.imagePullSecrets)
+        image_pull_secrets=cfg.imagePullSecrets,
+        # the scheduler scales servers only when asked: when a server has `autoscaling`
+        autoscaling={"servers": True} if any(s.autoscaling for s in cfg.servers) else {})
 
 
 def server_args(cfg: StackConfig) -> list[ServerArgs]:
@@ -65,7 +67,7 @@ def server_args(cfg: StackConfig) -> list[ServerArgs]:
         cache_size=s.cacheSize, storage_class=cfg.storageClass,
         triton_image=s.tritonImage or TRITON_IMAGE, image_pull_policy=cfg.imagePullPolicy,
         server_resources=s.resources.get("server"), agent_resources=s.resources.get("agent"),
-        hpa=s.hpa, image_pull_secrets=cfg.imagePullSecrets,
+        hpa=s.hpa, autoscaling=s.autoscaling, image_pull_secrets=cfg.imagePullSecrets,
         scheduler_token_secret=cfg.schedulerTokenSecret, env=s.env, env_from=s.envFrom,
         volumes=s.volumes, volume_mounts=s.volumeMounts,
         service_account_annotations=s.serviceAccountAnnotations,
@@ -91,8 +93,12 @@ def build(cfg: StackConfig) -> dict:
     on_cluster = pulumi.ResourceOptions(provider=provider)
     platform = Platform("core2", platform_args(cfg), on_cluster)
     pools = server_args(cfg)
+    # an autoscaled server's Server CR needs the CRDs (whatever the resourceDelivery)
+    crds = SeldonCrds("seldon-crds", on_cluster) if cfg.installCrds and (
+        cfg.resourceDelivery == "crd" or any(a.autoscaling for a in pools)) else None
     servers = [Server(f"server-{a.name}", a, pulumi.ResourceOptions(
-        provider=provider, depends_on=[platform])) for a in pools]
+        provider=provider, depends_on=[platform, *([crds] if crds and a.autoscaling else [])]))
+        for a in pools]
     outputs.update(namespace=cfg.namespace, schedulerAddress=platform.scheduler_address,
                    inferenceEndpoint=f"{ENVOY_SERVICE}.{cfg.namespace}.svc:{LISTEN_PORT}",
                    kafkaBootstrap=platform.kafka.bootstrap_servers,
@@ -102,8 +108,8 @@ def build(cfg: StackConfig) -> dict:
         conn = Connection(kubeconfig=cfg.kubeconfig_ref(), context=cfg.context,
                           namespace=cfg.namespace)
         return {**outputs, **scheduler_resources(cfg, conn, deps)}
-    if cfg.installCrds:
-        deps.append(SeldonCrds("seldon-crds", on_cluster))
+    if crds:
+        deps.append(crds)
     for kind in ("Model", "Pipeline", "Experiment"):
         resources = cfg.resources_of(kind)  # reads the manifest files: once
         for r in resources:

@@ -15,6 +15,9 @@ PLURAL = {k: k.lower() + "s" for k in KINDS}
 FINALIZER = "mlops.seldon.io/finalizer"  # Seldon's: the scheduler unloads before the CR goes
 MERGE = "application/merge-patch+json"
 OWNED_BY_PULUMI = ("app.kubernetes.io/managed-by", "pulumi")
+# on a StatefulSet Pulumi made for an autoscaled server (components.Server `autoscaling`):
+# its replicas are the scheduler's count all the same, and Pulumi ignores changes to them
+REPLICAS_FROM = ("core2.io/replicas-from", "scheduler")
 WATCH_TIMEOUT_S = 300  # a watch is re-opened (from its resourceVersion) this often
 
 
@@ -82,7 +85,8 @@ class Kube:
     # ---- a Server's StatefulSet ------------------------------------------------------------
     def scale_server(self, namespace: str, name: str, replicas: int) -> tuple[bool, str]:
         """Make the Server's StatefulSet run `replicas` pods, unless Pulumi owns its replica
-        count (components.Server, whose HPA or stack config decides). (ok, message)."""
+        count (components.Server, whose HPA or stack config decides; not with `autoscaling`,
+        which marks it REPLICAS_FROM). (ok, message)."""
         try:
             sts = self.apps.read_namespaced_stateful_set(name, namespace)
         except ApiException as e:
@@ -90,7 +94,9 @@ class Kube:
                 return False, f"no StatefulSet {namespace}/{name}"
             raise
         label, value = OWNED_BY_PULUMI
-        if (sts.metadata.labels or {}).get(label) == value:
+        key, source = REPLICAS_FROM
+        if (sts.metadata.labels or {}).get(label) == value and \
+                (sts.metadata.annotations or {}).get(key) != source:
             return True, "replicas owned by Pulumi (components.Server)"
         if sts.spec.replicas != replicas:
             self.apps.patch_namespaced_stateful_set_scale(

@@ -437,3 +437,58 @@ def test_a_pulumi_stacks_crs_are_served_by_the_controller(stack_dir, cluster, ma
     wait_until(lambda: k.get("Model", "iris") is None, 90, "the Model CR to go")
     assert env.scheduler.get("Model", "iris") is None or \
         env.scheduler.get("Model", "iris").state == "ModelTerminated"
+
+
+def test_a_pulumi_deployed_autoscaled_server_follows_the_schedulers_count(
+        stack_dir, cluster, make_env, control_plane, kube, seldon_crds, tmp_path):
+    """components.Server with `autoscaling` (the real engine): Pulumi creates the StatefulSet
+    at minReplicas and a Server CR with the bounds; the controller applies the CR to the
+    scheduler and sets the StatefulSet to the scheduler's count; a later `pulumi up` that
+    changes the pod template and the bounds leaves that count alone, and a preview shows
+    nothing to do."""
+    from tests.cluster.test_stacks import changes
+
+    sd = stack_dir("staging")
+    ns = f"stack-as-{int(time.time()) % 100000}"
+    server = {"name": "auto", "autoscaling": {"minReplicas": 2, "maxReplicas": 4}}
+    sd.values.update({"core2:namespace": ns, "core2:strimziInstallOperator": False,
+                      "core2:servers": [server], "core2:models": [], "core2:pipelines": [],
+                      "core2:experiments": []})
+    sd.save()
+    sd.run("up").ok()
+    apps = client.AppsV1Api(kube)
+    assert apps.read_namespaced_stateful_set("auto", ns).spec.replicas == 2
+
+    env = make_env(autoscaling=LocalAutoscaling(servers=True))
+    k = Cluster(kube, control_plane.kubeconfig, ns)
+    ctl = _scaling_controller(env, control_plane, ns, tmp_path)
+    try:
+        # the floor goes up: the scheduler's count follows (no agent runs: it is the floor)
+        # and the controller scales the StatefulSet, which Pulumi does not touch
+        server["autoscaling"]["minReplicas"] = 3
+        sd.save()
+        assert changes(sd.run("up").ok().output).get("update") == 1  # the Server CR only
+        wait_until(lambda: apps.read_namespaced_stateful_set("auto", ns).spec.replicas == 3,
+                   30, "the StatefulSet scaled to the scheduler's 3", ctl)
+        detail = json.loads(env.scheduler.get("Server", "auto").detail_json)
+        assert detail["autoscaling"]["replicas"] == 3 and \
+            detail["autoscaling"]["maxReplicas"] == 4
+
+        # a pod-template change (server-side apply) keeps the scheduler's count, also where
+        # Pulumi's own would differ: minReplicas back to 2 (the scheduler scales in only by
+        # draining a running replica, so it stays at 3)
+        server.update(memory="3Gi", autoscaling={"minReplicas": 2, "maxReplicas": 4})
+        sd.save()
+        sd.run("up").ok()
+        sts = apps.read_namespaced_stateful_set("auto", ns)
+        agent = sts.spec.template.spec.containers[1]
+        assert agent.args[agent.args.index("--memory") + 1] == "3Gi"
+        assert sts.spec.replicas == 3
+        assert set(changes(sd.run("preview").ok().output)) == {"same"}
+
+        sd.run("destroy").ok()  # the controller finalizes the Server CR meanwhile
+        wait_until(lambda: k.get("Server", "auto") is None, 60, "the Server CR to go", ctl)
+    finally:
+        if k.get("Server", "auto") is not None:  # a failure above: its finalizer needs ctl
+            sd.run("destroy")
+        ctl.stop()
