@@ -22,6 +22,7 @@ from runtime.dataflow.flow import INPUT, OUTPUT, STEP, Dataflow, Emit
 from runtime.dataflow.offsets import OffsetTracker, Token
 from runtime.dataflow.plan import Plan, build_plan
 from runtime.dataflow.records import (
+    IDLE_WAIT_S,
     decode,
     encode,
     headers_of,
@@ -43,8 +44,6 @@ EMITS = Counter("seldon_dataflow_engine_emits_total", "records produced", ["kind
 REFUSED = Counter("seldon_dataflow_engine_refused_total",
                   "records that could not be processed (sent to the errors topic)", ["kind"])
 Source = tuple[str, str | None, str]
-# the longest a poll waits with nothing arriving: how soon a pipeline change is taken up
-IDLE_WAIT_S = 0.25
 
 
 class BadRecord(Exception):

@@ -25,6 +25,7 @@ from runtime.dataflow.batching import Batcher, merge, split
 from runtime.dataflow.control import SchedulerLink
 from runtime.dataflow.offsets import OffsetTracker, Token
 from runtime.dataflow.records import (
+    IDLE_WAIT_S,
     decode,
     encode,
     headers_of,
@@ -53,8 +54,6 @@ TRANSIENT = frozenset({404, 429, 502, 503, 504})
 # Stock MLServer answers 400 "Model <name> is not ready yet." while a model is being loaded
 # again: transient too, unlike other 400s (core2's name hook makes it a 503 already)
 NOT_READY = "is not ready yet"
-# the longest a poll waits with nothing arriving: how soon a pipeline change is taken up
-IDLE_WAIT_S = 0.25
 MAX_IN_FLIGHT = 20_000  # records taken but not finished: stop fetching beyond this
 # A pooled keep-alive connection closed by the server under a new request (not a refused
 # connect, a ClientConnectorError): the request is sent again at once on a fresh connection.

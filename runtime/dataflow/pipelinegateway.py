@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from runtime import kafka, tracing
 from runtime.dataflow.control import SchedulerLink
 from runtime.dataflow.records import (
+    IDLE_WAIT_S,
     decode,
     encode,
     headers_of,
@@ -175,7 +176,7 @@ class PipelineGateway:
                 batch = []
                 # an answer ends the wait at once; the timeout bounds how soon a new
                 # pipeline's outputs are read
-                for m in next_batch(consumer, 0.25, 1000):
+                for m in next_batch(consumer, IDLE_WAIT_S, 1000):
                     if m.error():
                         if m.error().code() != KafkaError._PARTITION_EOF:
                             log.warning("consume: %s", m.error())
@@ -363,7 +364,7 @@ class PipelineGateway:
         log.info("pipeline gateway on http %s:%d grpc %s:%d", host, http_port, host, grpc_port)
         try:
             while not stop.is_set():  # the producer's error callbacks; no deliveries
-                await asyncio.sleep(0.25)
+                await asyncio.sleep(IDLE_WAIT_S)
                 self.producer.poll(0)
         finally:
             self._stop.set()

@@ -46,6 +46,11 @@ def setup_service(name: str) -> threading.Event:
     return stop
 
 
+# The longest a service's loop waits with nothing arriving (a record ends a poll's wait at
+# once): how soon a pipeline change is taken up, and how often an idle service wakes.
+IDLE_WAIT_S = 0.25
+
+
 def next_batch(consumer, timeout: float, limit: int = 500) -> list:
     """Wait up to `timeout` for one record, then take what else is already fetched.
     (consume(n, timeout) would wait the whole timeout unless n records arrive: a fixed delay
