@@ -153,6 +153,10 @@ class KafkaConfig:
     def errors(self) -> str:
         return self._topic("errors", "errors")
 
+    def feedback(self) -> str:
+        """Adaptive experiments' accepted feedback (runtime.scheduler.feedback)."""
+        return self._topic("feedback")
+
     def parse_topic(self, topic: str) -> tuple[str, str, str] | None:
         """('model'|'pipeline', name, 'inputs'|'outputs') or ('errors', '', '')."""
         head = f"{self.prefix}.{self.namespace}."

@@ -7,7 +7,6 @@ import httpx
 from confluent_kafka import Consumer, TopicPartition
 
 from runtime.kafka import KafkaConfig
-from runtime.scheduler.feedback import topic_name
 from tests.conftest import SAMPLES, wait_for
 
 X = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
@@ -23,7 +22,7 @@ def _topic_records(bootstrap: str) -> list[dict]:
     cfg = KafkaConfig(bootstrap=bootstrap)
     consumer = Consumer(cfg.consumer(None))
     try:
-        consumer.assign([TopicPartition(topic_name(cfg), 0, 0)])
+        consumer.assign([TopicPartition(cfg.feedback(), 0, 0)])
         out = []
         while (msg := consumer.poll(2.0)) is not None:
             if not msg.error():

@@ -132,17 +132,13 @@ class FeedbackService(feedback_pb2_grpc.FeedbackServicer):
                                              reward=record["reward"])
 
 
-def topic_name(cfg: KafkaConfig) -> str:
-    return f"{cfg.prefix}.{cfg.namespace}.feedback"
-
-
 class FeedbackTopic:
     """Produces accepted feedback (JSON, keyed by experiment) to `<prefix>.<ns>.feedback`.
     The broker may start after the scheduler (local mode) or be away for a while: records
     wait in a bounded queue, and the topic is created once it can be."""
 
     def __init__(self, cfg: KafkaConfig, limit: int = 100_000):
-        self.cfg, self.topic = cfg, topic_name(cfg)
+        self.cfg, self.topic = cfg, cfg.feedback()
         self.queue: asyncio.Queue[dict] = asyncio.Queue(limit)
         self.producer = Producer({**cfg.producer(), "acks": "all"})
 
