@@ -1,5 +1,6 @@
 """A small client of the scheduler API, shared by the CLI and the Pulumi providers."""
 
+import json
 import time
 from collections.abc import Callable
 
@@ -15,6 +16,15 @@ KIND = {"Model": pb.MODEL, "Server": pb.SERVER, "Pipeline": pb.PIPELINE,
 FAILED_STATES = {"ModelFailed", "ScheduleFailed", "PipelineFailed"}
 GONE_STATES = {"ModelTerminated", "PipelineTerminated", "Terminated"}
 REFUSED = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
+
+
+def autoscaled_replicas(status: pb.ResourceStatus) -> int | None:
+    """The autoscaler's replica count in a Server's (or Model's) status, or None when it is
+    not autoscaled (`detail.autoscaling.replicas`)."""
+    if not status.detail_json:
+        return None
+    scaled = json.loads(status.detail_json).get("autoscaling", {}).get("replicas")
+    return None if scaled is None else int(scaled)
 
 
 class SchedulerError(Exception):

@@ -5,20 +5,17 @@ A Server with minReplicas..maxReplicas is scaled by the scheduler's server autos
 count comes from the scheduler's status (`detail.autoscaling.replicas`, lowered only once the
 leaving replica is drained), not from spec.replicas."""
 
-import json
 from pathlib import Path
 
+from runtime.client import autoscaled_replicas
 from runtime.controller.kube import Kube
 from runtime.pb import scheduler_pb2 as pb
 
 
 def wanted_replicas(spec: dict, status: pb.ResourceStatus | None) -> int:
     """The scheduler's count for an autoscaled Server, else the spec's."""
-    if status is not None and status.detail_json:
-        scaled = json.loads(status.detail_json).get("autoscaling", {}).get("replicas")
-        if scaled is not None:
-            return int(scaled)
-    return spec.get("replicas", 1)
+    scaled = autoscaled_replicas(status) if status is not None else None
+    return scaled if scaled is not None else spec.get("replicas", 1)
 
 
 class ClusterServers:

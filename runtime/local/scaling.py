@@ -3,11 +3,10 @@ scheduler's server autoscaler wants (a Server's status, `detail.autoscaling.repl
 scheduler lowers the count only once the leaving replica is drained, so stopping it fails no
 request; a new replica's agent connects and the scheduler places models on it."""
 
-import json
 import time
 from collections.abc import Callable
 
-from runtime.client import SchedulerClient, SchedulerError
+from runtime.client import SchedulerClient, SchedulerError, autoscaled_replicas
 from runtime.local.platform import Platform
 
 LOOK_EVERY_S = 1.0
@@ -35,7 +34,7 @@ class ReplicaFollower:
             return False
         changed = False
         for status in statuses:
-            wanted = json.loads(status.detail_json or "{}").get("autoscaling", {}).get("replicas")
+            wanted = autoscaled_replicas(status)
             server = self.platform.servers.get(status.name)
             if wanted is not None and server is not None:
                 changed |= self._follow(server.name, wanted)
