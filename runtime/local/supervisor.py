@@ -96,7 +96,7 @@ class Supervisor:
         return changed
 
     def _add_server(self, server: LocalServer) -> None:
-        if any(k.rsplit("-", 1)[0] == server.name for k in self.platform.replicas):
+        if self.platform.running_replicas(server.name):
             return
         self.log(f"starting {server.replicas} replica(s) of server {server.name}")
         self._watch(self.platform._start_server(server))

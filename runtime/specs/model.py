@@ -58,7 +58,7 @@ class ModelSpec(Spec):
     def desired_replicas(self) -> int:
         if self.replicas is not None:
             return self.replicas
-        return max(1, self.minReplicas or 0)
+        return self.scale_floor
 
     @property
     def autoscaled(self) -> bool:
