@@ -150,12 +150,12 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 get = asyncio.create_task(stream.outbox.get())
                 done, _ = await asyncio.wait({get, reader, writer},
                                              return_when=asyncio.FIRST_COMPLETED)
-                if writer in done and not writer.cancelled() and writer.exception():
-                    # a bug encoding resources: say so (Envoy would silently get no routes),
-                    # and end the stream so Envoy connects again and gets a fresh start
+                if writer in done:  # it loops for good: only a bug ends it
+                    # say so (Envoy would silently get no routes), and end the stream so
+                    # Envoy connects again and gets a fresh start
                     log.error("envoy %s: sending resources failed", stream.node,
-                              exc_info=writer.exception())
-                if get not in done:
+                              exc_info=None if writer.cancelled() else writer.exception())
+                if get not in done or writer in done:
                     get.cancel()
                     break
                 yield get.result()
