@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.client import SchedulerClient  # noqa: E402
-from runtime.local.config import LocalAutoscaling, LocalConfig, LocalServer, Ports  # noqa: E402
-from runtime.local.platform import Platform  # noqa: E402
-from tests.load import Load  # noqa: E402
+from runtime.client import SchedulerClient
+from runtime.local.config import LocalAutoscaling, LocalConfig, LocalServer, Ports
+from runtime.local.platform import Platform
+from tests.load import Load
 
 IRIS = Path(__file__).resolve().parents[1] / "samples" / "models" / "iris"
 

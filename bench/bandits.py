@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.wrk import BODY, platform_with, wrk  # noqa: E402
-from runtime.scheduler.bandit import Arm, weights  # noqa: E402
-from runtime.specs.experiment import Strategy  # noqa: E402
+from bench.wrk import BODY, platform_with, wrk
+from runtime.scheduler.bandit import Arm, weights
+from runtime.specs.experiment import Strategy
 
 PAYOFFS = {"two close (0.50 vs 0.55)": [0.50, 0.55],
            "two apart (0.30 vs 0.70)": [0.30, 0.70],

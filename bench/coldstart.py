@@ -110,7 +110,7 @@ class FakeAgent:
                         await self._answer(stub, op)
             except grpc.aio.AioRpcError:
                 pass
-            except Exception as e:  # noqa: BLE001 - a bench's agent keeps going
+            except Exception as e:
                 note(f"agent: {e!r}")
             await asyncio.sleep(0.2)
 

@@ -20,14 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kubernetes import client, config  # noqa: E402
-from kubernetes.client.rest import ApiException  # noqa: E402
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
 
-from runtime.client import SchedulerClient  # noqa: E402
-from runtime.controller import crds  # noqa: E402
-from runtime.local.config import LocalConfig, LocalKube, Ports  # noqa: E402
-from runtime.local.platform import Platform  # noqa: E402
-from tests.cluster.controlplane import ControlPlane  # noqa: E402
+from runtime.client import SchedulerClient
+from runtime.controller import crds
+from runtime.local.config import LocalConfig, LocalKube, Ports
+from runtime.local.platform import Platform
+from tests.cluster.controlplane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "bench"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.wrk import BODY, alternate, platform_with, table  # noqa: E402
+from bench.wrk import BODY, alternate, platform_with, table
 
 EXPERIMENT = {"candidates": [{"name": "iris", "weight": 50}, {"name": "iris2", "weight": 50}]}
 

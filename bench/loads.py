@@ -31,12 +31,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.agent import modelsettings  # noqa: E402
-from runtime.client import SchedulerClient  # noqa: E402
-from runtime.local.config import LocalConfig, Ports  # noqa: E402
-from runtime.local.platform import Platform  # noqa: E402
-from runtime.procs import Service, free_port, http_ok, python_module, wait_until  # noqa: E402
-from runtime.specs.model import ModelSpec  # noqa: E402
+from runtime.agent import modelsettings
+from runtime.client import SchedulerClient
+from runtime.local.config import LocalConfig, Ports
+from runtime.local.platform import Platform
+from runtime.procs import Service, free_port, http_ok, python_module, wait_until
+from runtime.specs.model import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW, PAUSE = 2.0, 0.5  # seconds of loading, then of idle sampling

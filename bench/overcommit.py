@@ -28,10 +28,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.client import SchedulerClient  # noqa: E402
-from runtime.local.config import LocalConfig, LocalServer, Ports  # noqa: E402
-from runtime.local.platform import Platform  # noqa: E402
-from runtime.specs.fetch import FetchRules  # noqa: E402
+from runtime.client import SchedulerClient
+from runtime.local.config import LocalConfig, LocalServer, Ports
+from runtime.local.platform import Platform
+from runtime.specs.fetch import FetchRules
 
 ROOT = Path(__file__).resolve().parents[1]
 IRIS = ROOT / "samples" / "models" / "iris"

@@ -16,6 +16,7 @@ CPU of broker + dataflow services (% of one core, from /proc).
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -47,7 +48,7 @@ WARMUP = 20  # calls before each measured cell
 
 def chain_spec(models: list[str]) -> dict:
     steps = [{"name": models[0]}] + [{"name": m, "inputs": [prev]}
-                                     for prev, m in zip(models, models[1:], strict=False)]
+                                     for prev, m in itertools.pairwise(models)]
     return {"steps": steps, "output": {"steps": [models[-1]]}}
 
 
@@ -107,7 +108,7 @@ def topics_of(cfg, name: str, models: list[str]) -> list[str]:
     topics = [cfg.pipeline_inputs(name)]
     for m in models:
         topics += [cfg.model_inputs(m), cfg.model_outputs(m)]
-    return topics + [cfg.pipeline_outputs(name)]
+    return [*topics, cfg.pipeline_outputs(name)]
 
 
 def hop_breakdown(cfg, name: str, models: list[str], n: int) -> list[tuple[str, float, float]]:
@@ -135,7 +136,7 @@ def hop_breakdown(cfg, name: str, models: list[str], n: int) -> list[tuple[str, 
         consumer.close()
     keys = set.intersection(*(set(v) for v in stamps.values()))
     out = []
-    for a, b in zip(topics, topics[1:], strict=False):
+    for a, b in itertools.pairwise(topics):
         deltas = sorted(stamps[b][k] - stamps[a][k] for k in keys) or [float("nan")]
         label = f"{a.split('.', 2)[2]} -> {b.split('.', 2)[2]}"
         out.append((label, statistics.median(deltas), pct(deltas, .99)))

@@ -32,16 +32,16 @@ from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import grpc  # noqa: E402
-from envoy.service.discovery.v3 import ads_pb2_grpc  # noqa: E402
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc
 
-from runtime.envoy import envoy_argv, write_bootstrap  # noqa: E402
-from runtime.procs import free_port, http_ok  # noqa: E402
-from runtime.scheduler import envoy_resources as er  # noqa: E402
-from runtime.scheduler import snapshot  # noqa: E402
-from runtime.scheduler import state as st  # noqa: E402
-from runtime.scheduler.xds import XdsServer  # noqa: E402
-from runtime.specs import ModelSpec  # noqa: E402
+from runtime.envoy import envoy_argv, write_bootstrap
+from runtime.procs import free_port, http_ok
+from runtime.scheduler import envoy_resources as er
+from runtime.scheduler import snapshot
+from runtime.scheduler import state as st
+from runtime.scheduler.xds import XdsServer
+from runtime.specs import ModelSpec
 
 PROFILE = os.environ.get("SCALE_PROFILE")  # a file: cProfile of the one-more-model rounds
 ROUNDS = 5
@@ -53,7 +53,7 @@ class OkHandler(http.server.BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
-    def do_POST(self):  # noqa: N802 - http.server's naming
+    def do_POST(self):
         self.rfile.read(int(self.headers.get("content-length", 0)))
         body = b'{"outputs": []}'
         self.send_response(200)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.wrk import alternate, platform_with, table  # noqa: E402
+from bench.wrk import alternate, platform_with, table
 
 
 def main() -> None:

@@ -24,12 +24,12 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.client import SchedulerClient  # noqa: E402
-from runtime.local.config import LocalConfig, Ports  # noqa: E402
-from runtime.local.platform import Platform  # noqa: E402
-from runtime.procs import free_port  # noqa: E402
-from runtime.specs.manifest import load_file  # noqa: E402
-from runtime.tracing import TracingConfig  # noqa: E402
+from runtime.client import SchedulerClient
+from runtime.local.config import LocalConfig, Ports
+from runtime.local.platform import Platform
+from runtime.procs import free_port
+from runtime.specs.manifest import load_file
+from runtime.tracing import TracingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 IRIS = {"inputs": [{"name": "predict", "shape": [1, 4], "datatype": "FP32",

@@ -6,5 +6,15 @@ from components.resources import Experiment, Model, Pipeline
 from components.scheduler_api import Connection
 from components.server import Server, ServerArgs
 
-__all__ = ["Platform", "PlatformArgs", "Kafka", "KafkaArgs", "Server", "ServerArgs",
-           "Model", "Pipeline", "Experiment", "Connection"]
+__all__ = [
+           "Connection",
+           "Experiment",
+           "Kafka",
+           "KafkaArgs",
+           "Model",
+           "Pipeline",
+           "Platform",
+           "PlatformArgs",
+           "Server",
+           "ServerArgs",
+]

@@ -126,7 +126,7 @@ class StackConfig(_Strict):
     monitoringNamespace: str | None = "monitoring"
     grafanaDashboardNamespace: str | None = None
     schedulerAddress: str = "127.0.0.1:9004"
-    # what `core2 promote` may write into this stack's models (runtime.promote)
+    # what `core2 promote` may write into this stack's models (components.promote)
     storageScheme: str | None = None
     storageUriMap: dict[str, str] = {}
     resourceDelivery: Literal["crd", "scheduler"] = "crd"

@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from components.promote import register as register_promote
 from runtime.client import SchedulerClient, SchedulerError
 from runtime.dataflow import cli as pipeline_cli
-from runtime.promote import register as register_promote
 from runtime.specs import SpecError
 from runtime.specs.manifest import load_file
 

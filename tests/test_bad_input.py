@@ -62,7 +62,7 @@ def test_invalid_model_yaml_names_the_field(iris_env, tmp_path, spec, field):
 def test_invalid_spec_refused_by_the_api_too(iris_env):
     from runtime.client import SchedulerError
 
-    with pytest.raises(SchedulerError, match="spec.replicas") as err:
+    with pytest.raises(SchedulerError, match=r"spec\.replicas") as err:
         iris_env.scheduler.apply("Model", "iris", '{"storageUri": "/x", "replicas": -2}')
     assert err.value.invalid
     with pytest.raises(SchedulerError, match="name"):

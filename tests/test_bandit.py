@@ -66,7 +66,7 @@ def test_winner_needs_enough_separated_evidence():
     with pytest.raises(ValueError, match="a has 12 reward"):
         choose_winner({"a": Arm(rewards=12, reward_sum=4), "b": b}, {"a": 5, "b": 95})
     close = {"a": Arm(rewards=40, reward_sum=26), "b": b}
-    with pytest.raises(ValueError, match="not separated yet: b 0.700"):
+    with pytest.raises(ValueError, match=r"not separated yet: b 0\.700"):
         choose_winner(close, {"a": 5, "b": 95})
     clear = {"a": Arm(rewards=60, reward_sum=18), "b": b}
     with pytest.raises(ValueError, match="still favours a"):

@@ -85,7 +85,7 @@ def test_inference_and_pipelines_over_tls(make_env, sample_models, certs):
 def test_tls_files_are_checked_when_the_config_loads(tmp_path, certs):
     config = tmp_path / "local.yaml"
     config.write_text(f"envoyTls: {{certFile: {certs / 'tls.crt'}, keyFile: missing.key}}\n")
-    with pytest.raises(SpecError, match="envoyTls.keyFile: missing.key: no such file"):
+    with pytest.raises(SpecError, match=r"envoyTls\.keyFile: missing\.key: no such file"):
         LocalConfig.load(config)
     (tmp_path / "tls.key").write_bytes((certs / "tls.key").read_bytes())
     config.write_text(f"envoyTls: {{certFile: {certs / 'tls.crt'}, keyFile: tls.key}}\n")

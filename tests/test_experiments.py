@@ -50,7 +50,7 @@ def test_sticky_route(two_models):
     _start(env, "ab", default="iris", candidates=[{"name": "iris", "weight": 1},
                                                   {"name": "iris2", "weight": 1}])
     for _ in range(2):  # whichever side the first request lands on, it stays there
-        status, body, headers = env.infer("iris")
+        _status, body, headers = env.infer("iris")
         route = headers["x-seldon-route"]
         first = body["outputs"][0]["data"][0]
         answers = _split(env, 100, headers={"x-seldon-route": route})
@@ -175,7 +175,7 @@ def test_experiment_over_pipelines(make_env):
                                    "data": [1.0]}]}).encode()
     seen = Counter()
     for _ in range(40):
-        status, reply, headers = env.infer("", body=body, path="/v2/pipelines/chain/infer")
+        status, reply, _headers = env.infer("", body=body, path="/v2/pipelines/chain/infer")
         assert status == 200, reply
         seen[reply["outputs"][0]["data"][0]] += 1
     assert set(seen) == {110.0, 20.0}, seen

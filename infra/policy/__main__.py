@@ -8,6 +8,6 @@ from pulumi_policy import EnforcementLevel, PolicyPack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from infra.policy.pack import policies  # noqa: E402
+from infra.policy.pack import policies
 
 PolicyPack(name="core2", enforcement_level=EnforcementLevel.MANDATORY, policies=policies())

@@ -112,7 +112,7 @@ class Engine:
             self.sub.reread(self.guard.take_renewed())
             self.guard.remember(self.sub.wanted)
             log.info("reading %d topics afresh", len(self.sub.wanted))
-        except Exception as e:  # noqa: BLE001 - broker away: the guard flags it again
+        except Exception as e:
             log.warning("reading topics afresh failed: %s", e)
             self.guard.lost.set()
             time.sleep(1)
@@ -145,7 +145,7 @@ class Engine:
             produced |= {self.cfg.pipeline_outputs(name), self.cfg.errors()}
             try:
                 kafka.ensure_topics(self.cfg, sorted(self._plan_topics(plan) | produced))
-            except Exception as e:  # noqa: BLE001 - broker away: keep running, retry soon
+            except Exception as e:
                 log.warning("pipeline %s: creating topics failed (%s); retrying", name, e)
                 self._ops.put(op)
                 time.sleep(1)
@@ -158,7 +158,7 @@ class Engine:
             try:
                 self.sub.set_topics(wanted)
                 self.guard.remember(wanted)
-            except Exception as e:  # noqa: BLE001 - broker away: retried on the next change
+            except Exception as e:
                 log.warning("reading %d topics failed (%s); retrying", len(wanted), e)
                 self._ops.put(("retry",))
                 time.sleep(1)
@@ -264,7 +264,7 @@ class Engine:
                     self._produce(producer, e, token, deadline, headers)
         except BadRecord as bad:
             self._refuse(producer, msg, token, bad)
-        except Exception as e:  # noqa: BLE001 - a bug must cost one request, not the engine
+        except Exception as e:
             log.exception("record %s[%d]@%d", msg.topic(), msg.partition(), msg.offset())
             parsed = self.cfg.parse_topic(msg.topic()) or ("", "", "")
             pipeline = headers_of(msg).get(H_PIPELINE) or parsed[1]

@@ -183,4 +183,4 @@ class Dataflow:
         return [Emit(node.kind, node.pipeline, plan.version, node.name, key, tensors)]
 
 
-__all__ = ["Dataflow", "Emit", "STEP", "OUTPUT", "INPUT"]
+__all__ = ["INPUT", "OUTPUT", "STEP", "Dataflow", "Emit"]

@@ -37,7 +37,7 @@ def topics_for(cfg: KafkaConfig, pipeline: str, spec: PipelineSpec,
         topics = [cfg.pipeline_inputs(pipeline)]
         for s in steps:
             topics += [cfg.model_inputs(s), cfg.model_outputs(s)]
-        return topics + [cfg.pipeline_outputs(pipeline)], None
+        return [*topics, cfg.pipeline_outputs(pipeline)], None
     step = parts[1]
     if step in ("inputs", "outputs") and len(parts) <= 3:
         topic = (cfg.pipeline_inputs if step == "inputs" else cfg.pipeline_outputs)(pipeline)

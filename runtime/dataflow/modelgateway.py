@@ -118,7 +118,7 @@ class ModelGateway:
                         self.sub.reread(guard.take_renewed())
                         guard.remember(self.sub.wanted)
                         log.info("reading %d topics afresh", len(self.sub.wanted))
-                    except Exception as e:  # noqa: BLE001 - broker away: flagged again
+                    except Exception as e:
                         log.warning("reading topics afresh failed: %s", e)
                         guard.lost.set()
                         stop.wait(1)
@@ -133,7 +133,7 @@ class ModelGateway:
                                 self.cfg.model_outputs(m) for m in models] + [self.cfg.errors()])
                         self.sub.set_topics(wanted)
                         guard.remember(wanted)
-                    except Exception as e:  # noqa: BLE001 - broker away: retry soon
+                    except Exception as e:
                         log.warning("creating or reading topics failed (%s); retrying", e)
                         self._dirty.set()
                         stop.wait(1)
@@ -291,7 +291,7 @@ class ModelGateway:
                                      key=key, value=body, headers=out_headers)
             else:
                 self._error(token, key, out_headers, step, model, status, body)
-        except Exception as e:  # noqa: BLE001 - one record's bug must not stop the rest
+        except Exception as e:
             if self._closing:  # the session closed under the call: replayed after a restart
                 return
             log.exception("request %s to model %s", key, model)
@@ -336,7 +336,7 @@ class ModelGateway:
                     self.tracker.produce(self.producer, token, self.cfg.model_outputs(model),
                                          key=keys[i], value=value, headers=out_headers)
                 produced.add(i)
-        except Exception as e:  # noqa: BLE001 - released unanswered, the records would be lost
+        except Exception as e:
             if self._closing:  # the session closed under the call: replayed after a restart
                 return
             log.exception("batch of %d requests to model %s", len(msgs), model)
@@ -358,7 +358,7 @@ class ModelGateway:
             self.producer, token, self.cfg.errors(), key=key,
             value=encode({"error": msg, "status": status, "step": step, "model": model,
                           "pipeline": pipeline}),
-            headers=headers + [(H_ERROR, msg), (H_MODEL, model), ("status", str(status))])
+            headers=[*headers, (H_ERROR, msg), (H_MODEL, model), ("status", str(status))])
 
     async def run(self, stop: threading.Event) -> None:
         loop = asyncio.get_running_loop()

@@ -21,7 +21,7 @@ Part = tuple[str, int]
 class Token:
     """One consumed record: finished when it was released and all its produces are acked."""
 
-    __slots__ = ("part", "offset", "pending", "released")
+    __slots__ = ("offset", "part", "pending", "released")
 
     def __init__(self, part: Part, offset: int):
         self.part, self.offset = part, offset

@@ -112,7 +112,7 @@ class PipelineGateway:
                 self._assign_at_end(consumer, errors)
                 self._kafka_fault = None
                 return
-            except Exception as e:  # noqa: BLE001 - broker not up yet, or refusing us
+            except Exception as e:
                 self._kafka_fault = f"cannot read {errors} from Kafka yet: {e}"
                 log.warning("%s; retrying", self._kafka_fault)
                 self._stop.wait(1)
@@ -157,7 +157,7 @@ class PipelineGateway:
                             self._assign_at_end(consumer, topic, from_start)
                             guard.remember([topic])
                             assigned.add(topic)
-                    except Exception as e:  # noqa: BLE001 - retried on the next pass
+                    except Exception as e:
                         log.warning("pipeline %s: cannot read %s yet: %s", name, topic, e)
                         with self._lock:
                             self._todo.add(name)
@@ -497,7 +497,7 @@ async def _oip_errors(request: web.Request, handler):
         return _json_error(e.status, e.reason or e.text or f"HTTP {e.status}")
     except (asyncio.CancelledError, ConnectionError):
         raise
-    except Exception as e:  # noqa: BLE001 - a bug: still an OIP body, and logged
+    except Exception as e:
         log.exception("%s %s", request.method, request.path)
         return _json_error(500, f"pipeline gateway: internal error ({type(e).__name__})")
 

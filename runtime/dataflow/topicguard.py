@@ -48,7 +48,7 @@ class TopicGuard:
         Best effort: an unanswered lookup leaves it to the next pass."""
         try:
             ids = self._describe(self.admin, sorted(topics))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log.debug("topic ids: %s", e)
             return
         with self._lock:
@@ -87,7 +87,7 @@ class TopicGuard:
                 if self.progress is not None and now - checked >= PROGRESS_EVERY_S:
                     checked = now
                     self.stall = self.progress(now, self.admin)
-            except Exception as e:  # noqa: BLE001 - broker away, or sets changing: next pass
+            except Exception as e:
                 log.debug("topic check: %s", e)
                 self.down.set()
 

@@ -28,7 +28,7 @@ BAD_KIND = "kind: must be MODEL, SERVER, PIPELINE or EXPERIMENT"
 GONE = {pb.MODEL: st.TERMINATED, pb.PIPELINE: "PipelineTerminated"}
 ROUTED = (pb.MODEL, pb.PIPELINE, pb.EXPERIMENT)
 
-__all__ = ["Scheduler", "NotFound", "KEYS"]
+__all__ = ["KEYS", "NotFound", "Scheduler"]
 
 
 class Scheduler:

@@ -154,7 +154,7 @@ class FeedbackTopic:
             try:
                 await asyncio.to_thread(ensure_topics, self.cfg, [self.topic])
                 break
-            except Exception as e:  # noqa: BLE001 (the broker is not up yet: try again)
+            except Exception as e:
                 log.info("feedback topic %s not created yet: %s", self.topic, e)
                 await asyncio.sleep(2)
         while True:

@@ -5,4 +5,4 @@ from runtime.specs.experiment import ExperimentSpec
 from runtime.specs.model import ModelSpec
 from runtime.specs.server import ServerSpec
 
-__all__ = ["SpecError", "parse_quantity", "ModelSpec", "ServerSpec", "ExperimentSpec"]
+__all__ = ["ExperimentSpec", "ModelSpec", "ServerSpec", "SpecError", "parse_quantity"]

@@ -140,7 +140,7 @@ def _find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
         path.append(n)
         for m in sorted(edges.get(n, ())):
             if state.get(m) == 1:
-                return path[path.index(m):] + [m]
+                return [*path[path.index(m):], m]
             if m not in state and (found := visit(m)):
                 return found
         path.pop()

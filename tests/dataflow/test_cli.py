@@ -67,5 +67,5 @@ def test_inspect_takes_seldons_offset_format_and_verbose_flags(capsys, dataflow)
         assert all(isinstance(v, list) for v in m["headers"].values())
     code, out, _ = run_cli(capsys, dataflow, "pipeline", "inspect", "chain.outputs", "-v",
                            "--kafka-bootstrap", dataflow.bootstrap)
-    topic_name, key, value, headers = out.strip().split("\t")
+    _topic_name, key, _value, headers = out.strip().split("\t")
     assert key == ids[-1] and json.loads(headers)

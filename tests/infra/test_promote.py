@@ -7,9 +7,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from components.promote import PromoteError, promote
 from infra.policy.rules import check_all
 from runtime import cli
-from runtime.promote import PromoteError, promote
 from tests.infra.harness import STACKS, render_stack
 
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from fsspec.config import apply_config, set_conf_env
 
+from components.promote import PromoteError, promote
 from infra.config import stack_values
-from runtime.promote import PromoteError, promote
 from runtime.specs.common import SpecError
 from tests.infra.harness import STACKS, render_stack, render_values
 

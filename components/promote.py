@@ -253,8 +253,8 @@ def replace_block(text: str, key: str, items: list | None) -> str:
         line = lines[end]
         stripped = line.lstrip()
         depth = len(line) - len(stripped)
-        if stripped.strip() and not (depth > indent or stripped.startswith("- ")
-                                     and depth == indent):
+        if stripped.strip() and not (depth > indent or (stripped.startswith("- ")
+                                     and depth == indent)):
             break
         end += 1
     while end > start + 1 and not lines[end - 1].strip():
