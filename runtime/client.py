@@ -2,7 +2,7 @@
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 
@@ -46,14 +46,31 @@ class SchedulerClient:
             raise SchedulerError(str(e)) from None
         self.stub = scheduler_pb2_grpc.SchedulerStub(self.channel)
 
+    def _error(self, e: grpc.RpcError) -> SchedulerError:
+        if e.code() == grpc.StatusCode.UNAVAILABLE:
+            return SchedulerError(f"scheduler not reachable at {self.address} "
+                                  f"(is `core2 up` running?): {e.details()}")
+        return SchedulerError(e.details(), invalid=e.code() in REFUSED)
+
     def _call(self, method, request):
         try:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as e:
-            if e.code() == grpc.StatusCode.UNAVAILABLE:
-                raise SchedulerError(f"scheduler not reachable at {self.address} "
-                                     f"(is `core2 up` running?): {e.details()}") from None
-            raise SchedulerError(e.details(), invalid=e.code() in REFUSED) from None
+            raise self._error(e) from None
+
+    def watch(self, kind: str, name: str = "", timeout: float | None = None
+              ) -> Iterator[pb.ResourceStatus]:
+        """The current status of the matching resources, then each change to them, from the
+        scheduler's WatchStatus stream; ends after `timeout` seconds (None: never)."""
+        call = self.stub.WatchStatus(pb.StatusRequest(kind=KIND[kind], name=name),
+                                     timeout=timeout)
+        try:
+            yield from call
+        except grpc.RpcError as e:
+            if e.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+                raise self._error(e) from None
+        finally:
+            call.cancel()
 
     def apply(self, kind: str, name: str, spec_json: str) -> pb.ResourceStatus:
         return self._call(self.stub.Apply, pb.ApplyRequest(kind=KIND[kind], name=name,
