@@ -97,8 +97,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             server_http_port=request.server_http_port, server_grpc_port=request.server_grpc_port,
             agent_http_port=request.agent_http_port, agent_grpc_port=request.agent_grpc_port,
             available_memory=request.memory_bytes)
-        log.info("agent %s connected (%d loaded, %d evicted)", replica.key,
-                 len(request.loaded), len(request.evicted))
+        log.info("agent connected", extra={"replica": replica.key, "loaded": len(request.loaded),
+                                           "evicted": len(request.evicted)})
         q = self.s.models.connect(replica, {m.internal_name for m in request.loaded},
                                   {m.internal_name for m in request.evicted})
         self.s.bus.publish(ServerChanged(replica.server))
@@ -106,7 +106,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             while True:
                 yield await q.get()
         finally:
-            log.info("agent %s disconnected", replica.key)
+            log.info("agent disconnected", extra={"replica": replica.key})
             self.s.models.disconnect(replica, q)
 
     async def Event(self, request, context):

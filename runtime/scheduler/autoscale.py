@@ -189,8 +189,8 @@ class ModelAutoscaler:
         if decision is None or (decision.direction == UP and len(placed) < current):
             return False  # (placed on fewer than wanted: waiting for the server to grow)
         scaler.changed(now)
-        log.info("model %s: %d -> %d replicas (%s)", m.name, current, decision.replicas,
-                 decision.reason)
+        log.info("model scaled", extra={"model": m.name, "replicas": decision.replicas,
+                                        "was": current, "reason": decision.reason})
         v.scaled, v.scale_reason = decision.replicas, f"{decision.direction}: {decision.reason}"
         SCALINGS.labels(m.name, decision.direction, _reason_kind(decision.reason)).inc()
         REPLICAS.labels(m.name).set(decision.replicas)

@@ -132,8 +132,8 @@ class ServerAutoscaler:
             self.scaling_in.discard(server)
 
     def _set(self, server: str, target: int, reason: str, now: float) -> bool:
-        log.info("server %s: %d -> %d replicas (%s)", server, self.targets[server], target,
-                 reason)
+        log.info("server scaled", extra={"server": server, "replicas": target,
+                                         "was": self.targets[server], "reason": reason})
         self.targets[server], self.reasons[server] = target, reason
         self.changed_at[server] = now
         SERVER_REPLICAS.labels(server).set(target)

@@ -140,7 +140,8 @@ class ModelManager:
         except PlacementError as e:
             if not v.serving_replicas():
                 v.state, v.reason = st.SCHEDULE_FAILED, str(e)
-                log.info("model %s v%d: ScheduleFailed: %s", m.name, v.version, e)
+                log.info("model ScheduleFailed", extra={"model": m.name, "version": v.version,
+                                                        "reason": str(e)})
             return
         for idx in chosen:
             if idx not in v.replicas or v.replicas[idx].state in (st.LOAD_FAILED, st.UNLOADED):
@@ -377,7 +378,8 @@ class ModelManager:
         replica = self.replicas.get(key)
         if replica is None or replica.connected:
             return
-        log.warning("server replica %s lost: no agent for %.0fs", key, self.lost_after_s)
+        log.warning("server replica lost", extra={"replica": key,
+                                                  "disconnected_s": self.lost_after_s})
         del self.replicas[key]
         self.hub.store.delete("replica", key)
         for m, v in self._versions_on(replica):
