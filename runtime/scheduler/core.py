@@ -42,7 +42,7 @@ EVENTS: dict[Kind, type[Event]] = {pb.MODEL: ModelChanged, pb.SERVER: ServerChan
 BAD_KIND = "kind: must be MODEL, SERVER, PIPELINE or EXPERIMENT"
 GONE: dict[Kind, str] = {pb.MODEL: st.TERMINATED, pb.PIPELINE: "PipelineTerminated"}
 ROUTED = (pb.MODEL, pb.PIPELINE, pb.EXPERIMENT)
-Table = ServerSpecs | Experiments | Pipelines | ModelManager
+Owner = ServerSpecs | Experiments | Pipelines | ModelManager  # keeps one kind
 
 __all__ = ["EVENTS", "KEYS", "NotFound", "Scheduler"]
 
@@ -99,14 +99,14 @@ class Scheduler:
                 self.store.delete("model", name)
             return
         self.store.put("model", name, m.to_doc())
-        self._fingerprints[name] = m.fingerprint()
+        self._fingerprints[name] = fingerprint
 
     async def publish_routes(self) -> bool:
         return await self.xds.wait_applied(self.xds.set_snapshot(self.routing.snapshot()))
 
     # ---- API -----------------------------------------------------------------------------
-    def _table(self, kind: Kind) -> Table:
-        tables: dict[Kind, Table] = {pb.MODEL: self.models, pb.SERVER: self.servers,
+    def _table(self, kind: Kind) -> Owner:
+        tables: dict[Kind, Owner] = {pb.MODEL: self.models, pb.SERVER: self.servers,
                                      pb.EXPERIMENT: self.experiments, pb.PIPELINE: self.pipelines}
         if kind not in tables:
             raise SpecError(BAD_KIND)
