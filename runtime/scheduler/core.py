@@ -94,7 +94,7 @@ class Scheduler:
             return
         self.routing.touch(name)
         self.used_memory.touch(name)
-        if m is None:
+        if m is None or fingerprint is None:
             if self._fingerprints.pop(name, None) is not None:
                 self.store.delete("model", name)
             return
