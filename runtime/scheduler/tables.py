@@ -86,9 +86,8 @@ class Experiments(Table):
             self._follow_members(name, ExperimentSpec.model_validate(doc["spec"]))
 
     def _follow_members(self, name: str, spec: ExperimentSpec) -> None:
-        members = [c.name for c in spec.candidates] + ([spec.mirror.name] if spec.mirror else [])
         for kind, follow in self._follow.items():
-            follow.follow(name, members if kind == spec.resourceType else [])
+            follow.follow(name, _members(spec) if kind == spec.resourceType else [])
 
     def apply(self, name: str, spec: ExperimentSpec) -> None:
         if spec.default:
@@ -115,8 +114,7 @@ class Experiments(Table):
     def status(self, name: str) -> pb.ResourceStatus:
         doc = self.docs[name]
         spec = ExperimentSpec.model_validate(doc["spec"])
-        members = [c.name for c in spec.candidates] + ([spec.mirror.name] if spec.mirror else [])
-        waiting = [n for n in members if not self._ready(spec, n)]
+        waiting = [n for n in _members(spec) if not self._ready(spec, n)]
         detail: dict[str, object] = {
             "candidatesReady": all(self._ready(spec, c.name) for c in spec.candidates),
             "mirrorReady": spec.mirror is None or self._ready(spec, spec.mirror.name)}
@@ -161,6 +159,11 @@ class Experiments(Table):
                 routes.append(Route(spec.default + suffix, tuple(split), (prefix,), mirror,
                                     percent, True, experiment=logged))
         return routes, defaults
+
+
+def _members(spec: ExperimentSpec) -> list[str]:
+    """The candidates and the mirror: what an experiment's readiness depends on."""
+    return [c.name for c in spec.candidates] + ([spec.mirror.name] if spec.mirror else [])
 
 
 # Every dataflow service must run a pipeline for it to be Ready (reports, by component name).
