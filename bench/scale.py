@@ -73,7 +73,7 @@ class Hub:
             "mlserver", i, ["sklearn"], 10**12, 0, "127.0.0.1", upstream, upstream, upstream,
             upstream, connected=True) for i in range(2)}
         self.models = type("M", (), {"models": {}, "replicas": self.replicas})()
-        self.pipeline_gateway = None
+        self.pipeline_gateway = self.feedback = None
         self.pipelines = type("P", (), {"docs": {}})()
         self.experiments = type("E", (), {"routes": staticmethod(lambda t: ([], set()))})()
 

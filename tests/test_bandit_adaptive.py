@@ -5,11 +5,11 @@ survives a new learner on the same store, feedback is attributed or refused."""
 import asyncio
 import json
 import time
-from types import SimpleNamespace
 
 import pytest
 
 from runtime.scheduler.adaptive import Adaptive, FeedbackError
+from runtime.scheduler.events import Bus
 from runtime.scheduler.store import Store
 from runtime.specs import ExperimentSpec
 
@@ -18,15 +18,11 @@ SPEC = {"candidates": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1}],
 
 
 class Hub:
-    """What Adaptive uses of the scheduler, counting route publications."""
+    """What Adaptive uses of the scheduler (events.Hub), counting route publications."""
 
     def __init__(self, store: Store):
-        self.store = store
-        self.experiments = SimpleNamespace(docs={"ab": {"spec": SPEC}})
+        self.store, self.bus = store, Bus()
         self.published: list[float] = []
-
-    def changed(self, kind: str, name: str) -> None:
-        pass
 
     def spawn(self, coro) -> None:
         self.published.append(time.monotonic())

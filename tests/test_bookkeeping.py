@@ -208,7 +208,7 @@ def test_envoy_streams_get_only_what_changed_even_when_far_behind():
         replicas={0: st.ReplicaState(st.R_AVAILABLE)})]) for i in range(300)}
     hub = SimpleNamespace(
         models=SimpleNamespace(models=models, replicas={"s/0": replica}),
-        pipeline_gateway=None, pipelines=SimpleNamespace(docs={}),
+        pipeline_gateway=None, feedback=None, pipelines=SimpleNamespace(docs={}),
         experiments=SimpleNamespace(routes=lambda targets: ([], set())))
     routing = snapshot.Routing(hub)
 

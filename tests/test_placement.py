@@ -63,6 +63,9 @@ def test_pinned_server_and_replicas(make_env, sample_models):
     env.load_model("thrice", sample_models / "iris", wait=False, replicas=3)
     [status] = env.scheduler.status("Model", "thrice")
     assert status.state == "ScheduleFailed", status
+    # the reason names, per server, the placement rule it failed
+    assert status.reason == ("server one [replicas]: 1 of 3 replica(s) needed connected; "
+                             "server two [replicas]: 2 of 3 replica(s) needed connected")
     # ... unless partial scheduling is allowed with minReplicas.
     env.load_model("partial", sample_models / "iris", replicas=3, minReplicas=1)
     [status] = env.scheduler.status("Model", "partial")

@@ -34,7 +34,7 @@ def _hub(*models: st.Model, replicas: int = 2):
     return SimpleNamespace(
         models=SimpleNamespace(models={m.name: m for m in models},
                                replicas={f"mlserver/{i}": _replica(i) for i in range(replicas)}),
-        pipeline_gateway=None, pipelines=SimpleNamespace(docs={}),
+        pipeline_gateway=None, feedback=None, pipelines=SimpleNamespace(docs={}),
         experiments=SimpleNamespace(routes=lambda targets: ([], set())))
 
 

@@ -1,23 +1,29 @@
-"""python -m runtime.scheduler: the control plane (Scheduler API, Agent API, xDS, /metrics)."""
+"""python -m runtime.scheduler: the control plane (Scheduler API, Agent API, xDS, /metrics).
 
-import argparse
+Settings: the flags below (`--help`), else CORE2_* environment variables (KAFKA_* for the
+--kafka-* flags), else the defaults."""
+
 import asyncio
 import logging
 import signal
 import socket
-import time
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
 from aiohttp import web
 from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from prometheus_client import start_http_server
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
-from runtime import kafka
+from runtime import logs
+from runtime.kafka import KafkaSettings
 from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 from runtime.pb import agent_pb2_grpc, feedback_pb2_grpc, scheduler_pb2_grpc
+from runtime.retry import GaveUp, Retry, retry
 from runtime.scheduler.api import AgentService, SchedulerService
 from runtime.scheduler.autoscale import AutoscaleConfig
 from runtime.scheduler.core import Scheduler
@@ -26,7 +32,54 @@ from runtime.scheduler.routes import Endpoint
 from runtime.scheduler.store import Store
 from runtime.scheduler.xds import XdsServer
 from runtime.scheduler_auth import AuthConfigError, SchedulerAuth
+from runtime.settings import load
 from runtime.specs.common import describe
+
+PROG = "core2-scheduler"
+log = logging.getLogger(__name__)
+
+
+class SchedulerSettings(KafkaSettings):
+    """The scheduler's flags (the Kafka ones only matter with --feedback-kafka)."""
+
+    data_dir: str = Field(description="where the SQLite state lives")
+    host: str = Field("127.0.0.1", description="address the scheduler listens on")
+    api_port: int = Field(9004, description="Scheduler API (gRPC)")
+    agent_port: int = Field(9005, description="Agent API (gRPC)")
+    xds_port: int = Field(9002, description="Envoy's aggregated discovery (gRPC)")
+    metrics_port: int = Field(0, description="Prometheus /metrics (0: not served)")
+    pipeline_gateway_http: str = Field(
+        "", description="HOST:PORT of the pipeline gateway (REST)")
+    pipeline_gateway_grpc: str = Field(
+        "", description="HOST:PORT of the pipeline gateway (gRPC)")
+    replica_lost_after: float = Field(
+        10.0, description="SECONDS a server replica whose agent stays disconnected is kept; "
+        "then it is forgotten and its models are placed on other replicas")
+    server_max_requests: int = Field(
+        DEFAULT_LIMITS.serverMaxRequests,
+        description="per set of server replicas and Envoy: requests served at once")
+    server_max_pending_requests: int = Field(
+        DEFAULT_LIMITS.serverMaxPendingRequests,
+        description="per set of server replicas and Envoy: requests queued; more get a "
+        "fast 503")
+    feedback_http_port: int = Field(
+        0, description="serve POST /v2/models|pipelines/{name}/feedback of adaptive "
+        "experiments here (Envoy routes it; 0: no feedback service)")
+    feedback_grpc_port: int = Field(0, description="serve core2.feedback.Feedback here")
+    feedback_host: str = Field(
+        "", description="the address Envoy reaches the feedback service at (default --host)")
+    feedback_remember: int = Field(
+        100_000, description="request ids kept for attributing feedback (the most recent N)")
+    feedback_wait_ms: int = Field(
+        3000, description="feedback for a request id not logged yet waits this long for "
+        "Envoy's access log before it is refused")
+    feedback_kafka: bool = Field(
+        False, description="also produce each feedback to <kafka-prefix>.<namespace>.feedback")
+    autoscale_json: str = Field(
+        "{}", description="model and server autoscaling settings as JSON (fields of "
+        "runtime.scheduler.autoscale.AutoscaleConfig: models, servers, scaleUpInFlight, "
+        "scaleDownInFlight, scaleUpCooldownSeconds, scaleDownDelaySeconds, "
+        "serverCooldownSeconds); default: models on, servers off")
 
 
 def _endpoint(http: str | None, grpc_addr: str | None,
@@ -38,31 +91,32 @@ def _endpoint(http: str | None, grpc_addr: str | None,
         return None
     host, _, port = http.rpartition(":")
     gport = int(grpc_addr.rpartition(":")[2]) if grpc_addr else int(port)
-    deadline = time.monotonic() + resolve_for
-    while True:
-        try:
-            ip = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
-            return Endpoint(ip, int(port), gport)
-        except socket.gaierror as e:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"--pipeline-gateway-http: cannot resolve {host!r}: {e}") from None
-            time.sleep(1)
+    try:
+        info = retry(lambda: socket.getaddrinfo(host, int(port), socket.AF_INET,
+                                                socket.SOCK_STREAM),
+                     Retry(what=f"resolve {host}", retry_on=(socket.gaierror,),
+                           timeout=resolve_for, first=1, cap=1))
+    except GaveUp as e:
+        raise SystemExit(f"--pipeline-gateway-http: cannot resolve {host!r}: "
+                         f"{e.__cause__}") from None
+    return Endpoint(str(info[0][4][0]), int(port), gport)
 
 
-def _feedback_endpoint(args) -> Endpoint | None:
+def _feedback_endpoint(s: SchedulerSettings) -> Endpoint | None:
     """Where Envoy reaches the feedback service (both ports given), else None."""
-    if not (args.feedback_http_port and args.feedback_grpc_port):
+    if not (s.feedback_http_port and s.feedback_grpc_port):
         return None
-    host = args.feedback_host or args.host
-    return _endpoint(f"{host}:{args.feedback_http_port}", f"{host}:{args.feedback_grpc_port}")
+    host = s.feedback_host or s.host
+    return _endpoint(f"{host}:{s.feedback_http_port}", f"{host}:{s.feedback_grpc_port}")
 
 
-async def _serve_feedback(args, scheduler: Scheduler, servers: list) -> web.AppRunner | None:
+async def _serve_feedback(args: SchedulerSettings, scheduler: Scheduler,
+                          servers: list[grpc.aio.Server]) -> web.AppRunner | None:
     """The feedback service (REST and gRPC) and the feedback topic, when configured."""
     adaptive = scheduler.adaptive
     adaptive.remember, adaptive.wait_s = args.feedback_remember, args.feedback_wait_ms / 1000
     if args.feedback_kafka:
-        topic = FeedbackTopic(kafka.from_args(args))
+        topic = FeedbackTopic(args.kafka_config())
         adaptive.publish = topic.publish
         scheduler.spawn(topic.run())
     if scheduler.feedback is None:
@@ -78,26 +132,28 @@ async def _serve_feedback(args, scheduler: Scheduler, servers: list) -> web.AppR
     return runner
 
 
-async def serve(args) -> None:
+async def serve(args: SchedulerSettings, autoscale: AutoscaleConfig,
+                limits: InferenceLimits) -> None:
     auth = SchedulerAuth.from_env()
-    xds = XdsServer(args.limits)
+    xds = XdsServer(limits)
     scheduler = Scheduler(Store(Path(args.data_dir)), xds,
                           _endpoint(args.pipeline_gateway_http, args.pipeline_gateway_grpc),
                           replica_lost_after_s=args.replica_lost_after,
-                          autoscale=args.autoscale, feedback=_feedback_endpoint(args))
+                          autoscale=autoscale, feedback=_feedback_endpoint(args))
     scheduler.autoscaler.start()
-    servers = []
+    servers: list[grpc.aio.Server] = []
     plain = SchedulerAuth()  # xDS: only Envoy reaches it
-    for port, secured, add in (
-            (args.api_port, auth, lambda s: scheduler_pb2_grpc.add_SchedulerServicer_to_server(
-                SchedulerService(scheduler), s)),
-            (args.agent_port, auth, lambda s: agent_pb2_grpc.add_AgentServicer_to_server(
-                AgentService(scheduler), s)),
-            (args.xds_port, plain, lambda s: (
-                ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(xds, s),
-                # Envoy's access log of adaptive experiments comes on the same connection
-                als_pb2_grpc.add_AccessLogServiceServicer_to_server(
-                    AccessLog(scheduler.adaptive), s)))):
+    services: list[tuple[int, SchedulerAuth, Callable[[grpc.aio.Server], object]]] = [
+        (args.api_port, auth, lambda s: scheduler_pb2_grpc.add_SchedulerServicer_to_server(
+            SchedulerService(scheduler), s)),
+        (args.agent_port, auth, lambda s: agent_pb2_grpc.add_AgentServicer_to_server(
+            AgentService(scheduler), s)),
+        (args.xds_port, plain, lambda s: (
+            ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(xds, s),
+            # Envoy's access log of adaptive experiments comes on the same connection
+            als_pb2_grpc.add_AccessLogServiceServicer_to_server(
+                AccessLog(scheduler.adaptive), s)))]
+    for port, secured, add in services:
         server = grpc.aio.server(interceptors=secured.interceptors(),
                                  options=[("grpc.keepalive_permit_without_calls", 1),
                                           ("grpc.http2.min_ping_interval_without_data_ms", 1000),
@@ -109,8 +165,8 @@ async def serve(args) -> None:
     rest = await _serve_feedback(args, scheduler, servers)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.host)
-    logging.info("scheduler ready: api %d, agents %d, xds %d (%s)", args.api_port,
-                 args.agent_port, args.xds_port, auth.describe())
+    log.info("scheduler ready: api %d, agents %d, xds %d (%s)", args.api_port,
+             args.agent_port, args.xds_port, auth.describe())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -122,61 +178,23 @@ async def serve(args) -> None:
         await rest.cleanup()
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(prog="core2-scheduler", description=__doc__)
-    p.add_argument("--data-dir", required=True, help="where the SQLite state lives")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--api-port", type=int, default=9004)
-    p.add_argument("--agent-port", type=int, default=9005)
-    p.add_argument("--xds-port", type=int, default=9002)
-    p.add_argument("--metrics-port", type=int, default=0)
-    p.add_argument("--pipeline-gateway-http", help="HOST:PORT of the pipeline gateway (REST)")
-    p.add_argument("--pipeline-gateway-grpc", help="HOST:PORT of the pipeline gateway (gRPC)")
-    p.add_argument("--replica-lost-after", type=float, default=10.0, metavar="SECONDS",
-                   help="a server replica whose agent stays disconnected this long is "
-                        "forgotten and its models are placed on other replicas")
-    p.add_argument("--server-max-requests", type=int, metavar="N",
-                   default=DEFAULT_LIMITS.serverMaxRequests,
-                   help="per set of server replicas and Envoy: requests served at once")
-    p.add_argument("--server-max-pending-requests", type=int, metavar="N",
-                   default=DEFAULT_LIMITS.serverMaxPendingRequests,
-                   help="per set of server replicas and Envoy: requests queued; more get "
-                        "a fast 503")
-    fb = p.add_argument_group("feedback of adaptive experiments")
-    fb.add_argument("--feedback-http-port", type=int, default=0,
-                    help="serve POST /v2/models|pipelines/{name}/feedback here (Envoy routes "
-                         "it; 0: no feedback service)")
-    fb.add_argument("--feedback-grpc-port", type=int, default=0,
-                    help="serve core2.feedback.Feedback here")
-    fb.add_argument("--feedback-host", help="the address Envoy reaches the feedback service at "
-                                            "(default --host)")
-    fb.add_argument("--feedback-remember", type=int, default=100_000, metavar="N",
-                    help="request ids kept for attributing feedback (the most recent N)")
-    fb.add_argument("--feedback-wait-ms", type=int, default=3000,
-                    help="feedback for a request id not logged yet waits this long for "
-                         "Envoy's access log before it is refused")
-    fb.add_argument("--feedback-kafka", action="store_true",
-                    help="also produce each feedback to <kafka-prefix>.<namespace>.feedback")
-    kafka.add_arguments(p)
-    p.add_argument("--autoscale-json", metavar="JSON", default="{}",
-                   help="model and server autoscaling settings as JSON (fields of "
-                        "runtime.scheduler.autoscale.AutoscaleConfig: models, servers, "
-                        "scaleUpInFlight, scaleDownInFlight, scaleUpCooldownSeconds, "
-                        "scaleDownDelaySeconds, serverCooldownSeconds); default: models on, "
-                        "servers off")
-    args = p.parse_args()
+def _refuse(message: str) -> NoReturn:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = load(SchedulerSettings, PROG, argv)
+    logs.setup("scheduler", args.log_level)
     try:
-        args.autoscale = AutoscaleConfig.model_validate_json(args.autoscale_json)
+        autoscale = AutoscaleConfig.model_validate_json(args.autoscale_json)
+        limits = InferenceLimits(serverMaxRequests=args.server_max_requests,
+                                 serverMaxPendingRequests=args.server_max_pending_requests)
     except ValidationError as e:
-        p.error(describe(e, "--autoscale-json"))
+        where = "--autoscale-json" if e.title == AutoscaleConfig.__name__ else "limits"
+        _refuse(describe(e, where))
     try:
-        args.limits = InferenceLimits(serverMaxRequests=args.server_max_requests,
-                                      serverMaxPendingRequests=args.server_max_pending_requests)
-    except ValidationError as e:
-        p.error(describe(e, "limits"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        asyncio.run(serve(args))
+        asyncio.run(serve(args, autoscale, limits))
     except AuthConfigError as e:
         raise SystemExit(f"scheduler: {e}") from None
 

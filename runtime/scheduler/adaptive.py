@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from prometheus_client import Counter, Gauge
 
 from runtime.scheduler import bandit
+from runtime.scheduler.events import ExperimentChanged, Hub
 from runtime.specs import ExperimentSpec
 from runtime.specs.experiment import Strategy
 
@@ -53,6 +54,7 @@ class Learner:
     """One adaptive experiment: its candidates' arms and current weights."""
 
     strategy: Strategy
+    spec: ExperimentSpec  # the experiment's, as last routed
     arms: dict[str, bandit.Arm]
     weights: dict[str, int]
     rng: random.Random
@@ -92,7 +94,7 @@ class Adaptive:
     ids are kept for attribution; `wait_s`: how long feedback for an id not seen yet waits for
     Envoy's access log (which Envoy sends in batches) before it is refused."""
 
-    def __init__(self, hub, remember: int = 100_000, wait_s: float = 3.0):
+    def __init__(self, hub: Hub, remember: int = 100_000, wait_s: float = 3.0):
         self.hub, self.remember, self.wait_s = hub, remember, wait_s
         self.served: OrderedDict[str, Served] = OrderedDict()
         self._waiting: dict[str, asyncio.Event] = {}
@@ -110,10 +112,11 @@ class Adaptive:
         names = [c.name for c in spec.candidates]
         current = self.learners.get(name)
         if current and current.strategy == spec.strategy and list(current.arms) == names:
+            current.spec = spec
             return current
         saved = current.to_doc() if current else self._saved.pop(name, {})
         arms = {n: bandit.Arm(**saved.get("arms", {}).get(n, {})) for n in names}
-        learner = Learner(spec.strategy, arms, {}, random.Random(spec.strategy.seed),
+        learner = Learner(spec.strategy, spec, arms, {}, random.Random(spec.strategy.seed),
                           pipeline=spec.resourceType == "pipeline")
         kept = saved.get("weights", {})
         if current is None and set(kept) == set(names):  # as learned before a restart
@@ -168,7 +171,7 @@ class Adaptive:
         if self.learners.get(name) is not learner:
             return
         if self._recompute(name, learner):
-            self.hub.changed("experiment", name)
+            self.hub.bus.publish(ExperimentChanged(name))
             self.hub.spawn(self.hub.publish_routes())
 
     # ---- what Envoy served -----------------------------------------------------------------
@@ -212,13 +215,11 @@ class Adaptive:
         `<e>.experiment`), which must be the one that routed it."""
         try:
             served = await self._lookup(request_id)
-            learner = self.learners.get(served.experiment)
-            doc = self.hub.experiments.docs.get(served.experiment)
-            if learner is None or doc is None:
+            learner = self.learners.get(served.experiment)  # (forgotten when it is deleted)
+            if learner is None:
                 raise FeedbackError(404, f"request_id: {request_id!r} was answered by "
                                          f"experiment {served.experiment!r}, which has ended")
-            spec = ExperimentSpec.model_validate(doc["spec"])
-            if called not in _names(served.experiment, spec):
+            if called not in _names(served.experiment, learner.spec):
                 raise FeedbackError(400, f"request_id: {request_id!r} was answered by "
                                          f"experiment {served.experiment!r}, not by {called!r}")
             if served.rated:
@@ -229,6 +230,8 @@ class Adaptive:
                     raise FeedbackError(400, f"label: {label!r} is not one of the "
                                              f"experiment's labelRewards ({known})")
                 reward = learner.strategy.labelRewards[label]
+            if reward is None:
+                raise FeedbackError(400, "reward or label: give one")
         except FeedbackError as e:
             REFUSED.labels(str(e.status)).inc()
             raise

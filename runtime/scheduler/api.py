@@ -7,8 +7,9 @@ import grpc
 
 from runtime.dataflow.control import COMPONENT_HEADER
 from runtime.pb import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
-from runtime.scheduler.core import KEYS, NotFound, Scheduler
+from runtime.scheduler.core import EVENTS, NotFound, Scheduler
 from runtime.scheduler.drain import DrainError, Outcome
+from runtime.scheduler.events import ServerChanged
 from runtime.scheduler.models import Unsatisfiable
 from runtime.scheduler.state import Replica
 from runtime.specs import SpecError
@@ -49,12 +50,14 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         return scheduler_pb2.StatusResponse(items=items)
 
     async def WatchStatus(self, request, context):
-        if request.kind not in KEYS:
+        if request.kind not in EVENTS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "kind: must be MODEL, SERVER, PIPELINE or EXPERIMENT")
-        q: asyncio.Queue = asyncio.Queue()
-        entry = (request.kind, request.name, q)
-        self.s.watchers.add(entry)
+        q: asyncio.Queue[str] = asyncio.Queue()
+        # hears only the watched kind (and name): a model change wakes its own watchers and,
+        # through the bus, those of the pipelines and experiments that follow it
+        unsubscribe = self.s.bus.subscribe(EVENTS[request.kind],
+                                           lambda e: q.put_nowait(e.name), request.name)
         # a dataflow service's reports hold only while its watch stream is open
         component = dict(context.invocation_metadata() or ()).get(COMPONENT_HEADER)
         if component:
@@ -63,12 +66,12 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             for item in self.s.status(request.kind, request.name, missing_ok=True):
                 yield item
             while True:
-                _, name = await q.get()
+                name = await q.get()
                 items = self.s.status(request.kind, name, missing_ok=True)
                 yield items[0] if items else scheduler_pb2.ResourceStatus(
                     kind=request.kind, name=name, state=_gone(request.kind))
         finally:
-            self.s.watchers.discard(entry)
+            unsubscribe()
             if component:
                 self.s.pipelines.link(component, -1)
 
@@ -77,7 +80,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         return scheduler_pb2.Empty()
 
 
-def _gone(kind: int) -> str:
+def _gone(kind: scheduler_pb2.Kind) -> str:
     return {scheduler_pb2.MODEL: "ModelTerminated",
             scheduler_pb2.PIPELINE: "PipelineTerminated"}.get(kind, "Terminated")
 
@@ -94,16 +97,16 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             server_http_port=request.server_http_port, server_grpc_port=request.server_grpc_port,
             agent_http_port=request.agent_http_port, agent_grpc_port=request.agent_grpc_port,
             available_memory=request.memory_bytes)
-        log.info("agent %s connected (%d loaded, %d evicted)", replica.key,
-                 len(request.loaded), len(request.evicted))
+        log.info("agent connected", extra={"replica": replica.key, "loaded": len(request.loaded),
+                                           "evicted": len(request.evicted)})
         q = self.s.models.connect(replica, {m.internal_name for m in request.loaded},
                                   {m.internal_name for m in request.evicted})
-        self.s.changed("server", replica.server)
+        self.s.bus.publish(ServerChanged(replica.server))
         try:
             while True:
                 yield await q.get()
         finally:
-            log.info("agent %s disconnected", replica.key)
+            log.info("agent disconnected", extra={"replica": replica.key})
             self.s.models.disconnect(replica, q)
 
     async def Event(self, request, context):

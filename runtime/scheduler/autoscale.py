@@ -14,14 +14,22 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from runtime.pb.agent_pb2 import LoadReport, ModelLoad
 from runtime.scheduler import state as st
 from runtime.scheduler.autoscale_servers import ServerAutoscaler
+from runtime.scheduler.events import Hub
 from runtime.scheduler.state import Model, ModelVersion
+
+if TYPE_CHECKING:
+    from runtime.scheduler.models import ModelManager
+    from runtime.scheduler.tables import ServerSpecs
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +140,13 @@ class LoadBook:
 class ModelAutoscaler:
     """Called on every load report and once a second (Autoscaler.tick)."""
 
-    def __init__(self, manager, cfg: AutoscaleConfig):
+    def __init__(self, manager: "ModelManager", cfg: AutoscaleConfig):
         self.mm, self.cfg = manager, cfg
         self.book = LoadBook()
         self.scalers: dict[str, ModelScaler] = {}
         self.load: dict[str, tuple[float, float]] = {}  # model -> (in flight, requests/s)
 
-    def report(self, server: str, idx: int, loads, now: float) -> None:
+    def report(self, server: str, idx: int, loads: Iterable[ModelLoad], now: float) -> None:
         for load in loads:
             figures = (load.in_flight, load.requests_per_second)
             if all(math.isfinite(x) and x >= 0 for x in figures):  # else: not a reading
@@ -146,7 +154,9 @@ class ModelAutoscaler:
 
     def tick(self, now: float) -> list[str]:
         """Scale what needs it; returns the names of the models changed."""
-        changed, seen, live = [], set(), set()
+        changed: list[str] = []
+        seen: set[str] = set()
+        live: set[str] = set()
         for m in list(self.mm.models.values()):
             if m.deleted or not m.versions or not m.latest.spec.autoscaled:
                 continue
@@ -179,8 +189,8 @@ class ModelAutoscaler:
         if decision is None or (decision.direction == UP and len(placed) < current):
             return False  # (placed on fewer than wanted: waiting for the server to grow)
         scaler.changed(now)
-        log.info("model %s: %d -> %d replicas (%s)", m.name, current, decision.replicas,
-                 decision.reason)
+        log.info("model scaled", extra={"model": m.name, "replicas": decision.replicas,
+                                        "was": current, "reason": decision.reason})
         v.scaled, v.scale_reason = decision.replicas, f"{decision.direction}: {decision.reason}"
         SCALINGS.labels(m.name, decision.direction, _reason_kind(decision.reason)).inc()
         REPLICAS.labels(m.name).set(decision.replicas)
@@ -217,12 +227,13 @@ def _reason_kind(reason: str) -> str:
 class Autoscaler:
     """Model and server autoscaling in the scheduler: load reports in, a look once a second."""
 
-    def __init__(self, hub, cfg: AutoscaleConfig, interval: float = 1.0):
-        self.hub, self.cfg, self.interval = hub, cfg, interval
-        self.models = ModelAutoscaler(hub.models, cfg)
-        self.servers = ServerAutoscaler(hub, cfg)
+    def __init__(self, hub: Hub, models: "ModelManager", servers: "ServerSpecs",
+                 cfg: AutoscaleConfig, interval: float = 1.0):
+        self.hub, self.mm, self.cfg, self.interval = hub, models, cfg, interval
+        self.models = ModelAutoscaler(models, cfg)
+        self.servers = ServerAutoscaler(hub, models, servers, cfg)
 
-    def report(self, report) -> None:
+    def report(self, report: LoadReport) -> None:
         self.models.report(report.server_name, report.replica_idx, report.models,
                            time.monotonic())
 
@@ -240,7 +251,7 @@ class Autoscaler:
     def tick(self, now: float) -> None:
         changed = self.models.tick(now) if self.cfg.models else []
         for name in changed:
-            self.hub.changed("model", name)
+            self.mm.changed(name)
         if self.cfg.servers:
             self.servers.tick(now)
         if changed:

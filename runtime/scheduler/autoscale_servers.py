@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING
 from prometheus_client import Gauge
 
 from runtime.scheduler import state as st
+from runtime.scheduler.events import Hub, ServerChanged
 from runtime.specs.server import ServerSpec
 
 if TYPE_CHECKING:
     from runtime.scheduler.autoscale import AutoscaleConfig
+    from runtime.scheduler.models import ModelManager
+    from runtime.scheduler.tables import ServerSpecs
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 120.0
@@ -29,8 +32,9 @@ SERVER_REPLICAS = Gauge("core2_server_autoscale_replicas",
 
 
 class ServerAutoscaler:
-    def __init__(self, hub, cfg: AutoscaleConfig):
-        self.hub, self.mm, self.cfg = hub, hub.models, cfg
+    def __init__(self, hub: Hub, models: ModelManager, servers: ServerSpecs,
+                 cfg: AutoscaleConfig):
+        self.hub, self.mm, self.servers, self.cfg = hub, models, servers, cfg
         self.targets: dict[str, int] = {}
         self.reasons: dict[str, str] = {}
         self.changed_at: dict[str, float] = {}
@@ -38,7 +42,7 @@ class ServerAutoscaler:
 
     def bounds(self, server: str) -> tuple[int, int, int] | None:
         """(minReplicas, maxReplicas, replicas to start from) of an autoscaled Server."""
-        doc = self.hub.servers.docs.get(server)
+        doc = self.servers.docs.get(server)
         if doc is None:
             return None
         spec = ServerSpec.model_validate(doc["spec"])
@@ -49,7 +53,7 @@ class ServerAutoscaler:
 
     def tick(self, now: float) -> list[str]:
         changed = []
-        for server in sorted(self.hub.servers.docs):
+        for server in sorted(self.servers.docs):
             bounds = self.bounds(server)
             if bounds is None:
                 self.targets.pop(server, None)
@@ -64,7 +68,7 @@ class ServerAutoscaler:
             # from the replicas known (kept over a scheduler restart), or the spec's count
             self.targets[server] = min(max(len(reps), lo), hi) if reps else start
             self.changed_at[server] = now
-            self.hub.changed("server", server)  # its status now says what it wants
+            self.hub.bus.publish(ServerChanged(server))  # its status now says what it wants
         target = self.targets[server]
         SERVER_REPLICAS.labels(server).set(target)
         if target < lo:
@@ -104,7 +108,7 @@ class ServerAutoscaler:
 
     def _fits_on(self, server: str, active: list[st.Replica], n: int) -> bool:
         """The memory placed on the server fits on its first `n` replicas."""
-        used = self.hub.used_memory.without(None)
+        used = self.mm.used_memory.without(None)
         placed = sum(used.get(r.key, 0) for r in active)
         keep = sorted(active, key=lambda r: r.idx)[:n]
         return placed <= sum(r.capacity for r in keep)
@@ -119,7 +123,7 @@ class ServerAutoscaler:
                                         f"{leaving.key}: {stuck[0].reason}")
                 self.changed_at[server] = time.monotonic()
                 log.info("server %s: %s", server, self.reasons[server])
-                self.hub.changed("server", server)
+                self.hub.bus.publish(ServerChanged(server))
                 return
             self.mm.released.add(leaving.key)
             self._set(server, self.targets[server] - 1, f"{why}; {leaving.key} drained",
@@ -128,12 +132,12 @@ class ServerAutoscaler:
             self.scaling_in.discard(server)
 
     def _set(self, server: str, target: int, reason: str, now: float) -> bool:
-        log.info("server %s: %d -> %d replicas (%s)", server, self.targets[server], target,
-                 reason)
+        log.info("server scaled", extra={"server": server, "replicas": target,
+                                         "was": self.targets[server], "reason": reason})
         self.targets[server], self.reasons[server] = target, reason
         self.changed_at[server] = now
         SERVER_REPLICAS.labels(server).set(target)
-        self.hub.changed("server", server)
+        self.hub.bus.publish(ServerChanged(server))
         return True
 
     def detail(self, server: str) -> dict | None:

@@ -9,14 +9,19 @@ draining replica until the pod really dies. A version lives on one server, so a 
 between replicas of that server."""
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from runtime.pb import agent_pb2
-from runtime.pb import scheduler_pb2 as pb
 from runtime.scheduler import state as st
+from runtime.scheduler.events import ModelChanged, ServerChanged
 from runtime.scheduler.placement import PlacementError, place
 from runtime.scheduler.state import Model, ModelVersion, Replica, ReplicaState
+
+if TYPE_CHECKING:
+    from runtime.scheduler.models import ModelManager
 
 log = logging.getLogger(__name__)
 Op = agent_pb2.ModelOperation
@@ -37,10 +42,10 @@ class Outcome:
 
 
 class Drainer:
-    def __init__(self, manager):
+    def __init__(self, manager: "ModelManager"):
         self.mm = manager
         # one move per (replica, version): a repeated drain call waits on the same move
-        self._moves: dict[tuple[str, str], asyncio.Task] = {}
+        self._moves: dict[tuple[str, str], asyncio.Task[Outcome]] = {}
 
     async def drain(self, server: str, idx: int, timeout: float) -> list[Outcome]:
         key = f"{server}/{idx}"
@@ -53,9 +58,9 @@ class Drainer:
         if not replica.draining:
             replica.draining = True
             log.info("draining server replica %s", key)
-            self.mm.hub.changed("server", server)
+            self.mm.hub.bus.publish(ServerChanged(server))
         outcomes: list[Outcome] = []
-        waiting: dict[asyncio.Task, ModelVersion] = {}
+        waiting: dict[asyncio.Task[Outcome], ModelVersion] = {}
         for m, v in list(self.mm._versions_on(replica)):
             if m.deleted or v.state in (st.TERMINATING, st.TERMINATED) or \
                     v.replicas[idx].state in st.LEAVING | {st.LOAD_FAILED}:
@@ -66,9 +71,9 @@ class Drainer:
                 if isinstance(started, Outcome):
                     outcomes.append(started)
                     continue
-                task = self._moves[(key, v.internal_name)] = started
-                task.add_done_callback(
-                    lambda _t, k=(key, v.internal_name): self._moves.pop(k, None))
+                move = (key, v.internal_name)
+                task = self._moves[move] = started
+                task.add_done_callback(functools.partial(self._moved, move))
             waiting[task] = v
         if waiting:
             # Moves still under way at the deadline go on in the background: the draining
@@ -86,7 +91,11 @@ class Drainer:
         await self.mm.hub.publish_routes()
         return sorted(outcomes, key=lambda o: (o.model, o.version))
 
-    def _start(self, m: Model, v: ModelVersion, replica: Replica) -> "Outcome | asyncio.Task":
+    def _moved(self, move: tuple[str, str], _task: "asyncio.Task[Outcome]") -> None:
+        self._moves.pop(move, None)
+
+    def _start(self, m: Model, v: ModelVersion, replica: Replica
+               ) -> "Outcome | asyncio.Task[Outcome]":
         """Place the draining copy's replacement and load it; the task finishes the move."""
         d = replica.idx
         others = [i for i, r in v.replicas.items()
@@ -106,7 +115,7 @@ class Drainer:
                 v.replicas[i] = ReplicaState(st.LOAD_REQUESTED)
                 self.mm._send(v, i, Op.LOAD)
         self.mm._refresh(m, v)
-        self.mm.hub.changed("model", m.name)
+        self.mm.changed(m.name)
         note = (f"served on {len(p.replicas)} of {want} replicas: no other replica fits "
                 "more" if p.partial else "")
         return asyncio.get_running_loop().create_task(
@@ -115,9 +124,9 @@ class Drainer:
     async def _finish(self, m: Model, v: ModelVersion, replica: Replica, targets: list[int],
                       note: str) -> Outcome:
         d = replica.idx
-        q: asyncio.Queue = asyncio.Queue()
-        watch = (pb.MODEL, m.name, q)
-        self.mm.hub.watchers.add(watch)  # woken by every change to the model
+        q: asyncio.Queue[str] = asyncio.Queue()
+        unsubscribe = self.mm.hub.bus.subscribe(  # woken by every change to the model
+            ModelChanged, lambda e: q.put_nowait(e.name), m.name)
         try:
             while True:
                 if self.mm.replicas.get(replica.key) is not replica or not replica.draining:
@@ -133,11 +142,11 @@ class Drainer:
                     break
                 await q.get()
         finally:
-            self.mm.hub.watchers.discard(watch)
+            unsubscribe()
         if d in v.replicas and v.replicas[d].state not in st.LEAVING:
             self.mm._unload(v, d)  # routes first, then the agent unloads
             self.mm._refresh(m, v)
-            self.mm.hub.changed("model", m.name)
+            self.mm.changed(m.name)
         log.info("drain %s: %s v%d moved to %s", replica.key, m.name, v.version, targets)
         return Outcome(m.name, v.version, v.server, True, sorted(targets), note)
 
@@ -152,7 +161,7 @@ class Drainer:
                 reason = r.reason
                 self.mm._unload(v, i)
                 self.mm._refresh(m, v)
-                self.mm.hub.changed("model", m.name)
+                self.mm.changed(m.name)
                 return f"loading on {v.server}/{i} failed: {reason}"
         return ""
 

@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 from runtime.envoy import EXPERIMENT_HEADER, MODEL_HEADER, ROUTE_HEADER
 from runtime.kafka import KafkaConfig, ensure_topics
 from runtime.pb import feedback_pb2, feedback_pb2_grpc
+from runtime.retry import Retry, retry_async
 from runtime.scheduler.adaptive import Adaptive, FeedbackError
 from runtime.specs.common import Spec, SpecError
 
@@ -150,13 +151,10 @@ class FeedbackTopic:
                         record["requestId"])
 
     async def run(self) -> None:
-        while True:
-            try:
-                await asyncio.to_thread(ensure_topics, self.cfg, [self.topic])
-                break
-            except Exception as e:
-                log.info("feedback topic %s not created yet: %s", self.topic, e)
-                await asyncio.sleep(2)
+        # until the broker is there (no deadline: records wait in the queue meanwhile)
+        await retry_async(lambda: asyncio.to_thread(ensure_topics, self.cfg, [self.topic]),
+                          Retry(what=f"create feedback topic {self.topic}", first=2, cap=2,
+                                quiet_tries=5))
         while True:
             record = await self.queue.get()
             self.producer.produce(self.topic, key=record["experiment"].encode(),

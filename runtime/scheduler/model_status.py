@@ -41,7 +41,7 @@ def server_status(name: str, manager, spec: dict | None, updated: int,
             if v.server == name:
                 for i in v.replicas:
                     placed.setdefault(i, []).append(v.internal_name)
-    detail = {"replicas": [{
+    detail: dict[str, object] = {"replicas": [{
         "replica": r.idx, "connected": r.connected, "draining": r.draining,
         "capabilities": r.capabilities,
         "memory": r.memory, "overCommitPercentage": r.over_commit,

@@ -2,13 +2,15 @@
 
 import asyncio
 import logging
+from collections.abc import Iterator
 
 from runtime.pb import agent_pb2
 from runtime.scheduler import state as st
 from runtime.scheduler.drain import Drainer
-from runtime.scheduler.placement import PlacementError, place
+from runtime.scheduler.events import Hub, ModelChanged, ServerChanged, Stamps
+from runtime.scheduler.placement import PlacementError, UsedMemory, place
 from runtime.scheduler.state import Model, ModelVersion, Replica, ReplicaState
-from runtime.scheduler.tables import NotFound
+from runtime.scheduler.tables import NotFound, ServerSpecs
 from runtime.specs import ModelSpec
 from runtime.specs.server import ServerSpec
 
@@ -22,11 +24,14 @@ class Unsatisfiable(Exception):
 
 
 class ModelManager:
-    """Owns models and replicas; `hub` is the Scheduler (persistence, routes, watchers)."""
+    """Owns models and replicas; publishes ModelChanged for every change to a model (its
+    versions, their replicas) and ServerChanged when a replica comes or goes."""
 
-    def __init__(self, hub, lost_after_s: float = 10.0):
-        self.hub = hub
+    def __init__(self, hub: Hub, servers: ServerSpecs, lost_after_s: float = 10.0):
+        self.hub, self.servers = hub, servers
         self.models: dict[str, Model] = {}
+        self.used_memory = UsedMemory(self.models)  # kept up to date by the scheduler
+        self.updated = Stamps(hub.bus, ModelChanged)
         self.replicas: dict[str, Replica] = {}
         self.agents: dict[str, asyncio.Queue] = {}
         # A replica whose agent stays away this long is lost: its models are placed afresh.
@@ -37,6 +42,9 @@ class ModelManager:
         # replicas the server autoscaler has emptied and is stopping: forgotten as soon as
         # their agent goes, with no wait for it to come back
         self.released: set[str] = set()
+
+    def changed(self, name: str) -> None:
+        self.hub.bus.publish(ModelChanged(name))
 
     # ---- desired state -------------------------------------------------------------------
     def apply(self, name: str, spec: ModelSpec) -> Model:
@@ -58,7 +66,7 @@ class ModelManager:
             m.versions.append(v)
             m.deleted = False
             self._schedule(m, v)
-        self.hub.changed("model", m.name)
+        self.changed(m.name)
         return m
 
     def _check_satisfiable(self, spec: ModelSpec) -> None:
@@ -67,7 +75,7 @@ class ModelManager:
         accepted and waits (ScheduleFailed): servers may still come."""
         wanted = set(spec.requirements)
         offers: dict[str, set[str]] = {}
-        for server, doc in self.hub.servers.docs.items():
+        for server, doc in self.servers.docs.items():
             offers[server] = set(ServerSpec.model_validate(doc["spec"]).all_capabilities())
         for r in self.replicas.values():
             offers.setdefault(r.server, set()).update(r.capabilities)
@@ -97,12 +105,12 @@ class ModelManager:
         for v in m.versions:
             self._terminate(v)
         self._cleanup(m)
-        self.hub.changed("model", name)
+        self.changed(name)
         return m
 
     # ---- placement -----------------------------------------------------------------------
     def _used_memory(self, exclude: ModelVersion) -> dict[str, int]:
-        return self.hub.used_memory.without(exclude)  # kept up to date (placement.UsedMemory)
+        return self.used_memory.without(exclude)
 
     @staticmethod
     def want(v: ModelVersion) -> int:
@@ -132,7 +140,8 @@ class ModelManager:
         except PlacementError as e:
             if not v.serving_replicas():
                 v.state, v.reason = st.SCHEDULE_FAILED, str(e)
-                log.info("model %s v%d: ScheduleFailed: %s", m.name, v.version, e)
+                log.info("model ScheduleFailed", extra={"model": m.name, "version": v.version,
+                                                        "reason": str(e)})
             return
         for idx in chosen:
             if idx not in v.replicas or v.replicas[idx].state in (st.LOAD_FAILED, st.UNLOADED):
@@ -157,7 +166,7 @@ class ModelManager:
             elif not self._short_of_replicas(v):
                 continue
             self._schedule(m, v)
-            self.hub.changed("model", m.name)
+            self.changed(m.name)
 
     @staticmethod
     def _short_of_replicas(v: ModelVersion) -> bool:
@@ -167,7 +176,7 @@ class ModelManager:
         return len(placed) < ModelManager.want(v)
 
     # ---- agent operations ----------------------------------------------------------------
-    def _send(self, v: ModelVersion, idx: int, op: int) -> None:
+    def _send(self, v: ModelVersion, idx: int, op: "agent_pb2.ModelOperation.Op") -> None:
         q = self.agents.get(f"{v.server}/{idx}")
         if q is None:
             return  # sent again by reconcile() when the agent connects
@@ -207,14 +216,13 @@ class ModelManager:
         if v.state == st.TERMINATING and not v.replicas:
             v.state = st.TERMINATED
         self._cleanup(m)
-        self.hub.changed("model", m.name)
+        self.changed(m.name)
 
     def _cleanup(self, m: Model) -> None:
         """Forget terminated versions (keeping the latest, for its status)."""
         m.versions = [v for v in m.versions[:-1] if v.state != st.TERMINATED] + m.versions[-1:]
         if m.deleted and all(v.state == st.TERMINATED for v in m.versions):
-            del self.models[m.name]
-            self.hub.forget("model", m.name)
+            del self.models[m.name]  # (the scheduler forgets it on the ModelChanged)
 
     # ---- state ---------------------------------------------------------------------------
     def _refresh(self, m: Model, v: ModelVersion) -> None:
@@ -245,13 +253,15 @@ class ModelManager:
         r = self.replicas.get(f"{server}/{idx}")
         return r is not None and r.draining
 
-    async def on_event(self, ev) -> bool:
+    async def on_event(self, ev: agent_pb2.ModelEvent) -> bool:
         """An agent's event; returns whether the resulting routes reached Envoy."""
         key = f"{ev.server_name}/{ev.replica_idx}"
         if key in self.replicas:
             self.replicas[key].available_memory = ev.available_memory_bytes
         m = self.models.get(ev.model.name)
-        v = next((x for x in m.versions if x.version == ev.model.version), None) if m else None
+        if m is None:
+            return True
+        v = next((x for x in m.versions if x.version == ev.model.version), None)
         if v is None or ev.replica_idx not in v.replicas or v.server != ev.server_name:
             return True
         r = v.replicas[ev.replica_idx]
@@ -262,7 +272,7 @@ class ModelManager:
             if r.state in st.LEAVING:
                 return True
             r.state, r.reason, r.evicted = st.LOADED, "", False
-            self.hub.changed("model", m.name)
+            self.changed(m.name)
             applied = await self.hub.publish_routes()
             if r.state == st.LOADED:
                 r.state = st.R_AVAILABLE
@@ -283,7 +293,7 @@ class ModelManager:
             r.evicted = False
             routes = True
         self._refresh(m, v)
-        self.hub.changed("model", m.name)
+        self.changed(m.name)
         return await self.hub.publish_routes() if routes else True
 
     # ---- agents --------------------------------------------------------------------------
@@ -292,7 +302,7 @@ class ModelManager:
             timer.cancel()
         replica.connected = True
         self.replicas[replica.key] = replica
-        self.hub.persist_replica(replica)
+        self.hub.store.put("replica", replica.key, replica.to_doc())
         q: asyncio.Queue = asyncio.Queue()
         self.agents[replica.key] = q
         # Place waiting models first: one may land here and find its copy still held, which
@@ -318,7 +328,7 @@ class ModelManager:
                 r.state = st.LOAD_REQUESTED
                 self._send(v, replica.idx, Op.LOAD)
             self._refresh(m, v)
-            self.hub.changed("model", m.name)
+            self.changed(m.name)
         for internal in (loaded | evicted) - known:
             name, _, version = internal.rpartition("_")
             q.put_nowait(Op(op=Op.UNLOAD, model=agent_pb2.ModelRef(
@@ -334,9 +344,9 @@ class ModelManager:
             if r.state == st.LOADED:
                 r.state = st.R_AVAILABLE
                 self._refresh(m, v)
-                self.hub.changed("model", m.name)
+                self.changed(m.name)
 
-    def _versions_on(self, replica: Replica):
+    def _versions_on(self, replica: Replica) -> Iterator[tuple[Model, ModelVersion]]:
         """(model, version) for each version placed on `replica`; the caller may change
         models and versions while iterating."""
         for m in list(self.models.values()):
@@ -348,7 +358,7 @@ class ModelManager:
         if self.agents.get(replica.key) is q:
             del self.agents[replica.key]
             replica.connected = False
-            self.hub.changed("server", replica.server)
+            self.hub.bus.publish(ServerChanged(replica.server))
             if replica.key in self.released:  # emptied by the autoscaler: not coming back
                 self.released.discard(replica.key)
                 self._lose(replica.key)
@@ -368,9 +378,10 @@ class ModelManager:
         replica = self.replicas.get(key)
         if replica is None or replica.connected:
             return
-        log.warning("server replica %s lost: no agent for %.0fs", key, self.lost_after_s)
+        log.warning("server replica lost", extra={"replica": key,
+                                                  "disconnected_s": self.lost_after_s})
         del self.replicas[key]
-        self.hub.forget("replica", key)
+        self.hub.store.delete("replica", key)
         for m, v in self._versions_on(replica):
             del v.replicas[replica.idx]
             if not v.replicas:
@@ -383,6 +394,6 @@ class ModelManager:
                 self._terminate(v)
                 self._after_unload(v)
             if m.name in self.models:
-                self.hub.changed("model", m.name)
-        self.hub.changed("server", replica.server)
+                self.changed(m.name)
+        self.hub.bus.publish(ServerChanged(replica.server))
         self.hub.spawn(self.hub.publish_routes())

@@ -1,14 +1,17 @@
-"""Where a model version goes: filters, then sorters, as in Seldon Core 2.
+"""Where a model version goes: named filters, then named sorters, as in Seldon Core 2.
 
-Filters (per server): the pinned `server`; every requirement among the server's capabilities;
-enough connected replicas that are not draining (going away); per replica, free memory after
-over-commit and other placements.
-Sorters: a server already holding the model first; then, per replica, one already serving this
-version (topping up never moves a serving copy); then most free memory; then lowest index.
+Filters (per server), each a Rule whose description is what a user reads in ScheduleFailed:
+`requirements` (every requirement among the server's capabilities), `replicas` (enough
+connected replicas that are not draining, i.e. going away), `memory` (enough of those with
+the model's memory free after over-commit and other placements). A pinned `server` narrows
+the candidates to it first.
+Sorters: servers by `holds the model`, `most free memory`, `name`; replicas by `serving this
+version` (topping up never moves a serving copy), `most free memory`, `lowest index`.
 A model with `minReplicas` may be placed on fewer replicas than asked (partial scheduling)."""
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from runtime.scheduler import state as st
 from runtime.scheduler.state import Model, ModelVersion, Replica
@@ -28,60 +31,155 @@ class PlacementError(Exception):
     """No server fits; the message says why (shown as the model's ScheduleFailed reason)."""
 
 
-def _mb(n: int) -> str:
-    return f"{n / 2**20:.0f}MiB"
+@dataclass(frozen=True)
+class Ask:
+    """What is being placed: one model version's needs."""
+
+    requirements: list[str]
+    memory: int
+    want: int                                   # replicas asked for
+    minimum: int                                # fewest acceptable (partial scheduling)
+    used: Mapping[str, int]                     # bytes placed per replica key already
+    holding: set[str] = field(default_factory=set)      # servers with the model
+    loaded_on: set[str] | frozenset[str] = frozenset()  # replica keys serving this version
+
+    @property
+    def needed(self) -> int:
+        return max(self.minimum, 1)
+
+    def free(self, r: Replica) -> int:
+        return r.capacity - self.used.get(r.key, 0)
+
+    def fitting(self, server: "Server") -> list[Replica]:
+        return [r for r in server.replicas if self.free(r) >= self.memory]
+
+
+@dataclass(frozen=True)
+class Server:
+    """A candidate server: its connected replicas that are not draining."""
+
+    name: str
+    replicas: list[Replica]
+    draining: int = 0
+
+    @property
+    def capabilities(self) -> set[str]:
+        return set().union(*(r.capabilities for r in self.replicas))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A filter: `fits` says whether a server may take the model; `why` says, when it may
+    not, what a user reads."""
+
+    name: str
+    fits: Callable[[Ask, Server], bool]
+    why: Callable[[Ask, Server], str]
+
+    def reason(self, ask: Ask, server: Server) -> str:
+        return f"server {server.name} [{self.name}]: {self.why(ask, server)}"
+
+
+@dataclass(frozen=True)
+class Sorter:
+    """An order among candidates (servers or replicas): lower keys first."""
+
+    name: str
+    key: Callable[..., object]
+
+
+def quantity(n: int) -> str:
+    """Bytes as a Kubernetes quantity a user would write: 900Mi, 1Gi, 1.5Gi."""
+    if n >= 2**30:
+        return f"{round(n / 2**30, 1):g}Gi"
+    return f"{round(n / 2**20):d}Mi"
+
+
+def _missing(ask: Ask, server: Server) -> list[str]:
+    caps = server.capabilities
+    return [req for req in ask.requirements if req not in caps]
 
 
 def _draining_note(n: int) -> str:
-    return f" that is not draining ({n} draining)" if n else ""
+    return f" ({n} draining)" if n else ""
 
 
-def place(*, requirements: list[str], memory: int, want: int, minimum: int, pinned: str | None,
-          replicas: list[Replica], used: dict[str, int], holding: set[str],
-          loaded_on: frozenset[str] | set[str] = frozenset()) -> Placement:
-    """`used`: bytes already placed per replica key; `holding`: servers with this model;
-    `loaded_on`: replica keys already serving this version."""
-    servers: dict[str, list[Replica]] = defaultdict(list)
-    draining: dict[str, int] = defaultdict(int)
+def _short_of_memory(ask: Ask, server: Server) -> str:
+    best = max(ask.free(r) for r in server.replicas)
+    return (f"not enough memory: {len(ask.fitting(server))} of {ask.needed} replica(s) needed "
+            f"have {quantity(ask.memory)} free after over-commit (most free: {quantity(best)})")
+
+
+FILTERS = (
+    Rule("requirements", lambda a, s: not _missing(a, s),
+         lambda a, s: f"lacks {', '.join(_missing(a, s))}"),
+    Rule("replicas", lambda a, s: len(s.replicas) >= a.needed,
+         lambda a, s: f"{len(s.replicas)} of {a.needed} replica(s) needed connected"
+                      + _draining_note(s.draining)),
+    Rule("memory", lambda a, s: len(a.fitting(s)) >= a.needed, _short_of_memory),
+)
+REPLICA_SORTERS = (
+    Sorter("serving this version", lambda a, r: r.key not in a.loaded_on),
+    Sorter("most free memory", lambda a, r: -a.free(r)),
+    Sorter("lowest index", lambda a, r: r.idx),
+)
+SERVER_SORTERS = (  # over (server, replicas chosen on it)
+    Sorter("holds the model", lambda a, s, chosen: s.name not in a.holding),
+    Sorter("most free memory", lambda a, s, chosen: -sum(a.free(r) for r in chosen)),
+    Sorter("name", lambda a, s, chosen: s.name),
+)
+
+
+def _servers(replicas: list[Replica]) -> dict[str, Server]:
+    up: dict[str, list[Replica]] = defaultdict(list)
+    draining: Counter[str] = Counter()
     for r in replicas:
         if r.connected and r.draining:
             draining[r.server] += 1
         elif r.connected:
-            servers[r.server].append(r)
-    if pinned and pinned not in servers:
-        raise PlacementError(f"server {pinned!r} has no connected replica"
-                             + _draining_note(draining[pinned]))
-    reasons, fits = [], []
-    for name, reps in sorted(servers.items()):
-        if pinned and name != pinned:
+            up[r.server].append(r)
+    return {name: Server(name, up[name], draining[name]) for name in sorted(up)} | {
+        name: Server(name, [], n) for name, n in draining.items() if name not in up}
+
+
+def place(*, requirements: list[str], memory: int, want: int, minimum: int, pinned: str | None,
+          replicas: list[Replica], used: Mapping[str, int], holding: set[str],
+          loaded_on: frozenset[str] | set[str] = frozenset()) -> Placement:
+    """`used`: bytes already placed per replica key; `holding`: servers with this model;
+    `loaded_on`: replica keys already serving this version."""
+    ask = Ask(requirements, memory, want, minimum, used, holding, loaded_on)
+    servers = _servers(replicas)
+    up = {name: s for name, s in servers.items() if s.replicas}
+    if pinned:
+        if pinned not in up:
+            draining = servers[pinned].draining if pinned in servers else 0
+            raise PlacementError(f"server {pinned!r} has no connected replica"
+                                 + (f" that is not draining ({draining} draining)"
+                                    if draining else ""))
+        up = {pinned: up[pinned]}
+    if not up:
+        draining = sum(s.draining for s in servers.values())
+        raise PlacementError("no server replica is connected"
+                             + (f" that is not draining ({draining} draining)"
+                                if draining else ""))
+    failed: list[tuple[Rule, Server]] = []
+    fits: list[tuple[Server, list[Replica]]] = []
+    for server in up.values():
+        rule = next((rule for rule in FILTERS if not rule.fits(ask, server)), None)
+        if rule is not None:
+            failed.append((rule, server))
             continue
-        caps = set().union(*(r.capabilities for r in reps))
-        missing = [req for req in requirements if req not in caps]
-        if missing:
-            reasons.append(f"{name} lacks {', '.join(missing)}")
-            continue
-        free = [r for r in reps if r.capacity - used.get(r.key, 0) >= memory]
-        if len(free) < max(minimum, 1) and want > 0:
-            best = max(r.capacity - used.get(r.key, 0) for r in reps)
-            reasons.append(f"{name} has {len(free)} replica(s) with {_mb(memory)} free "
-                           f"(needs {max(minimum, 1)}; most free {_mb(best)})")
-            continue
-        free.sort(key=lambda r: (r.key not in loaded_on, -(r.capacity - used.get(r.key, 0)),
-                                 r.idx))
-        chosen = free[:want]
-        fits.append((name in holding, sum(r.capacity - used.get(r.key, 0) for r in chosen),
-                     name, chosen))
+        free = sorted(ask.fitting(server),
+                      key=lambda r: tuple(s.key(ask, r) for s in REPLICA_SORTERS))
+        fits.append((server, free[:want]))
     if not fits:
-        if not servers:
-            raise PlacementError("no server replica is connected"
-                                 + _draining_note(sum(draining.values())))
-        if requirements and all("lacks" in r for r in reasons):
+        reasons = "; ".join(rule.reason(ask, server) for rule, server in failed)
+        if all(rule is FILTERS[0] for rule, _ in failed):
             raise PlacementError(f"no server offers requirement(s) {', '.join(requirements)} "
-                                 f"({'; '.join(reasons)})")
-        raise PlacementError("; ".join(reasons))
-    fits.sort(key=lambda f: (not f[0], -f[1], f[2]))
-    _, _, name, chosen = fits[0]
-    return Placement(name, sorted(r.idx for r in chosen), partial=len(chosen) < want)
+                                 f"({reasons})")
+        raise PlacementError(reasons)
+    server, chosen = min(fits, key=lambda f: tuple(s.key(ask, *f) for s in SERVER_SORTERS))
+    return Placement(server.name, sorted(r.idx for r in chosen), partial=len(chosen) < want)
 
 
 def _share(v: ModelVersion) -> dict[str, int]:

@@ -93,7 +93,7 @@ class Snapshot:
         return self.log.since(other.generation, self.generation)
 
     def referenced_backends(self) -> set[str]:
-        names = set()
+        names: set[str] = set()
         for r in self.routes.values():
             names.update(t.backend for t in r.targets)
             if r.mirror:

@@ -4,6 +4,7 @@ the models routed through a server replica whose address changed."""
 
 from collections import ChainMap, Counter, defaultdict
 from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol
 
 from runtime.scheduler import state as st
 from runtime.scheduler.routes import (
@@ -16,7 +17,23 @@ from runtime.scheduler.routes import (
     Target,
 )
 
+if TYPE_CHECKING:
+    from runtime.scheduler.adaptive import Adaptive
+    from runtime.scheduler.models import ModelManager
+    from runtime.scheduler.tables import Experiments, Pipelines
+
 PIPELINE_GATEWAY = "pipelinegateway"
+
+
+class Sources(Protocol):
+    """What routing is derived from (the Scheduler; tests and benches pass stand-ins)."""
+
+    models: "ModelManager"
+    pipelines: "Pipelines"
+    experiments: "Experiments"
+    adaptive: "Adaptive"
+    pipeline_gateway: Endpoint | None
+    feedback: Endpoint | None
 
 
 def model_backends(m: st.Model, replicas: dict[str, st.Replica],
@@ -26,7 +43,7 @@ def model_backends(m: st.Model, replicas: dict[str, st.Replica],
     replica's endpoint is its agent, which reloads the model and forwards. The backend is
     named after its replicas, so every model on the same ones shares one Envoy cluster.
     `deps` collects the replica keys the routed versions are served on."""
-    out = []
+    out: list[tuple[Backend, Target]] = []
     live = m.live_version()
     for v in _routed_versions(m, live):
         eps, parts = [], [v.server]
@@ -69,7 +86,7 @@ class Routing:
     change to a model calls `touch`) or a replica it is served on got a new address.
     Pipelines and experiments (few) are recomputed on every snapshot."""
 
-    def __init__(self, hub):
+    def __init__(self, hub: Sources):
         self.hub = hub
         self.generation = 0
         self.log = ChangeLog()
@@ -96,7 +113,7 @@ class Routing:
         self._full, self._dirty = False, set()
         retargeted = {n for n in dirty if self._update_model(n, models.get(n), replicas)}
         extra = self._extra_routes()
-        feedback = getattr(self.hub, "feedback", None)  # (test hubs may lack it)
+        feedback = self.hub.feedback
         # Only names feedback may be sent under get the feedback routes (they cost ~150 bytes
         # and 40 % more encoding per route): adaptive experiments' own and their candidates'.
         rated = self.hub.adaptive.candidate_routes() if feedback is not None else set()
@@ -121,7 +138,7 @@ class Routing:
             backends[PIPELINE_GATEWAY] = Backend(PIPELINE_GATEWAY, (self.hub.pipeline_gateway,),
                                                  model=False)
         if feedback is not None:
-            backends[FEEDBACK] = Backend(FEEDBACK, (self.hub.feedback,), model=False)
+            backends[FEEDBACK] = Backend(FEEDBACK, (feedback,), model=False)
         return Snapshot(backends, dict(self._routes), self.generation, self.log)
 
     def _check_replicas(self, replicas: dict[str, st.Replica]) -> None:
@@ -162,7 +179,8 @@ class Routing:
     def _extra_routes(self) -> dict[str, Route]:
         """Routes of pipelines and experiments (an experiment's default takes over its
         model's or pipeline's own route), recomputed whole: there are few."""
-        hub, pipes = self.hub, {}
+        hub = self.hub
+        pipes: dict[str, tuple[Target, ...]] = {}
         if hub.pipeline_gateway and hub.pipelines.docs:
             for p in hub.pipelines.docs:
                 # The gateway learns the pipeline from seldon-internal-model, like a model server.
@@ -174,6 +192,6 @@ class Routing:
         return out
 
 
-def build(hub) -> Snapshot:
+def build(hub: Sources) -> Snapshot:
     """A snapshot from scratch (tests, benchmarks)."""
     return Routing(hub).snapshot()
