@@ -2,8 +2,9 @@
 
 import math
 import re
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo
 
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")
 
@@ -37,11 +38,28 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     @classmethod
-    def parse(cls, data: dict, where: str = "spec"):
+    def parse(cls, data: Any, where: str = "spec"):
         try:
             return cls.model_validate(data or {})
         except ValidationError as e:
             raise SpecError(describe(e, where)) from None
+
+
+def is_empty(value: Any) -> bool:
+    """What a manifest writes for a field left at its default: null, false, 0, "", or a
+    mapping of only such values (`dataflow: {cleanTopicsOnDelete: false}`)."""
+    if isinstance(value, dict):
+        return all(is_empty(v) for v in value.values())
+    return not value
+
+
+def refuse_unless_empty(value: Any, info: ValidationInfo, reasons: dict[str, str]) -> Any:
+    """For Seldon fields core2 does not act on: left at its default the field loads (so a
+    Seldon manifest loads unchanged); any other value is refused with the field's reason,
+    rather than accepted and ignored."""
+    if not is_empty(value):
+        raise ValueError(reasons[info.field_name or ""])
+    return value
 
 
 def describe(err: ValidationError, where: str) -> str:
