@@ -32,6 +32,8 @@ TYPES: dict[str, tuple[str | None, type | None]] = {
 # which JSON values each kind of numpy dtype takes (bool is an int in Python: 0/1 and
 # true/false are both accepted for BOOL, as JSON encoders differ)
 _ACCEPTS = {"b": (bool, int), "i": (int,), "u": (int,), "f": (int, float)}
+# the kinds of numpy array a JSON list may read as, for each kind of datatype
+_FITS = {"b": "b", "i": "biu", "u": "biu", "f": "biuf"}
 
 Tensor = oip.ModelInferRequest.InferInputTensor | oip.ModelInferResponse.InferOutputTensor
 
@@ -103,6 +105,8 @@ def _params(params) -> dict:
 def _flat(data: Any) -> list:
     if not isinstance(data, list | tuple):
         return [data]
+    if not data or not isinstance(data[0], list | tuple):  # flat (a list inside is refused
+        return data if isinstance(data, list) else list(data)  # later as a bad value)
     return [x for item in data for x in _flat(item)]
 
 
@@ -114,15 +118,25 @@ def _bytes_values(data: list, where: str) -> list[bytes]:
 
 
 def _numeric_values(data: list, datatype: str, where: str) -> np.ndarray:
-    dtype = np.dtype(TYPES[datatype][1])
-    accepts = _ACCEPTS[dtype.kind]
-    for d in data:
-        if not isinstance(d, accepts) or (dtype.kind == "b" and d not in (0, 1)):
-            raise TensorError(f"{where}.data: {d!r} is not a {datatype} value")
+    """`data` as an array of `datatype`; a value that is not of it is refused by name."""
+    dtype: np.dtype = np.dtype(TYPES[datatype][1])
     try:
-        return np.asarray(data, dtype=dtype)
-    except OverflowError:
-        raise TensorError(f"{where}.data: a value is out of range for {datatype}") from None
+        read = np.asarray(data) if data else np.zeros(0, dtype)
+    except ValueError:  # a list among the values
+        read = np.asarray(data, dtype=object)
+    # numpy's reading decides in C whether the values can be this datatype; only when it
+    # cannot tell (mixed types, strings, None, 0/1 for BOOL) are they looked at one by one
+    if read.dtype.kind not in _FITS[dtype.kind]:
+        accepts = _ACCEPTS[dtype.kind]
+        for d in data:
+            if not isinstance(d, accepts) or (dtype.kind == "b" and d not in (0, 1)):
+                raise TensorError(f"{where}.data: {d!r} is not a {datatype} value")
+        read = np.asarray(data, dtype=object)  # as they are (int64 with uint64 reads as float)
+    if dtype.kind in "iu" and read.size:
+        limits = np.iinfo(dtype)
+        if read.min() < limits.min or read.max() > limits.max:
+            raise TensorError(f"{where}.data: a value is out of range for {datatype}")
+    return read.astype(dtype)
 
 
 def _pack(values: list[bytes] | np.ndarray) -> bytes:
@@ -156,11 +170,12 @@ def _add_tensor(added, t: Any, where: str, raw_list) -> None:
     _set_params(out.parameters, t.get("parameters"))
     if raw_list is not None:
         raw_list.append(_pack(values))
-    else:
-        field = TYPES[datatype][0]
-        assert field is not None  # raw_list is set whenever a tensor is FP16
-        getattr(out.contents, field).extend(values if isinstance(values, list)
-                                            else values.tolist())
+        return
+    field = TYPES[datatype][0]
+    assert field is not None  # raw_list is set whenever a tensor is FP16
+    if isinstance(values, np.ndarray):  # the checked values, as Python numbers
+        values = values.tolist()
+    getattr(out.contents, field).extend(values)
 
 
 def _set_params(target, params: Any) -> None:

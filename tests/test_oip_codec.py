@@ -104,6 +104,12 @@ def test_fp16_is_sent_as_raw_bytes_with_every_other_tensor():
     assert len(resp.raw_output_contents) == 2
 
 
+def test_nested_data_is_read_in_row_major_order():
+    nested = request_from_json("m", {"inputs": [{"name": "x", "datatype": "INT64",
+                                                 "shape": [2, 2], "data": [[1, 2], [3, 4]]}]})
+    assert list(nested.inputs[0].contents.int64_contents) == [1, 2, 3, 4]
+
+
 def _tensor(**changes) -> dict:
     return {"name": "x", "datatype": "FP32", "shape": [2], "data": [1.0, 2.0], **changes}
 
@@ -116,6 +122,7 @@ def _tensor(**changes) -> dict:
     (_tensor(datatype="INT32", data=[1, 2.5]), "inputs[0] ('x').data: 2.5 is not a INT32"),
     (_tensor(datatype="INT8", data=[1, 300]), "inputs[0] ('x').data: a value is out of range"),
     (_tensor(datatype="UINT8", data=[1, -1]), "inputs[0] ('x').data: a value is out of range"),
+    (_tensor(data=[1.0, [2.0]]), "inputs[0] ('x').data: [2.0] is not a FP32 value"),
     (_tensor(datatype="BOOL", data=[True, 2]), "inputs[0] ('x').data: 2 is not a BOOL value"),
     (_tensor(datatype="BYTES", data=["a", 1]), "BYTES elements must be strings, got 1"),
     (_tensor(shape=[-2]), "inputs[0] ('x').shape: a list of non-negative integers"),
