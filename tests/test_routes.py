@@ -41,7 +41,8 @@ def _hub(*models: st.Model, replicas: int = 2):
 def _weighted(snap, name: str) -> list[tuple[str, str]]:
     """(cluster, seldon-internal-model) of the REST route in the scope of `name`."""
     config = er.route_configurations(snap)[name]
-    (route,) = [r for r in config.virtual_hosts[0].routes if not r.match.HasField("grpc")]
+    (route,) = [r for r in config.virtual_hosts[0].routes
+                if not r.match.HasField("grpc") and r.HasField("route")]
     return [(c.name, c.request_headers_to_add[0].header.value)
             for c in route.route.weighted_clusters.clusters]
 

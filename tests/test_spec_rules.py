@@ -1,7 +1,9 @@
 """Spec rules: names unique across Models, Pipelines and Experiments; bounded integer weights;
 no experiment naming itself; no pipeline feeding on its own data; deep JSON/YAML refused with
 INVALID_ARGUMENT (not UNKNOWN RecursionError) by a scheduler that keeps running, and by the
-CLI without a traceback. Each refusal names the field."""
+CLI without a traceback; Seldon fields core2 does not act on refused unless left at their
+default (README "Seldon fields and what core2 does with each"). Each refusal names the
+field."""
 
 import json
 import sys
@@ -78,6 +80,79 @@ def test_deep_json_and_yaml_are_refused_by_name():
     parse_spec("Model", "m", json.dumps({"storageUri": "[" * DEEP}))
 
 
+# Seldon fields core2 does not act on: (kind, field, a value Seldon's docs show, the reason)
+UNSUPPORTED = [
+    ("Model", "schemaUri", "gs://models/iris/schema.json", "model schemas are not fetched"),
+    ("Model", "preloaded", True, "preloading is not supported"),
+    ("Model", "dedicated", True, "dedicated servers are not supported"),
+    ("Model", "explainer", {"type": "anchor_tabular", "modelRef": "iris"},
+     "explainers are not supported by core2; deploy the explainer as its own Model"),
+    ("Model", "logger", {"percent": 100}, "request logging is not supported"),
+    ("Model", "llm", {"modelRef": "chat"}, "Seldon's LLM module is not part of core2"),
+    ("Model", "dataflow", {"cleanTopicsOnDelete": True}, "a model's topics are kept"),
+    ("Model", "secretName", "s3-creds", "per-model storage secrets are not supported"),
+    ("Pipeline", "dataflow", {"cleanTopicsOnDelete": True}, "a pipeline's topics are kept"),
+    ("Pipeline", "steps.0.batch.rolling", True, "rolling batches are not supported"),
+    ("Server", "podSpec", {"nodeSelector": {"gpu": "a100"}}, "set them on the Pulumi component"),
+    ("Server", "scaling", {"replicas": 2}, "use replicas, minReplicas and maxReplicas"),
+    ("Server", "statefulSetPersistentVolumeClaimRetentionPolicy", {"whenDeleted": "Delete"},
+     "made by the Pulumi component"),
+]
+# what a Seldon manifest writes for each of them when it leaves them at their default
+DEFAULTS = {"schemaUri": "", "preloaded": False, "dedicated": False, "explainer": {},
+            "logger": None, "llm": {}, "dataflow": {"cleanTopicsOnDelete": False},
+            "secretName": "", "steps.0.batch.rolling": False, "podSpec": {}, "scaling": {},
+            "statefulSetPersistentVolumeClaimRetentionPolicy": None}
+BASE = {"Model": {"storageUri": "/x"}, "Server": {},
+        "Pipeline": {"steps": [{"name": "m", "batch": {"size": 2}}]}}
+
+
+def _with(kind: str, field: str, value) -> dict:
+    """BASE[kind] with `field` (a dotted path) set to `value`."""
+    spec = json.loads(json.dumps(BASE[kind]))
+    *path, last = field.split(".")
+    target = spec
+    for key in path:
+        target = target[int(key)] if key.isdigit() else target[key]
+    target[last] = value
+    return spec
+
+
+@pytest.mark.parametrize(("kind", "field", "value", "reason"), UNSUPPORTED)
+def test_unsupported_seldon_fields_are_refused_naming_the_field(kind, field, value, reason):
+    with pytest.raises(SpecError) as e:
+        parse_spec(kind, "r", json.dumps(_with(kind, field, value)))
+    assert f"{kind} r: spec.{field}: " in str(e.value) and reason in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize(("kind", "field"), [(k, f) for k, f, _, _ in UNSUPPORTED])
+def test_unsupported_seldon_fields_at_their_default_load_unchanged(kind, field):
+    parse_spec(kind, "r", json.dumps(_with(kind, field, DEFAULTS[field])))
+
+
+def test_a_seldon_manifest_with_every_field_at_its_default_loads():
+    [model, server] = load_manifests("""
+apiVersion: mlops.seldon.io/v1alpha1
+kind: Model
+metadata: {name: iris}
+spec:
+  storageUri: gs://seldon-models/scv2/samples/mlserver_1.3.5/iris-sklearn
+  requirements: [sklearn]
+  memory: 100Ki
+  preloaded: false
+  dedicated: false
+  secretName: ""
+  dataflow: {cleanTopicsOnDelete: false}
+---
+apiVersion: mlops.seldon.io/v1alpha1
+kind: Server
+metadata: {name: mlserver}
+spec: {serverConfig: mlserver, replicas: 1, disableAutoUpdate: true}
+""")
+    assert (model.spec.memory_bytes, model.spec.requirements) == (102400, ["sklearn"])
+    assert server.spec.all_capabilities()[0] == "alibi-detect"
+
+
 # ---- against a real scheduler -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def scheduler(tmp_path_factory):
@@ -134,6 +209,26 @@ def test_deep_json_over_the_api_is_invalid_argument_and_the_scheduler_lives(sche
         assert "nested deeper than 64 levels" in e.value.details()
     assert svc.alive()
     SchedulerClient(address).apply("Model", "after", json.dumps({"storageUri": "/x"}))
+
+
+def test_the_scheduler_refuses_an_unsupported_field_by_name(scheduler):
+    _, address = scheduler
+    client = SchedulerClient(address)
+    says = _refused(client, "Model", "explained", json.dumps(
+        {"storageUri": "/x", "explainer": {"type": "anchor_tabular", "modelRef": "iris"}}))
+    assert "spec.explainer: explainers are not supported by core2" in says, says
+    client.apply("Model", "explained", json.dumps({"storageUri": "/x", "explainer": {}}))
+
+
+def test_cli_refuses_an_unsupported_field_without_a_traceback(tmp_path):
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("apiVersion: mlops.seldon.io/v1alpha1\nkind: Model\nmetadata:\n"
+                        "  name: m\nspec:\n  storageUri: /x\n  dedicated: true\n")
+    out = core2(tmp_path / "run", "--scheduler", "127.0.0.1:1", "apply", "-f", str(manifest),
+                timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "Model m: spec.dedicated: dedicated servers are not supported" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_cli_refuses_a_deep_manifest_without_a_traceback(tmp_path):

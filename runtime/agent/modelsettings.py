@@ -103,7 +103,7 @@ def remove_model(repository: Path, internal_name: str) -> None:
 
 def read_records(repository: Path) -> dict[str, dict]:
     """internal name -> record, for every model folder the agent wrote."""
-    records = {}
+    records: dict[str, dict] = {}
     root = Path(repository)
     if not root.is_dir():
         return records

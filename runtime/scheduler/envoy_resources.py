@@ -7,6 +7,7 @@ Every request to a model replica carries `seldon-internal-model`, naming the ver
 server; the response names the chosen version in `x-seldon-route`, which a client may send back
 to stay on it."""
 
+import json
 from dataclasses import replace
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
@@ -40,6 +41,13 @@ REQUEST_TIMEOUT_S = 120  # a request may wait for an evicted model to reload
 # before the server does, or a request sent on it as the server closes it fails with a 503.
 UPSTREAM_IDLE_TIMEOUT_S = 3
 NO_BUFFER = buffer_pb2.BufferPerRoute(disabled=True)
+# tritonclient.http's default (binary_data=True) sends tensors as binary data after a JSON
+# header of this length; MLServer and the pipeline gateway read JSON only.
+BINARY_TENSOR_HEADER = "inference-header-content-length"
+BINARY_TENSOR_ERROR = json.dumps({"error": (
+    "binary tensor data (the Inference-Header-Content-Length extension) is not supported "
+    "on REST: send JSON tensors (tritonclient.http: set_data_from_numpy(..., "
+    "binary_data=False) and InferRequestedOutput(..., binary_data=False)) or use gRPC")})
 
 
 def _packed(message) -> any_pb2.Any:
@@ -125,7 +133,7 @@ def _assignment(cluster: str, backend: Backend, grpc: bool) -> endpoint_pb2.Clus
         endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb)])
 
 
-def clusters(snapshot: Snapshot, keep: set[str] = frozenset(),
+def clusters(snapshot: Snapshot, keep: set[str] | frozenset[str] = frozenset(),
              limits: InferenceLimits = DEFAULT_LIMITS) -> dict[str, cluster_pb2.Cluster]:
     """Clusters for every backend, plus `keep` (backends still referenced by live routes)."""
     out = {}
@@ -198,7 +206,7 @@ def _matches(route: Route):
     """(RouteMatch, is_grpc, sticky target or None) in priority order for one Route. The
     scope already chose the name (seldon-model), so only the protocol and a sticky
     `x-seldon-route` remain to match."""
-    out = []
+    out: list[tuple[rc.RouteMatch, bool, Target | None]] = []
     sticky = [t for t in route.targets] if route.sticky and len(route.targets) > 1 else []
     for grpc in (True, False):
         for t in sticky:
@@ -234,8 +242,20 @@ def _feedback_routes(route: Route) -> list[rc.Route]:
             for m, cluster in ((grpc, grpc_name), (rest, http))]
 
 
+def _binary_tensors_refused(route: Route) -> rc.Route:
+    """A clear 400 for REST requests with binary tensor data, instead of the JSON decode
+    error the model server would answer."""
+    return rc.Route(
+        name=f"{route.name}.binary", match=rc.RouteMatch(prefix="/", headers=[
+            rc.HeaderMatcher(name=BINARY_TENSOR_HEADER, present_match=True)]),
+        direct_response=rc.DirectResponseAction(
+            status=400, body=base_pb2.DataSource(inline_string=BINARY_TENSOR_ERROR)),
+        response_headers_to_add=[_header_option("content-type", "application/json")])
+
+
 def _route_config(route: Route, live: tuple[Target, ...], mirrored: bool) -> bytes:
     routes = _feedback_routes(route) if route.feedback else []
+    routes.append(_binary_tensors_refused(route))
     for match, grpc, t in _matches(route):
         r = rc.Route(name=route.name, match=match,
                      route=_action((replace(t, weight=1),) if t else live, grpc, route, mirrored))
@@ -299,7 +319,7 @@ class ScopeTable:
                 continue
             self._keys[name] = key
             if scope_name not in self.scopes:  # a scope depends on the name alone
-                self.scopes[scope_name] = scopes[scope_name] = _scope(route)
+                self.scopes[scope_name] = scopes[scope_name] = _scope(key[0])
             config = _route_config(*key)
             if self.routes.get(config_name) != config:
                 self.routes[config_name] = routes[config_name] = config

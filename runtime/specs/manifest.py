@@ -69,9 +69,10 @@ def load_file(path: str | Path) -> list[Resource]:
         raise SpecError(f"{path}: no such file")
     resources = load_manifests(p.read_text(), str(path))
     for r in resources:
-        uri = getattr(r.spec, "storageUri", None)
-        if uri and "://" not in uri and not Path(uri).is_absolute():
-            r.spec.storageUri = str((p.parent / uri).resolve())
+        spec = r.spec
+        if isinstance(spec, ModelSpec) and "://" not in spec.storageUri \
+                and not Path(spec.storageUri).is_absolute():
+            spec.storageUri = str((p.parent / spec.storageUri).resolve())
     return resources
 
 

@@ -2,9 +2,32 @@
 
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from runtime.specs.common import Spec, parse_quantity
+from runtime.specs.common import Spec, parse_quantity, refuse_unless_empty
+
+# Seldon Model fields core2 does not act on, and why (README "Seldon fields and what core2
+# does with each"): refused unless left at their default.
+UNSUPPORTED = {
+    "schemaUri": "model schemas are not fetched by core2; declare the model's inputs and "
+                 "outputs in the artifact's model-settings.json (MLServer serves them as the "
+                 "model's metadata)",
+    "preloaded": "preloading is not supported by core2; a model loads on `replicas` server "
+                 "replicas when it is applied",
+    "dedicated": "dedicated servers are not supported by core2; give the model a Server of "
+                 "its own and pin it there with spec.server",
+    "explainer": "explainers are not supported by core2; deploy the explainer as its own "
+                 "Model (requirements: [alibi-explain])",
+    "logger": "request logging is not supported by core2; a pipeline keeps every step's "
+              "inputs and outputs on its Kafka topics (core2 pipeline inspect)",
+    "llm": "Seldon's LLM module is not part of core2; serve the model with an MLServer "
+           "runtime (e.g. requirements: [huggingface])",
+    "dataflow": "cleanTopicsOnDelete is not supported by core2: a model's topics are kept "
+                "when it is deleted",
+    "secretName": "per-model storage secrets are not supported by core2; give the Server's "
+                  "agents the credentials (components.Server env, envFrom or storage secret; "
+                  "docs/pulumi.md)",
+}
 
 
 class Parameter(Spec):
@@ -25,12 +48,16 @@ class ModelSpec(Spec):
     preloaded: bool | None = None
     dedicated: bool | None = None
     parameters: list[Parameter] = []
-    # Accepted for compatibility with Seldon manifests; not acted on yet.
     explainer: dict[str, Any] | None = None
     logger: dict[str, Any] | None = None
     llm: dict[str, Any] | None = None
     dataflow: dict[str, Any] | None = None
     secretName: str | None = None
+
+    @field_validator(*UNSUPPORTED)
+    @classmethod
+    def _unsupported(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_unless_empty(value, info, UNSUPPORTED)
 
     @field_validator("memory")
     @classmethod

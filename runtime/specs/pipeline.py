@@ -1,18 +1,30 @@
 """Pipeline spec (mlops.seldon.io/v1alpha1 Pipeline)."""
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from runtime.specs.common import Spec, SpecError
+from runtime.specs.common import Spec, SpecError, refuse_unless_empty
 
 JoinType = Literal["inner", "outer", "any"]
+# Seldon Pipeline fields core2 does not act on, and why: refused unless left at their default.
+UNSUPPORTED = {
+    "dataflow": "cleanTopicsOnDelete is not supported by core2: a pipeline's topics are kept "
+                "when it is deleted",
+    "rolling": "rolling batches are not supported by core2; a batch is sent when `size` "
+               "records wait or `windowMs` has passed",
+}
 
 
 class Batch(Spec):
     size: int | None = Field(default=None, gt=0)
     windowMs: int | None = Field(default=None, gt=0)
     rolling: bool | None = None
+
+    @field_validator("rolling")
+    @classmethod
+    def _unsupported(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_unless_empty(value, info, UNSUPPORTED)
 
 
 class Step(Spec):
@@ -49,6 +61,11 @@ class PipelineSpec(Spec):
     allowCycles: bool = False
     maxStepRevisits: int | None = Field(default=None, ge=0)
     dataflow: dict | None = None
+
+    @field_validator("dataflow")
+    @classmethod
+    def _unsupported(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_unless_empty(value, info, UNSUPPORTED)
 
     @model_validator(mode="after")
     def _check_graph(self) -> "PipelineSpec":

@@ -2,9 +2,20 @@
 
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from runtime.specs.common import Spec, parse_quantity
+from runtime.specs.common import Spec, parse_quantity, refuse_unless_empty
+
+# Seldon Server fields core2 does not act on: a Server's pods are made by the Pulumi component
+# (components.Server), not from this spec, which tells the scheduler what the server offers.
+UNSUPPORTED = {
+    "podSpec": "core2 does not build a Server's pods from its spec; set them on the Pulumi "
+               "component (components.Server: nodeSelector, tolerations, gpu, "
+               "serverResources, env, volumes; docs/pulumi.md)",
+    "scaling": "use replicas, minReplicas and maxReplicas",
+    "statefulSetPersistentVolumeClaimRetentionPolicy": "a Server's StatefulSet is made by "
+        "the Pulumi component (components.Server, whose cacheSize claims it keeps)",
+}
 
 
 class ServerSpec(Spec):
@@ -17,11 +28,17 @@ class ServerSpec(Spec):
     # core2: model memory a replica offers, and how far placement may over-commit it.
     memory: str | int = "1G"
     overCommitPercentage: int = Field(default=10, ge=0, le=1000)
-    # Accepted for compatibility with Seldon manifests; used by components.Server on clusters.
     podSpec: dict[str, Any] | None = None
     scaling: dict[str, Any] | None = None
     statefulSetPersistentVolumeClaimRetentionPolicy: dict[str, Any] | None = None
+    # Seldon: do not roll the pods when the ServerConfig changes. core2 never rolls a
+    # server's pods by itself (Pulumi does, on `pulumi up`), so either value is honoured.
     disableAutoUpdate: bool | None = None
+
+    @field_validator(*UNSUPPORTED)
+    @classmethod
+    def _unsupported(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_unless_empty(value, info, UNSUPPORTED)
 
     @field_validator("memory")
     @classmethod
