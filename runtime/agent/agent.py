@@ -107,7 +107,8 @@ class Agent:
                     model.state = State.EVICTING
                     ack = await self.send_event(model, Ev.EVICTING, "model server lost it")
                     model.state = State.EVICTED if ack and ack.routes_applied else State.LOADED
-                    log.warning("model server no longer holds %s", model.internal_name)
+                    log.warning("model server no longer holds the model",
+                                extra={"model": model.internal_name})
 
     # --- scheduler connection -------------------------------------------------------------
 
@@ -228,7 +229,7 @@ class Agent:
                 async with self.memory_lock:
                     self.placements.remove(model.internal_name)
                 modelsettings.remove_model(self.config.repository, model.internal_name)
-                log.warning("load of %s failed: %s", model.internal_name, e)
+                log.warning("load failed: %s", e, extra={"model": model.internal_name})
                 await self.send_event(model, Ev.LOAD_FAILED, str(e))
                 return
             await self.send_event(model, Ev.LOADED)
@@ -278,8 +279,9 @@ class Agent:
             await self.server.load(model.internal_name)
             loaded = time.monotonic()
             model.loaded_in(loaded - started)  # its reload cost, for the victim choice
-            log.info("loaded %s in %.3fs (making room: %.3fs)", model.internal_name,
-                     loaded - started, started - evicting)
+            log.info("loaded", extra={"model": model.internal_name,
+                                      "seconds": round(loaded - started, 3),
+                                      "making_room_seconds": round(started - evicting, 3)})
             self.metrics.loads += 1
             model.state = State.LOADED
             model.last_used = time.time()
@@ -301,8 +303,9 @@ class Agent:
         victim.state = State.EVICTED
         self.metrics.evictions += 1
         self.metrics.unloads += 1
-        log.info("evicted %s (last used %.1fs ago, reload %.3fs)", victim.internal_name,
-                 time.time() - victim.last_used, victim.load_seconds or 0.0)
+        log.info("evicted", extra={"model": victim.internal_name,
+                                   "idle_seconds": round(time.time() - victim.last_used, 1),
+                                   "reload_seconds": round(victim.load_seconds or 0.0, 3)})
 
     async def unload(self, ref: agent_pb2.ModelRef) -> None:
         if cancel := self.fetch_cancels.get(ref.internal_name):
@@ -343,5 +346,5 @@ class Agent:
                 return
             await self.make_resident(model)
             self.metrics.cache_misses += 1
-            log.info("reloaded %s on demand", internal_name)
+            log.info("reloaded on demand", extra={"model": internal_name})
         self.spawn(self.send_event(model, Ev.RESIDENT))

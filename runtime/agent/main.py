@@ -70,8 +70,10 @@ async def run(config: AgentConfig) -> None:
     await grpc_server.start()
     await agent.sync_with_server()
     agent.ready = True
-    log.info("agent for %s/%d ready: proxy http %d grpc %d, metrics %d", config.server_name,
-             config.replica_idx, config.http_port, config.grpc_port, config.metrics_port)
+    log.info("agent ready", extra={
+        "server": config.server_name, "replica": config.replica_idx,
+        "proxy_http": config.http_port, "proxy_grpc": config.grpc_port,
+        "metrics": config.metrics_port})
     watchers = [asyncio.create_task(agent.watch_server())]
     if config.server_metrics_port and config.load_report_seconds > 0:
         url = f"http://127.0.0.1:{config.server_metrics_port}/metrics"

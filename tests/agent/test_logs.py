@@ -42,7 +42,9 @@ def test_server_log_has_inference_and_loads_but_not_the_agents_polling(agent, sc
     assert not [line for line in server_log if any(p in line for p in POLLING)]
     for log, service in ((server_log, "mlserver"), (lines(agent.service), "agent")):
         assert log and all((m := LINE.match(line)) and m[1] == service for line in log), log
-    assert any("subscribed to scheduler" in line for line in lines(agent.service))
+    agent_log = "\n".join(lines(agent.service))
+    assert "subscribed to scheduler" in agent_log
+    assert f"agent INFO loaded model={internal} seconds=" in agent_log  # key=value fields
 
 
 def test_polling_requests_are_kept_at_debug_level():
