@@ -62,7 +62,7 @@ def refusals(olds: dict, news: dict) -> list[str]:
     field, sts = news["field"], f"{news['namespace']}/{news['statefulset']}"
     old = {c["name"]: c for c in olds.get("claims") or []}
     new = {c["name"]: c for c in news.get("claims") or []}
-    recreate = WHAT_TO_DO.get(news.get("owner"), WHAT_TO_DO["server"])
+    recreate = WHAT_TO_DO.get(news.get("owner") or "server", WHAT_TO_DO["server"])
     out = []
     if set(old) != set(new):
         had = "a volume" if old else "no volume (emptyDir)"
@@ -142,7 +142,8 @@ class ClaimGuardProvider(ResourceProvider):
 
         core = client.CoreV1Api(api_client(self.kubeconfig, self.context))
         existing = [c.metadata.name for c in
-                    core.list_namespaced_persistent_volume_claim(ns).items]
+                    core.list_namespaced_persistent_volume_claim(ns).items
+                    if c.metadata and c.metadata.name]
         for template, size in sizes.items():
             for claim in claim_names(template, sts, existing):
                 try:

@@ -1,5 +1,7 @@
 """Pipeline dataflow: engine, model gateway and pipeline gateway, all Kafka clients."""
 
+from typing import Any
+
 from components.k8s import (
     RESTRICTED_CONTAINER,
     RESTRICTED_POD,
@@ -56,7 +58,7 @@ def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int
     out = []
     for name, module in SERVICES.items():
         tmp, tmp_mount = tmp_volume()
-        container = {
+        container: dict[str, Any] = {
             "name": name,
             "image": image,
             "imagePullPolicy": pull_policy,

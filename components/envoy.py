@@ -9,6 +9,7 @@ the old one is deleted only after the Deployment has been updated.
 """
 
 import json
+from typing import Any
 
 from components import envoy_bootstrap
 from components.k8s import (
@@ -52,7 +53,7 @@ def render(namespace: str, image: str, replicas: int, resources: Resources,
         "metadata": metadata(config_name, namespace, NAME),
         "data": {"envoy.json": json.dumps(boot, indent=2, sort_keys=True)},
     }
-    container = {
+    container: dict[str, Any] = {
         "name": NAME,
         "image": image,
         "command": ["envoy"],
@@ -74,7 +75,7 @@ def render(namespace: str, image: str, replicas: int, resources: Resources,
         container["volumeMounts"].append({"name": "tls", "mountPath": ENVOY_TLS_DIR,
                                           "readOnly": True})
         volumes.append(envoy_tls_volume(tls_secret, "tls"))
-    deployment = {
+    deployment: dict[str, Any] = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": metadata(NAME, namespace, NAME),
         "spec": {
@@ -114,7 +115,7 @@ def render(namespace: str, image: str, replicas: int, resources: Resources,
         svc_spec["externalTrafficPolicy"] = "Local"
         if source_ranges:
             svc_spec["loadBalancerSourceRanges"] = list(source_ranges)
-    service = {"apiVersion": "v1", "kind": "Service",
+    service: dict[str, Any] = {"apiVersion": "v1", "kind": "Service",
                "metadata": metadata(NAME, namespace, NAME, annotations=service_annotations),
                "spec": svc_spec}
     # policies treat an exposed Service in production more strictly

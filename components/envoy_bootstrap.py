@@ -9,6 +9,8 @@ kubelet's readiness probe; 503 once the preStop hook has failed health checks) a
 `/stats/prometheus` (Prometheus' scrape).
 """
 
+from typing import Any
+
 from runtime import envoy
 from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 from runtime.tracing import TracingConfig
@@ -20,8 +22,8 @@ HEALTH_PATHS = ("/ready", "/stats/prometheus")
 
 
 def _health_listener(port: int) -> dict:
-    routes = [{"match": {"path": path}, "route": {"cluster": ADMIN_CLUSTER}}
-              for path in HEALTH_PATHS]
+    routes: list[dict[str, Any]] = [
+        {"match": {"path": path}, "route": {"cluster": ADMIN_CLUSTER}} for path in HEALTH_PATHS]
     routes.append({"match": {"prefix": "/"}, "direct_response": {"status": 404}})
     return {
         "name": "core2_health",

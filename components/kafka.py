@@ -1,7 +1,7 @@
 """Kafka for the dataflow services: in-cluster Strimzi (KRaft) or any external Kafka."""
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -62,12 +62,13 @@ class KafkaArgs:
 
     def bootstrap(self, namespace: str) -> str:
         if self.mode == "external":
-            return self.bootstrap_servers
+            return self.bootstrap_servers or ""  # required in this mode (validated)
         return f"{self.cluster_name}-kafka-bootstrap.{namespace}.svc:9092"
 
     def client_env(self) -> list[dict]:
         """KAFKA_* settings for the dataflow containers; credentials come from Secrets."""
-        env = [{"name": "KAFKA_SECURITY_PROTOCOL", "value": self.security_protocol}]
+        env: list[dict[str, Any]] = [{"name": "KAFKA_SECURITY_PROTOCOL",
+                                      "value": self.security_protocol}]
         if self.sasl_mechanism:
             env.append({"name": "KAFKA_SASL_MECHANISM", "value": self.sasl_mechanism})
         if self.sasl_secret:
@@ -91,7 +92,8 @@ class KafkaArgs:
 CLUSTER_WIDE = {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 
 
-def retain_cluster_wide(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult:
+def retain_cluster_wide(
+        args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
     """A chart's cluster-wide objects may serve other stacks: a destroy leaves them."""
     kind = args.type_.rsplit(":", 1)[-1]
     if kind not in CLUSTER_WIDE:

@@ -6,6 +6,7 @@ stack can add or resize them without touching the platform.
 """
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -85,7 +86,7 @@ def checked_autoscaling(fields: dict) -> dict:
 class Platform(pulumi.ComponentResource):
     namespace: str
     scheduler_address: str
-    envoy_service: pulumi.Output
+    envoy_service: k8s.core.v1.Service
 
     def __init__(self, name: str, args: PlatformArgs,
                  opts: pulumi.ResourceOptions | None = None):
@@ -152,7 +153,8 @@ class Platform(pulumi.ComponentResource):
             next(m for m in scheduler_objects if m["kind"] == "StatefulSet"),
             "schedulerStorage", pulumi.ResourceOptions(parent=self, depends_on=[self.scheduler]),
             owner="scheduler")
-        self.envoy_service = self.objects[f"Service/{envoy.NAME}"]
+        # objects.register made a k8s Service of the Service manifest
+        self.envoy_service = cast(k8s.core.v1.Service, self.objects[f"Service/{envoy.NAME}"])
         self.register_outputs({
             "namespace": ns,
             "schedulerAddress": self.scheduler_address,

@@ -20,18 +20,20 @@ store only. The winner's `storageUri` is first rewritten by the target's `core2:
 ({source prefix: target prefix}, longest prefix wins; the artifact must have been copied
 there); a URI still in another cloud's store is refused, naming the model, URI and stack.
 
-The files are rewritten block by block: only the `core2:models` and `core2:experiments` blocks
-are re-emitted, and within them only the entries that change (PyYAML has no round-trip mode;
-comments and formatting elsewhere are kept byte for byte).
+The files are edited on ruamel.yaml's round-trip tree: only the entries that change are
+re-emitted; comments, key order, quoting and everything else keep their text.
 """
 
 import difflib
+import io
 import json
-import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from runtime.scheduler import bandit
 from runtime.specs.common import SpecError
@@ -59,8 +61,7 @@ def stack_path(stacks_dir: Path, stack: str) -> Path:
 
 
 def _config(path: Path) -> dict:
-    data = yaml.safe_load(path.read_text()) or {}
-    return data.get("config") or {}
+    return _load(path).get("config") or {}
 
 
 def _entries(path: Path, kind: str) -> list[tuple[str, dict, dict]]:
@@ -177,132 +178,88 @@ def _uses(config: dict, model: str) -> bool:
 
 def rewrite(path: Path, stack: str, experiment: str, exp: ExperimentSpec, winner: str,
             winner_spec: dict) -> str:
-    """The new text of a target stack file."""
-    text = path.read_text()
-    config = _config(path)
-    models = list(config.get(f"{PREFIX}models") or [])
-    for entry in models:
-        if "manifest" in entry:
-            raise PromoteError(f"stack {stack!r}: models come from {entry['manifest']}; "
-                               "promote rewrites inline `name`/`spec` entries only")
-    for entry in config.get(f"{PREFIX}experiments") or []:
-        if "manifest" in entry:
-            raise PromoteError(f"stack {stack!r}: experiments come from {entry['manifest']}; "
-                               "promote rewrites inline entries only")
+    """The new text of a target stack file: changed in place on ruamel.yaml's round-trip
+    tree, so comments, key order, quoting and untouched entries keep their text."""
+    document = _load(path)
+    if not document.get("config"):
+        document["config"] = CommentedMap()
+    config = document["config"]
+    models = config.get(f"{PREFIX}models")
+    if models is None:
+        models = config[f"{PREFIX}models"] = CommentedSeq()
+    experiments = config.get(f"{PREFIX}experiments") or []
+    for kind, entries in (("models", models), ("experiments", experiments)):
+        for entry in entries:
+            if "manifest" in entry:
+                raise PromoteError(f"stack {stack!r}: {kind} come from {entry['manifest']}; "
+                                   f"promote rewrites inline `name`/`spec` entries only")
     default = exp.default
+    assert default is not None  # promote() refuses an experiment without one
     current = next((m for m in models if m["name"] == default), None)
     winner_spec = for_target(config, stack, default, winner_spec)
     spec = promoted_spec(current["spec"] if current else None, winner_spec)
     ModelSpec.parse(spec, f"stack {stack}: model {default}")
     if current is None:
-        models.append({"name": default, "spec": spec})
+        models.append(_node({"name": default, "spec": spec}))
     else:
-        models[models.index(current)] = {**current, "spec": spec}
-    experiments = [e for e in config.get(f"{PREFIX}experiments") or []
-                   if e["name"] != experiment]
-    remaining = {**config, f"{PREFIX}experiments": experiments}
+        _update(current["spec"], spec)
+    _remove(experiments, lambda e: e["name"] == experiment)
+    if not experiments:
+        config.pop(f"{PREFIX}experiments", None)
     # the experiment's other models (the winner included) go when nothing else uses them
     ended = {c.name for c in exp.candidates} | ({exp.mirror.name} if exp.mirror else set())
-    models = [m for m in models if m["name"] == default or m["name"] not in ended
-              or _uses(remaining, m["name"])]
-    text = replace_block(text, f"{PREFIX}models", models)
-    return replace_block(text, f"{PREFIX}experiments", experiments or None)
+    _remove(models, lambda m: m["name"] != default and m["name"] in ended
+            and not _uses(config, m["name"]))
+    out = io.StringIO()
+    _yaml().dump(document, out)
+    return out.getvalue()
 
 
-# ---- block-wise YAML rewriting -------------------------------------------------------------
-class _Dumper(yaml.SafeDumper):
-    pass
+# ---- round-trip YAML -----------------------------------------------------------------------
+def _yaml() -> YAML:
+    """Round-trip YAML in the stacks' layout (`- ` at the parent key's column, 2 spaces);
+    lines are never re-wrapped."""
+    y = YAML()
+    y.preserve_quotes = True
+    y.indent(mapping=2, sequence=2, offset=0)
+    y.width = 4096
+    return y
 
 
-def _list(dumper, data):
-    short = len(data) <= 6 and all(isinstance(x, str | int | float | bool) for x in data)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=short)
+def _load(path: Path) -> CommentedMap:
+    return _yaml().load(path.read_text()) or CommentedMap()
 
 
-_Dumper.add_representer(list, _list)
+def _node(value: Any) -> Any:
+    """A new value as the stacks write it: short lists of scalars in flow style ([a, b])."""
+    if isinstance(value, dict):
+        return CommentedMap((k, _node(v)) for k, v in value.items())
+    if isinstance(value, list):
+        seq = CommentedSeq(_node(v) for v in value)
+        if len(value) <= 6 and all(isinstance(v, str | int | float | bool) for v in value):
+            seq.fa.set_flow_style()
+        return seq
+    return value
 
 
-def _indent(n: int) -> str:
-    return " " * n
+def _update(node: CommentedMap, values: dict) -> None:
+    """Make `node` equal `values` in place: equal entries (and their comments) stay as they
+    are, nested maps are updated the same way, new keys go last."""
+    for key in [k for k in node if k not in values]:
+        del node[key]
+    for key, value in values.items():
+        old = node.get(key)
+        if isinstance(old, CommentedMap) and isinstance(value, dict):
+            _update(old, value)
+        elif key not in node or old != value:
+            node[key] = _node(value)
 
 
-def _dump_item(item, indent: int) -> list[str]:
-    text = yaml.dump([item], Dumper=_Dumper, sort_keys=False, default_flow_style=False,
-                     width=100)
-    return [_indent(indent) + line + "\n" for line in text.splitlines()]
-
-
-def replace_block(text: str, key: str, items: list | None) -> str:
-    """Replace the list under `key` in a stack file; entries equal to the old ones keep their
-    original text. `items=None` removes the key."""
-    lines = text.splitlines(keepends=True)
-    head = re.compile(rf"^(\s*){re.escape(key)}:\s*(#.*)?$")
-    start = next((i for i, line in enumerate(lines) if head.match(line)), None)
-    if start is None:
-        if items is None:
-            return text
-        indent = _config_indent(lines)
-        block = [f"{_indent(indent)}{key}:\n"] + [
-            line for item in items for line in _dump_item(item, indent)]
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-        return "".join(lines + block)
-    indent = len(head.match(lines[start]).group(1))
-    end = start + 1
-    while end < len(lines):
-        line = lines[end]
-        stripped = line.lstrip()
-        depth = len(line) - len(stripped)
-        if stripped.strip() and not (depth > indent or (stripped.startswith("- ")
-                                     and depth == indent)):
-            break
-        end += 1
-    while end > start + 1 and not lines[end - 1].strip():
-        end -= 1  # trailing blank lines belong to what follows
-    old_items = _split_items(lines[start + 1:end])
-    if items is None:
-        return "".join(lines[:start] + lines[end:])
-    item_indent = _item_indent(lines[start + 1:end], indent)
-    originals = {}
-    for chunk in old_items:
-        parsed = yaml.safe_load("".join(_dedent(chunk, item_indent)))
-        if isinstance(parsed, list) and len(parsed) == 1:
-            originals.setdefault(yaml.safe_dump(parsed[0], sort_keys=True), chunk)
-    body = []
-    for item in items:
-        body += originals.get(yaml.safe_dump(item, sort_keys=True)) or _dump_item(item,
-                                                                                  item_indent)
-    return "".join(lines[:start + 1] + body + lines[end:])
-
-
-def _config_indent(lines: list[str]) -> int:
-    for line in lines:
-        m = re.match(rf"^(\s+){re.escape(PREFIX)}", line)
-        if m:
-            return len(m.group(1))
-    return 2
-
-
-def _item_indent(block: list[str], key_indent: int) -> int:
-    for line in block:
-        if line.lstrip().startswith("- "):
-            return len(line) - len(line.lstrip())
-    return key_indent
-
-
-def _split_items(block: list[str]) -> list[list[str]]:
-    item_indent = _item_indent(block, 0)
-    items: list[list[str]] = []
-    for line in block:
-        if line.lstrip().startswith("- ") and len(line) - len(line.lstrip()) == item_indent:
-            items.append([line])
-        elif items:
-            items[-1].append(line)
-    return items
-
-
-def _dedent(chunk: list[str], n: int) -> list[str]:
-    return [line[n:] if line[:n].strip() == "" else line for line in chunk]
+def _remove(seq: list, drop: Callable[[Any], bool]) -> None:
+    """Delete matching entries in place (the others keep their text)."""
+    for i in reversed(range(len(seq))):
+        if drop(seq[i]):
+            del seq[i]
 
 
 # ---- command -------------------------------------------------------------------------------

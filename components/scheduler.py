@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from components.k8s import (
     RESTRICTED_CONTAINER,
@@ -87,7 +88,7 @@ def render(namespace: str, image: str, pull_policy: str, resources: Resources,
         "volumeMounts": [{"name": "state", "mountPath": DATA_DIR}, tmp_mount,
                          *(feedback_topic.mounts if feedback_topic else [])],
     }
-    claim = {"metadata": {"name": "state"},
+    claim: dict[str, Any] = {"metadata": {"name": "state"},
              "spec": {"accessModes": ["ReadWriteOnce"],
                       "resources": {"requests": {"storage": storage_size}}}}
     if storage_class:

@@ -2,6 +2,8 @@
 variable the scheduler and all its clients read (runtime.scheduler_auth), and Envoy's TLS
 certificate, mounted as files (a `kubernetes.io/tls` Secret: tls.crt, tls.key, ca.crt)."""
 
+from typing import Any
+
 from runtime.scheduler_auth import TOKEN as TOKEN_ENV
 
 TOKEN_KEY = "token"  # the key holding the token in the scheduler token Secret
@@ -19,7 +21,7 @@ def scheduler_token_env(secret: str | None) -> list[dict]:
 
 def envoy_tls_volume(secret: str, name: str, only_ca: bool = False) -> dict:
     # the key: readable by the pod's fsGroup only; the CA alone is public
-    source = {"secretName": secret, "defaultMode": 0o444 if only_ca else 0o440}
+    source: dict[str, Any] = {"secretName": secret, "defaultMode": 0o444 if only_ca else 0o440}
     if only_ca:  # clients need the CA, never the key
         source["items"] = [{"key": "ca.crt", "path": "ca.crt"}]
     return {"name": name, "secret": source}

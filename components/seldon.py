@@ -8,6 +8,8 @@ Model's `core2.io/version-key` annotation changes exactly when the scheduler wil
 version (any change but scaling).
 """
 
+from typing import cast
+
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -34,7 +36,7 @@ class SeldonCrds(pulumi.ComponentResource):
                     "annotations": {"pulumi.com/patchForce": "true"}}
             self.definitions.append(k8s.apiextensions.v1.CustomResourceDefinition(
                 f"{name}-{definition['spec']['names']['plural']}",
-                metadata=meta, spec=definition["spec"],
+                metadata=cast(k8s.meta.v1.ObjectMetaArgsDict, meta), spec=definition["spec"],
                 opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True)))
         self.register_outputs({})
 

@@ -6,7 +6,7 @@ containers share the model repository volume.
 """
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pulumi
 
@@ -279,6 +279,7 @@ def validate_autoscaling(a: ServerArgs, where: str) -> None:
 def server_spec(a: ServerArgs) -> dict:
     """The Seldon Server spec of an autoscaled server: what the scheduler needs of it (bounds,
     type, capabilities, memory), the same values its agents register with."""
+    assert a.autoscaling, "server_spec: for autoscaled servers only"
     return {"serverConfig": a.type, "replicas": a.start_replicas,
             "minReplicas": a.autoscaling.get("minReplicas", 1),
             "maxReplicas": a.autoscaling["maxReplicas"],
@@ -292,7 +293,7 @@ def render(a: ServerArgs) -> list[dict]:
     volumes = [{"name": "models", "emptyDir": {}}, tmp, *a.volumes]
     claims = []
     if a.cache_size:
-        claim = {"metadata": {"name": "cache"},
+        claim: dict[str, Any] = {"metadata": {"name": "cache"},
                  "spec": {"accessModes": ["ReadWriteOnce"],
                           "resources": {"requests": {"storage": a.cache_size}}}}
         if a.storage_class:
@@ -321,7 +322,7 @@ def render(a: ServerArgs) -> list[dict]:
                             "effect": "NoSchedule"})
     if tolerations:
         pod_spec["tolerations"] = tolerations
-    statefulset = {
+    statefulset: dict[str, Any] = {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": metadata(a.name, a.namespace, "server", a.name),
         "spec": {
@@ -350,7 +351,7 @@ def render(a: ServerArgs) -> list[dict]:
                "metadata": metadata(a.service_account, a.namespace, "server", a.name,
                                     annotations=dict(a.service_account_annotations) or None),
                "automountServiceAccountToken": False}
-    out = [account, headless, statefulset]
+    out: list[dict] = [account, headless, statefulset]
     if a.replicated:  # node drains take one replica at a time; its models stay served
         out.append(disruption_budget(a.name, a.namespace, "server", selector("server", a.name),
                                      a.name))

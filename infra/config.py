@@ -193,7 +193,8 @@ class StackConfig(_Strict):
                     raise SpecError(f"{where}.manifest: {entry.manifest} has no {kind}"
                                     + (f" named {entry.name}" if entry.name else ""))
                 out += docs
-            else:
+            else:  # inline: ResourceEntry._one_source made sure of both name and spec
+                assert entry.name is not None and entry.spec is not None
                 spec = KINDS[kind].parse(entry.spec, f"{where}.spec")
                 out.append(Resource(kind, entry.name, spec))
         names = [r.name for r in out]

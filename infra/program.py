@@ -1,6 +1,8 @@
 """The core2 Pulumi program: stack config in, Platform + Servers + Models/Pipelines/Experiments
 out. A `local` target deploys only the resources, to the scheduler `core2 up` started."""
 
+from typing import Any, cast
+
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -23,6 +25,7 @@ from components.seldon import SeldonCrds, seldon_object
 from components.server import TRITON_IMAGE
 from infra import config as stack_config
 from infra.config import StackConfig
+from runtime.specs.model import ModelSpec
 
 RESOURCE_CLASSES = {"Model": Model, "Pipeline": Pipeline, "Experiment": Experiment}
 
@@ -117,7 +120,8 @@ def build(cfg: StackConfig) -> dict:
                           pulumi.ResourceOptions(provider=provider, depends_on=deps))
         if kind == "Model":
             # the version key: it changes exactly when the scheduler makes a new version
-            outputs["models"] = {r.name: version_key(r.spec) for r in resources}
+            outputs["models"] = {r.name: version_key(cast(ModelSpec, r.spec))
+                                 for r in resources}
         else:
             outputs[f"{kind.lower()}s"] = sorted(r.name for r in resources)
     return outputs
@@ -135,7 +139,7 @@ def scheduler_resources(cfg: StackConfig, conn: Connection,
                 for r in resources]
         outputs[f"{kind.lower()}s"] = {r.name: m.version
                                         for r, m in zip(resources, made, strict=True)}
-        deps = deps + made
+        deps = [*deps, *made]
     return outputs
 
 
@@ -143,7 +147,8 @@ def skip_await(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformRe
     """pulumi.com/skipAwait on every Kubernetes object: deploy without waiting for pods."""
     if not args.type_.startswith("kubernetes:") or "metadata" not in args.props:
         return None
-    meta = dict(args.props["metadata"] or {})
+    metadata: Any = args.props["metadata"]  # a plain dict: the manifests are rendered
+    meta = dict(metadata or {})
     meta["annotations"] = {**(meta.get("annotations") or {}), "pulumi.com/skipAwait": "true"}
     return pulumi.ResourceTransformResult({**args.props, "metadata": meta}, args.opts)
 

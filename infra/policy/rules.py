@@ -168,7 +168,7 @@ def model_requirements_satisfiable(resources: list[tuple[str, dict]]) -> list[st
 
 def experiment_targets_exist(resources: list[tuple[str, dict]]) -> list[str]:
     """Experiment candidates and mirrors name Models/Pipelines this stack manages."""
-    names = {"model": set(), "pipeline": set()}
+    names: dict[str, set[str]] = {"model": set(), "pipeline": set()}
     for rtype, props in resources:
         for kind in ("Model", "Pipeline"):
             if found := seldon(rtype, props, kind):

@@ -20,6 +20,7 @@ from runtime.agent.metrics import AgentMetrics
 from runtime.agent.models import Placed, Placements, State
 from runtime.agent.server_client import ServerClient, ServerError
 from runtime.pb import agent_pb2, agent_pb2_grpc
+from runtime.retry import GaveUp, Retry, retry_async
 from runtime.scheduler_auth import SchedulerAuth
 from runtime.specs.common import SpecError
 from runtime.specs.model import ModelSpec
@@ -35,6 +36,14 @@ class NotPlaced(Exception):
 
 class CannotLoad(Exception):
     """A load cannot proceed; the message is the reason reported to the scheduler."""
+
+
+class Unreachable(Exception):
+    """The scheduler (or, while subscribing, the model server) did not answer."""
+
+
+def _rpc_error(e: grpc.aio.AioRpcError) -> str:
+    return f"{e.code().name}: {e.details()}"
 
 
 class Agent:
@@ -98,7 +107,8 @@ class Agent:
                     model.state = State.EVICTING
                     ack = await self.send_event(model, Ev.EVICTING, "model server lost it")
                     model.state = State.EVICTED if ack and ack.routes_applied else State.LOADED
-                    log.warning("model server no longer holds %s", model.internal_name)
+                    log.warning("model server no longer holds the model",
+                                extra={"model": model.internal_name})
 
     # --- scheduler connection -------------------------------------------------------------
 
@@ -120,48 +130,64 @@ class Agent:
         """Subscribe, run operations as they arrive; on any loss re-subscribe with backoff.
         Models stay loaded meanwhile: Envoy keeps serving them."""
         self._channel = SchedulerAuth.from_env().aio_channel(self.config.scheduler)
-        self._stub = agent_pb2_grpc.AgentStub(self._channel)
-        backoff = BACKOFF_MIN
-        while True:
+        stub = self._stub = agent_pb2_grpc.AgentStub(self._channel)
+
+        async def subscribe() -> grpc.aio.UnaryStreamCall:
             try:
                 await self.sync_with_server()
-                call = self._stub.Subscribe(self.subscribe_message())
+                call = stub.Subscribe(self.subscribe_message())
                 await call.wait_for_connection()
-                log.info("subscribed to scheduler %s", self.config.scheduler)
-                self.subscribed.set()
-                backoff = BACKOFF_MIN
+                return call
+            except grpc.aio.AioRpcError as e:
+                raise Unreachable(f"scheduler unreachable ({_rpc_error(e)})") from None
+            except (ServerError, OSError, aiohttp.ClientError) as e:
+                raise Unreachable(f"cannot read the model server's state ({e})") from None
+
+        while True:  # each pass: a fresh back-off, as after a subscription that worked
+            call = await retry_async(subscribe, Retry(
+                what=f"subscription to scheduler {self.config.scheduler}",
+                retry_on=(Unreachable,), first=BACKOFF_MIN, cap=BACKOFF_MAX, quiet_tries=0))
+            log.info("subscribed to scheduler %s", self.config.scheduler)
+            self.subscribed.set()
+            try:
                 async for op in call:
                     self.spawn(self.run_operation(op))
                 log.warning("scheduler closed the subscription")
             except grpc.aio.AioRpcError as e:
-                log.warning("scheduler unreachable (%s: %s); retrying in %.1fs", e.code().name,
-                            e.details(), backoff)
-            except (ServerError, OSError, aiohttp.ClientError) as e:  # server unreachable
-                log.warning("cannot read the model server's state (%s)", e)
+                log.warning("subscription to the scheduler lost (%s)", _rpc_error(e))
             self.subscribed.clear()
-            await asyncio.sleep(backoff)
-            backoff = min(BACKOFF_MAX, backoff * 2)
+            await asyncio.sleep(BACKOFF_MIN)
 
-    async def send_event(self, model: Placed, event: int, reason: str = "",
+    async def send_event(self, model: Placed, event: Ev.Event, reason: str = "",
                          attempts: int = 3) -> agent_pb2.EventAck | None:
+        """Tell the scheduler; None when it could not be told after `attempts` tries."""
         msg = agent_pb2.ModelEvent(
             server_name=self.config.server_name, replica_idx=self.config.replica_idx,
             model=model.ref(), event=event, reason=reason,
             available_memory_bytes=self.placements.available())
-        delay = BACKOFF_MIN
-        for attempt in range(attempts):
+
+        async def deliver() -> agent_pb2.EventAck:
             try:
-                return await self._stub.Event(msg, timeout=60)
+                return await self._scheduler().Event(msg, timeout=60)
             except grpc.aio.AioRpcError as e:
-                log.warning("event %s for %s not delivered (%s)", Ev.Event.Name(event),
-                            model.internal_name, e.code().name)
-                if attempt + 1 < attempts:
-                    await asyncio.sleep(delay)
-                    delay = min(BACKOFF_MAX, delay * 2)
-        return None
+                raise Unreachable(_rpc_error(e)) from None
+
+        try:
+            return await retry_async(deliver, Retry(
+                what=f"event {Ev.Event.Name(event)} for {model.internal_name}",
+                retry_on=(Unreachable,), attempts=attempts, first=BACKOFF_MIN,
+                cap=BACKOFF_MAX, quiet_tries=0))
+        except GaveUp as e:
+            log.warning("%s", e)
+            return None
 
     async def send_load(self, report: agent_pb2.LoadReport) -> None:
-        await self._stub.ReportLoad(report, timeout=5)
+        await self._scheduler().ReportLoad(report, timeout=5)
+
+    def _scheduler(self) -> agent_pb2_grpc.AgentStub:
+        if self._stub is None:
+            raise Unreachable("not connected to the scheduler yet")
+        return self._stub
 
     def spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -203,7 +229,7 @@ class Agent:
                 async with self.memory_lock:
                     self.placements.remove(model.internal_name)
                 modelsettings.remove_model(self.config.repository, model.internal_name)
-                log.warning("load of %s failed: %s", model.internal_name, e)
+                log.warning("load failed: %s", e, extra={"model": model.internal_name})
                 await self.send_event(model, Ev.LOAD_FAILED, str(e))
                 return
             await self.send_event(model, Ev.LOADED)
@@ -253,8 +279,9 @@ class Agent:
             await self.server.load(model.internal_name)
             loaded = time.monotonic()
             model.loaded_in(loaded - started)  # its reload cost, for the victim choice
-            log.info("loaded %s in %.3fs (making room: %.3fs)", model.internal_name,
-                     loaded - started, started - evicting)
+            log.info("loaded", extra={"model": model.internal_name,
+                                      "seconds": round(loaded - started, 3),
+                                      "making_room_seconds": round(started - evicting, 3)})
             self.metrics.loads += 1
             model.state = State.LOADED
             model.last_used = time.time()
@@ -276,8 +303,9 @@ class Agent:
         victim.state = State.EVICTED
         self.metrics.evictions += 1
         self.metrics.unloads += 1
-        log.info("evicted %s (last used %.1fs ago, reload %.3fs)", victim.internal_name,
-                 time.time() - victim.last_used, victim.load_seconds or 0.0)
+        log.info("evicted", extra={"model": victim.internal_name,
+                                   "idle_seconds": round(time.time() - victim.last_used, 1),
+                                   "reload_seconds": round(victim.load_seconds or 0.0, 3)})
 
     async def unload(self, ref: agent_pb2.ModelRef) -> None:
         if cancel := self.fetch_cancels.get(ref.internal_name):
@@ -318,5 +346,5 @@ class Agent:
                 return
             await self.make_resident(model)
             self.metrics.cache_misses += 1
-            log.info("reloaded %s on demand", internal_name)
+            log.info("reloaded on demand", extra={"model": internal_name})
         self.spawn(self.send_event(model, Ev.RESIDENT))

@@ -1,40 +1,71 @@
-"""The agent's command line."""
+"""The settings of the agent and of the model server processes it drives: each from its
+command line (`python -m runtime.agent --help`), then CORE2_* environment variables, then
+the defaults (runtime.settings)."""
 
-import argparse
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic_settings import NoDecode
 
-from runtime.specs.common import describe, parse_quantity
+from runtime.settings import ServiceSettings, load
+from runtime.specs.common import parse_quantity
 from runtime.specs.fetch import FetchRules
 
+PROG = "python -m runtime.agent"
+AbsolutePath = Annotated[Path, AfterValidator(Path.resolve)]
 
-@dataclass(frozen=True)
-class AgentConfig:
-    scheduler: str
-    server_name: str
-    replica_idx: int
-    capabilities: list[str]
-    memory: int
-    over_commit: int
-    host: str
-    server_http_port: int
-    server_grpc_port: int
-    http_port: int
-    grpc_port: int
-    metrics_port: int
-    repository: Path
-    cache_dir: Path
-    server_metrics_port: int | None = None  # model server's /metrics; None: no per-model series
-    fetch_rules: FetchRules = field(default_factory=FetchRules)
-    local_roots_file: Path | None = None     # more fetch.localRoots, one a line, read per fetch
-    eviction: str = "reload-cost"            # or "lru" (models.Placements.victim)
-    # "mlserver" (core2's name hook inside the server; Envoy reaches it directly) or "triton"
-    # (Envoy reaches the agent's proxy, which renames requests to the internal name)
-    server_kind: str = "mlserver"
-    load_report_seconds: float = 2.0         # how often models' load goes to the scheduler
+
+def _split_commas(value: object) -> object:
+    return [c.strip() for c in value.split(",") if c.strip()] if isinstance(value, str) else value
+
+
+class AgentConfig(ServiceSettings):
+    """One model-server replica's agent."""
+
+    scheduler: str = Field(description="scheduler agent API, host:port")
+    server_name: str = Field(description="the Server this replica belongs to")
+    replica_idx: int = Field(0, ge=0, description="this replica's index in its Server")
+    capabilities: Annotated[list[str], NoDecode, BeforeValidator(_split_commas)] = Field(
+        [], description="comma-separated, e.g. sklearn,mlserver")
+    memory: Annotated[int, BeforeValidator(parse_quantity)] = Field(
+        gt=0, description="replica memory, a Kubernetes quantity (1G, 512Mi) or bytes")
+    over_commit: int = Field(10, ge=0, description="over-commit percentage")
+    host: str = Field("127.0.0.1", description="address Envoy uses for this replica")
+    server_http_port: int = Field(description="the model server's REST port")
+    server_grpc_port: int = Field(description="the model server's gRPC port")
+    http_port: int = Field(description="reload-and-forward REST port")
+    grpc_port: int = Field(description="reload-and-forward gRPC port")
+    metrics_port: int = Field(description="agent /metrics, /ready and /live")
+    repository: AbsolutePath = Field(description="model server repository")
+    cache_dir: AbsolutePath = Field(description="artifact cache")
+    server_metrics_port: int | None = Field(None, description=(
+        "the model server's Prometheus port (MLServer or Triton, told apart by metric "
+        "names); its per-model counters become seldon_model_* metrics"))
+    fetch_rules: FetchRules = Field(default_factory=FetchRules, description=(
+        "JSON: allowedSchemes, localRoots, allowedNetworks, maxBytes (default: any local "
+        "path, no loopback/link-local/metadata address, 10Gi)"))
+    local_roots_file: Path | None = Field(None, description=(
+        "more local roots, one folder a line, read at every fetch"))
+    eviction: Literal["reload-cost", "lru"] = Field("reload-cost", description=(
+        "what over-commit evicts: the least recently used, with models that are dear to "
+        "reload counted as used later (default), or plain least recently used; default from "
+        "CORE2_AGENT_EVICTION, for benchmarks"))
+    server_kind: Literal["mlserver", "triton"] = Field("mlserver", description=(
+        "the model server: its repository layout, and whether requests pass the agent's "
+        "proxy (triton: it renames them to the internal name)"))
+    load_report_seconds: float = Field(2.0, ge=0, description=(
+        "report each model's requests in flight to the scheduler (model autoscaling) every "
+        "S seconds, read from the model server's metrics; 0 turns it off"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _eviction_from_env(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "eviction" not in values and \
+                (env := os.environ.get("CORE2_AGENT_EVICTION")):
+            values["eviction"] = env  # the variable's name before the settings class
+        return values
 
     @property
     def proxied(self) -> bool:
@@ -42,68 +73,16 @@ class AgentConfig:
         return self.server_kind == "triton"
 
 
-def _quantity(value: str) -> int:
-    try:
-        return parse_quantity(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+class ServerSettings(ServiceSettings):
+    """What every model server launcher takes (runtime.agent.modelserver, .tritonserver)."""
 
-
-def _rules(value: str) -> FetchRules:
-    try:
-        return FetchRules.model_validate_json(value)
-    except ValidationError as e:
-        raise argparse.ArgumentTypeError(describe(e, "fetch")) from None
+    repository: AbsolutePath = Field(description="model repository folder")
+    http_port: int = Field(description="REST port")
+    grpc_port: int = Field(description="gRPC port")
+    metrics_port: int = Field(description="Prometheus /metrics port")
+    host: str = Field("127.0.0.1", description="address to listen on")
 
 
 def parse_args(argv: list[str] | None = None) -> AgentConfig:
-    p = argparse.ArgumentParser(prog="python -m runtime.agent",
-                                description="core2 agent for one model-server replica")
-    p.add_argument("--scheduler", required=True, help="scheduler agent API, host:port")
-    p.add_argument("--server-name", required=True)
-    p.add_argument("--replica-idx", type=int, default=0)
-    p.add_argument("--capabilities", default="", help="comma-separated, e.g. sklearn,mlserver")
-    p.add_argument("--memory", type=_quantity, required=True, help="replica memory, e.g. 1G")
-    p.add_argument("--over-commit", type=int, default=10, help="percentage")
-    p.add_argument("--host", default="127.0.0.1", help="address Envoy uses for this replica")
-    p.add_argument("--server-http-port", type=int, required=True)
-    p.add_argument("--server-grpc-port", type=int, required=True)
-    p.add_argument("--http-port", type=int, required=True, help="reload-and-forward REST port")
-    p.add_argument("--grpc-port", type=int, required=True, help="reload-and-forward gRPC port")
-    p.add_argument("--metrics-port", type=int, required=True, help="agent /metrics and /ready")
-    p.add_argument("--repository", type=Path, required=True, help="model server repository")
-    p.add_argument("--cache-dir", type=Path, required=True, help="artifact cache")
-    p.add_argument("--server-metrics-port", type=int, default=None,
-                   help="the model server's Prometheus port (MLServer or Triton, told apart by "
-                        "metric names); its per-model counters become seldon_model_* metrics")
-    p.add_argument("--fetch-rules", type=_rules, default=FetchRules(),
-                   help="JSON: allowedSchemes, localRoots, allowedNetworks, maxBytes (default: "
-                        "any local path, no loopback/link-local/metadata address, 10Gi)")
-    p.add_argument("--local-roots-file", type=Path, default=None,
-                   help="more local roots, one folder a line, read at every fetch")
-    p.add_argument("--eviction", choices=("reload-cost", "lru"),
-                   default=os.environ.get("CORE2_AGENT_EVICTION", "reload-cost"),
-                   help="what over-commit evicts: the least recently used, with models that "
-                        "are dear to reload counted as used later (default), or plain least "
-                        "recently used; default from CORE2_AGENT_EVICTION, for benchmarks")
-    p.add_argument("--server-kind", choices=("mlserver", "triton"), default="mlserver",
-                   help="the model server: its repository layout, and whether requests pass "
-                        "the agent's proxy (triton: it renames them to the internal name)")
-    p.add_argument("--load-report-seconds", type=float, default=2.0, metavar="S",
-                   help="report each model's requests in flight to the scheduler (model "
-                        "autoscaling) every S seconds, read from the model server's metrics; "
-                        "0 turns it off (default 2)")
-    a = p.parse_args(argv)
-    if a.load_report_seconds < 0:
-        p.error(f"--load-report-seconds: {a.load_report_seconds} is negative")
-    caps = [c.strip() for c in a.capabilities.split(",") if c.strip()]
-    return AgentConfig(
-        scheduler=a.scheduler, server_name=a.server_name, replica_idx=a.replica_idx,
-        capabilities=caps, memory=a.memory, over_commit=a.over_commit, host=a.host,
-        server_http_port=a.server_http_port, server_grpc_port=a.server_grpc_port,
-        http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port,
-        repository=a.repository.resolve(), cache_dir=a.cache_dir.resolve(),
-        server_metrics_port=a.server_metrics_port, fetch_rules=a.fetch_rules,
-        local_roots_file=a.local_roots_file, eviction=a.eviction, server_kind=a.server_kind,
-        load_report_seconds=a.load_report_seconds,
-    )
+    """The settings from `argv` (default: the command line), or exit 2 naming the bad flag."""
+    return load(AgentConfig, PROG, argv)

@@ -2,42 +2,35 @@
 scheduler to move the replica's models to other replicas. Prints what moved and what could
 not (with the reason); exits 0 when everything moved, 1 otherwise."""
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import grpc
+from pydantic import Field
 
 from runtime.pb import agent_pb2, agent_pb2_grpc
 from runtime.scheduler_auth import AuthConfigError, SchedulerAuth
+from runtime.settings import ServiceSettings, load
 
 DEFAULT_TIMEOUT_S = 110.0
 
 
-def _positive(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
-    return seconds
+class DrainSettings(ServiceSettings):
+    """Move this server replica's models elsewhere."""
+
+    scheduler: str = Field(description="scheduler agent API, host:port")
+    server_name: str = Field(description="the Server this replica belongs to")
+    replica_idx: int = Field(ge=0, description="this replica's index in its Server")
+    timeout: float = Field(DEFAULT_TIMEOUT_S, gt=0, description=(
+        "give up waiting after this many seconds; unfinished moves are reported"))
+    done_file: Path | None = Field(None, description=(
+        "touched when the drain ends, either way (the model server's preStop hook waits "
+        "for it, so it serves until then)"))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m runtime.agent drain",
-                                description="move this server replica's models elsewhere")
-    p.add_argument("--scheduler", required=True, help="scheduler agent API, host:port")
-    p.add_argument("--server-name", required=True)
-    p.add_argument("--replica-idx", type=int, required=True)
-    p.add_argument("--timeout", type=_positive, default=DEFAULT_TIMEOUT_S, metavar="S",
-                   help="give up waiting after S seconds; unfinished moves are reported "
-                        f"(default {DEFAULT_TIMEOUT_S:.0f})")
-    p.add_argument("--done-file", type=Path, default=None,
-                   help="touched when the drain ends, either way (the model server's "
-                        "preStop hook waits for it, so it serves until then)")
-    return p.parse_args(argv)
+def parse_args(argv: list[str] | None = None) -> DrainSettings:
+    return load(DrainSettings, "python -m runtime.agent drain", argv)
 
 
 def _where(m: agent_pb2.DrainedModel) -> str:
@@ -55,7 +48,7 @@ def report(resp: agent_pb2.DrainResponse, key: str, took: float) -> str:
     return "\n".join(lines)
 
 
-def drain(args: argparse.Namespace) -> int:
+def drain(args: DrainSettings) -> int:
     key = f"{args.server_name}/{args.replica_idx}"
     try:
         channel = SchedulerAuth.from_env().channel(args.scheduler)

@@ -118,7 +118,7 @@ def check_host(host: str, uri: str, rules: FetchRules) -> list[str]:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except socket.gaierror as e:
         raise FetchRefused(f"{FIELD}: {uri!r}: host {host!r} does not resolve ({e})") from None
-    addresses = sorted({i[4][0] for i in infos})
+    addresses = sorted({str(i[4][0]) for i in infos})
     for addr in addresses:
         if why := refused_address(addr, rules):
             raise FetchRefused(f"{FIELD}: {uri!r}: host {host!r} is {addr}, {why}, which "

@@ -9,6 +9,7 @@ import sys
 import grpc
 from aiohttp import web
 
+from runtime import logs
 from runtime.agent.agent import Agent
 from runtime.agent.config import AgentConfig, parse_args
 from runtime.agent.load import report_load
@@ -21,23 +22,26 @@ def status_app(agent: Agent) -> web.Application:
     port = agent.config.server_metrics_port
     server_metrics = f"http://127.0.0.1:{port}/metrics" if port else None
 
-    async def metrics(_request):
+    async def metrics(_request: web.Request) -> web.Response:
         # Read at scrape time, never on the inference path; a failed read keeps last values.
         if server_metrics:
             await agent.metrics.refresh(agent.server.session, server_metrics)
         body, content_type = agent.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    async def ready(_request):
+    async def ready(_request: web.Request) -> web.Response:
         # Ready = model server up and placements read; the scheduler may come and go.
         return web.json_response({"model_server": agent.ready,
                                   "scheduler": agent.subscribed.is_set()},
                                  status=200 if agent.ready else 503)
 
+    async def live(_request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/ready", ready)
-    app.router.add_get("/live", lambda _r: web.Response(status=200))
+    app.router.add_get("/live", live)
     return app
 
 
@@ -66,8 +70,10 @@ async def run(config: AgentConfig) -> None:
     await grpc_server.start()
     await agent.sync_with_server()
     agent.ready = True
-    log.info("agent for %s/%d ready: proxy http %d grpc %d, metrics %d", config.server_name,
-             config.replica_idx, config.http_port, config.grpc_port, config.metrics_port)
+    log.info("agent ready", extra={
+        "server": config.server_name, "replica": config.replica_idx,
+        "proxy_http": config.http_port, "proxy_grpc": config.grpc_port,
+        "metrics": config.metrics_port})
     watchers = [asyncio.create_task(agent.watch_server())]
     if config.server_metrics_port and config.load_report_seconds > 0:
         url = f"http://127.0.0.1:{config.server_metrics_port}/metrics"
@@ -86,6 +92,7 @@ async def run(config: AgentConfig) -> None:
 
 async def _main(config: AgentConfig) -> None:
     task = asyncio.current_task()
+    assert task is not None  # run by asyncio.run
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)  # models stay loaded in the server
@@ -100,6 +107,6 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["drain"]:  # the server pod's preStop hook
         from runtime.agent import drain
         raise SystemExit(drain.main(argv[1:]))
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_main(parse_args(argv)))
+    config = parse_args(argv)
+    logs.setup("agent", config.log_level)
+    asyncio.run(_main(config))

@@ -12,43 +12,43 @@ behaviour for either half, to measure the difference (bench/loads.py).
 hand-off to a worker process costs more than the model itself (see the agent's README notes).
 """
 
-import argparse
 import asyncio
 import sys
-from pathlib import Path
 
-from runtime import tracing
-from runtime.agent import grpc_guard, loadthread, namehook
+from pydantic import Field
+
+from runtime import logs, tracing
+from runtime.agent import grpc_guard, loadthread, namehook, serverlogs
+from runtime.agent.config import ServerSettings
 from runtime.agent.repository import IMPLEMENTATION as NAMED_REPOSITORY
+from runtime.settings import load
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m runtime.agent.modelserver",
-                                description="MLServer with core2's name hook")
-    p.add_argument("--repository", required=True, help="model repository folder")
-    p.add_argument("--http-port", type=int, required=True)
-    p.add_argument("--grpc-port", type=int, required=True)
-    p.add_argument("--metrics-port", type=int, required=True)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--parallel-workers", type=int, default=0)
-    p.add_argument("--server-name", default="mlserver")
-    p.add_argument("--repository-scan", action="store_true",
-                   help="stock MLServer: every load scans every model-settings.json")
-    p.add_argument("--load-on-loop", action="store_true",
-                   help="stock MLServer: model loads block the serving event loop")
-    p.add_argument("--load-switch-interval", type=float, default=loadthread.SWITCH_INTERVAL,
-                   help="Python's switch interval (s) while a model loads off the loop")
-    return p.parse_args(argv)
+class ModelServerSettings(ServerSettings):
+    """MLServer with core2's name hook (`python -m runtime.agent.modelserver --help`)."""
+
+    parallel_workers: int = Field(0, ge=0, description="inference worker processes")
+    server_name: str = Field("mlserver", description="MLServer's server name")
+    repository_scan: bool = Field(False, description=(
+        "stock MLServer: every load scans every model-settings.json"))
+    load_on_loop: bool = Field(False, description=(
+        "stock MLServer: model loads block the serving event loop"))
+    load_switch_interval: float = Field(loadthread.SWITCH_INTERVAL, gt=0, description=(
+        "Python's switch interval (s) while a model loads off the loop"))
 
 
-async def serve(args: argparse.Namespace) -> None:
+def parse_args(argv: list[str] | None = None) -> ModelServerSettings:
+    return load(ModelServerSettings, "python -m runtime.agent.modelserver", argv)
+
+
+async def serve(args: ModelServerSettings) -> None:
     namehook.install()
     grpc_guard.install()
     # Imported after the hook so MLServer is built from the swapped symbols.
     from mlserver import MLServer
     from mlserver.settings import Settings
 
-    repository = Path(args.repository).resolve()
+    repository = args.repository
     repository.mkdir(parents=True, exist_ok=True)
     settings = Settings(
         model_repository_root=str(repository),
@@ -63,6 +63,8 @@ async def serve(args: argparse.Namespace) -> None:
         model_repository_implementation=None if args.repository_scan else NAMED_REPOSITORY,
         # MLServer's own OpenTelemetry spans (REST and gRPC), continuing Envoy's trace
         tracing_server=tracing.endpoint(),
+        # core2's log format; the agent's polling requests at DEBUG (serverlogs)
+        logging_settings=serverlogs.logging_config("mlserver", args.log_level),
     )
     # MLServer imports custom runtimes relative to the working folder, as `mlserver start` does.
     sys.path.insert(0, str(repository))
@@ -80,7 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     # As `mlserver start` does: uvloop, installed before the loop exists, is also what
     # parallel workers (forked) expect to inherit.
     install_uvloop_event_loop()
-    asyncio.run(serve(parse_args(argv)))
+    args = parse_args(argv)
+    logs.setup("mlserver", args.log_level)
+    asyncio.run(serve(args))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import aiohttp
 import grpc
 from aiohttp import web
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from runtime.agent.agent import Agent, CannotLoad, NotPlaced
 from runtime.agent.headers import INTERNAL_MODEL_HEADER as HEADER
@@ -57,7 +57,8 @@ class RestProxy:
                                              timeout=aiohttp.ClientTimeout(total=600))
 
     async def _close(self, _app) -> None:
-        await self.session.close()
+        if self.session is not None:
+            await self.session.close()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         internal = request.headers.get(HEADER)
@@ -79,6 +80,7 @@ class RestProxy:
         if renamed:  # the version is the internal name's: a /versions/N part is dropped
             path = _MODEL_AND_VERSION_IN_PATH.sub(f"/v2/models/{internal}", path, count=1)
             self.agent.placements.note_usage({internal: time.time()})
+        assert self.session is not None  # opened on the app's startup
         try:
             async with self.session.request(request.method, self.base + path,
                                             headers=headers, data=body) as upstream:
@@ -147,7 +149,7 @@ class GrpcProxy(grpc.GenericRpcHandler):
 
     async def _resident(self, context) -> str:
         """The internal name the request is for, resident in the server."""
-        internal = dict(context.invocation_metadata() or ()).get(HEADER)
+        internal: str = dict(context.invocation_metadata() or ()).get(HEADER, "")
         if not internal:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"missing {HEADER} header")
         try:
@@ -175,10 +177,11 @@ def _renamer(method: str) -> _Rename | None:
     so a requested version is dropped."""
     from runtime.pb import grpc_service_pb2 as pb  # only proxied servers parse requests
 
-    kinds = {"ModelInfer": (pb.ModelInferRequest, "model_name", "model_version"),
-             "ModelStreamInfer": (pb.ModelInferRequest, "model_name", "model_version"),
-             "ModelMetadata": (pb.ModelMetadataRequest, "name", "version"),
-             "ModelReady": (pb.ModelReadyRequest, "name", "version")}
+    kinds: dict[str, tuple[type[Message], str, str]] = {
+        "ModelInfer": (pb.ModelInferRequest, "model_name", "model_version"),
+        "ModelStreamInfer": (pb.ModelInferRequest, "model_name", "model_version"),
+        "ModelMetadata": (pb.ModelMetadataRequest, "name", "version"),
+        "ModelReady": (pb.ModelReadyRequest, "name", "version")}
     kind = kinds.get(method.rpartition("/")[2])
     if kind is None:
         return None

@@ -59,9 +59,6 @@ class NamedModelRepository(ModelRepository):
             return [settings]
         return await self._scan.find(name)  # raises ModelNotFound when nothing matches
 
-    async def list(self) -> list[ModelSettings]:
-        return await asyncio.to_thread(self._list)
-
     def _list(self) -> list[ModelSettings]:
         listed: dict[str, tuple[_Stamp, ModelSettings]] = {}
         try:
@@ -85,4 +82,8 @@ class NamedModelRepository(ModelRepository):
                 logger.exception(f"Failed load model settings at {path}.")
         self._listed = listed
         return [settings for _, settings in listed.values()]
+
+    # after _list: in the class body, `list` names this method from here on
+    async def list(self) -> list[ModelSettings]:
+        return await asyncio.to_thread(self._list)
 

@@ -9,9 +9,13 @@ tritonserver`), or `$CORE2_TRITONSERVER_HOME`. The process becomes tritonserver 
 supervisor's signals reach Triton itself.
 """
 
-import argparse
 import os
 from pathlib import Path
+
+from pydantic import Field
+
+from runtime.agent.config import ServerSettings
+from runtime.settings import load
 
 ROOT = Path(__file__).resolve().parents[2]
 # Python models find their packages here (Triton runs their interpreter isolated, so
@@ -27,10 +31,17 @@ def triton_home() -> Path:
     return home
 
 
-def argv_and_env(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+class TritonSettings(ServerSettings):
+    """Triton for a core2 agent (`python -m runtime.agent.tritonserver --help`)."""
+
+    exit_timeout: int = Field(5, ge=0, description=(
+        "seconds Triton waits for requests in flight when stopped"))
+
+
+def argv_and_env(args: TritonSettings) -> tuple[list[str], dict[str, str]]:
     home = triton_home()
     argv = [str(home / "bin" / "tritonserver"),
-            f"--model-repository={Path(args.repository).resolve()}",
+            f"--model-repository={args.repository}",
             "--model-control-mode=explicit",
             "--strict-readiness=false",  # ready with no model loaded, like MLServer
             f"--http-address={args.host}", f"--http-port={args.http_port}",
@@ -38,27 +49,19 @@ def argv_and_env(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
             f"--metrics-address={args.host}", f"--metrics-port={args.metrics_port}",
             f"--backend-directory={home / 'backends'}",
             f"--exit-timeout-secs={args.exit_timeout}",
-            "--log-info=false"]
+            # warnings and errors only, stamped as the other services' lines (runtime.logs)
+            "--log-info=false", "--log-format=ISO8601"]
     paths = [p for p in (os.environ.get(PYTHONPATH_ENV, ""), str(home / "python")) if p]
     return argv, {**os.environ, PYTHONPATH_ENV: os.pathsep.join(paths)}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m runtime.agent.tritonserver",
-                                description="Triton Inference Server for a core2 agent")
-    p.add_argument("--repository", required=True, help="model repository folder")
-    p.add_argument("--http-port", type=int, required=True)
-    p.add_argument("--grpc-port", type=int, required=True)
-    p.add_argument("--metrics-port", type=int, required=True)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--exit-timeout", type=int, default=5,
-                   help="seconds Triton waits for requests in flight when stopped")
-    return p.parse_args(argv)
+def parse_args(argv: list[str] | None = None) -> TritonSettings:
+    return load(TritonSettings, "python -m runtime.agent.tritonserver", argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    Path(args.repository).mkdir(parents=True, exist_ok=True)
+    args.repository.mkdir(parents=True, exist_ok=True)
     command, env = argv_and_env(args)
     os.execve(command[0], command, env)
 

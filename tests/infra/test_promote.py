@@ -111,3 +111,30 @@ def test_bad_promotions_are_refused_clearly(stacks, capsys, argv, message):
 def test_manifest_sourced_targets_are_refused(stacks):
     with pytest.raises(PromoteError, match="promote rewrites inline"):
         promote("iris-ab", "staging", ["local"], stacks)
+
+
+def test_comments_and_quoting_inside_the_promoted_entry_survive(stacks):
+    """ruamel.yaml round trip: only the values that change are re-emitted; a comment or a
+    quoted value on the promoted model keeps its text, and what the winner brings is written
+    in the stacks' style (short lists in flow style)."""
+    path = stacks / "Pulumi.prod-gcp.yaml"
+    path.write_text(path.read_text().replace(
+        "      memory: 100Ki\n      replicas: 3\n",
+        "      memory: '100Ki'  # measured in prod\n      replicas: 3  # sized for prod\n"))
+    staging = stacks / "Pulumi.staging.yaml"
+    staging.write_text(staging.read_text().replace(
+        "storageUri: gs://core2-models/iris-sklearn/v2\n      requirements: [sklearn]\n",
+        "storageUri: gs://core2-models/iris-sklearn/v2\n      artifactVersion: 2\n"
+        "      requirements: [sklearn, mlserver]\n", 1))
+    diff = promote("iris-ab", "staging", ["prod-gcp"], stacks)["prod-gcp"]
+    assert ("      memory: '100Ki'  # measured in prod\n      replicas: 3  # sized for prod\n"
+            in path.read_text())
+    assert models(path)["iris"]["artifactVersion"] == 2
+    changed = [line for line in diff.splitlines()
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert changed[:4] == [
+        "-      storageUri: gs://seldon-models/scv2/samples/mlserver_1.5.0/iris-sklearn",
+        "-      requirements: [sklearn]",
+        "+      storageUri: gs://core2-models/iris-sklearn/v2",
+        "+      requirements: [sklearn, mlserver]"]
+    assert "+      artifactVersion: 2" in changed

@@ -28,15 +28,23 @@ DOWNWARD_API = {"$(REPLICA_IDX)": "2", "$(POD_IP)": "10.1.2.3"}
 
 
 # Runs in a fresh interpreter per module (MLServer's and core2's OIP protos cannot share
-# one descriptor pool): parse the flags with the module's own parser, print them, stop.
+# one descriptor pool): parse the flags with the module's own parser (argparse, or a settings
+# class through runtime.settings.load), print them, stop.
 PARSE_ONLY = """
 import argparse, importlib, json, sys
-original = argparse.ArgumentParser.parse_args
-def parse_then_stop(self, args=None, namespace=None):
-    ns = original(self, args, namespace)
-    print(json.dumps(vars(ns), default=str))
+import runtime.settings
+def stop(flags):
+    print(json.dumps(flags, default=str))
     sys.exit(0)
-argparse.ArgumentParser.parse_args = parse_then_stop
+original, load, settings_classes = argparse.ArgumentParser.parse_args, runtime.settings.load, []
+def parse_args(self, args=None, namespace=None):
+    ns = original(self, args, namespace)
+    return ns if settings_classes else stop(vars(ns))  # settings parse with argparse too
+def load_settings(cls, prog, argv=None):
+    settings_classes.append(cls)
+    stop(load(cls, prog, argv).model_dump())
+argparse.ArgumentParser.parse_args = parse_args
+runtime.settings.load = load_settings
 module, main = sys.argv[1], sys.argv[2]
 sys.argv = [module, *sys.argv[3:]]
 importlib.import_module(main).main()
