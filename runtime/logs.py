@@ -11,8 +11,10 @@ import sys
 import time
 from typing import TextIO
 
+# a record's own attributes, not fields to print (uvicorn adds color_message, the message
+# again with terminal colours)
 _RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message", "asctime", "taskName"}
+    "message", "asctime", "taskName", "color_message"}
 
 
 def _value(v: object) -> str:

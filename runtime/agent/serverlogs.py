@@ -30,13 +30,6 @@ class PollingToDebug(logging.Filter):
         return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
-def _no_color(record: logging.LogRecord) -> bool:
-    """uvicorn adds a `color_message` (the message with terminal colours) to its records:
-    not a field worth a key=value."""
-    record.__dict__.pop("color_message", None)
-    return True
-
-
 def logging_config(service: str, level: str) -> dict[str, Any]:
     """A logging.config.dictConfig for MLServer's `logging_settings` (MLServer applies it,
     in its worker processes too, and gives it to uvicorn as `log_config`): one stderr handler
@@ -50,10 +43,9 @@ def logging_config(service: str, level: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,  # core2's loggers in the same process
         "formatters": {"core2": {"()": Formatter, "service": service}},
-        "filters": {"polling": {"()": PollingToDebug},
-                    "no_color": {"()": lambda: _no_color}},
+        "filters": {"polling": {"()": PollingToDebug}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "core2",
-                                "filters": ["no_color"], "stream": "ext://sys.stderr"}},
+                                "stream": "ext://sys.stderr"}},
         "root": {"handlers": ["stderr"], "level": level.upper()},
         "loggers": loggers,
     }
