@@ -35,8 +35,15 @@ from runtime.client import SchedulerError
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-@click.group(help=__doc__, context_settings={"help_option_names": ["-h", "--help"],
-                                             "max_content_width": 100})
+class _InOrder(click.Group):
+    """Commands listed in the order they are added (platform, resources, then nouns)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+@click.group(cls=_InOrder, help=__doc__,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @global_options
 def cli() -> None:
     pass

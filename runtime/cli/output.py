@@ -26,10 +26,13 @@ watch_option = click.option("--watch", "watch_", is_flag=True,
                             help="keep printing on every change, until Ctrl-C")
 
 
-def _console() -> Console:
+def _render(t: Table) -> str:
     # not a terminal (a pipe, a file): never wrap or cut a row
-    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 1000,
-                   highlight=False, soft_wrap=False)
+    width = None if sys.stdout.isatty() else 1000
+    console = Console(file=io.StringIO(), width=width, highlight=False, color_system=None)
+    with console.capture() as captured:
+        console.print(t)
+    return "".join(line.rstrip() + "\n" for line in captured.get().splitlines())
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -39,14 +42,15 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         t.add_column(h, no_wrap=True, overflow="ignore")
     for row in rows:
         t.add_row(*("-" if cell in (None, "") else str(cell) for cell in row))
-    _console().print(t)
+    sys.stdout.write(_render(t))
+    sys.stdout.flush()
 
 
 def dump(document: Any, fmt: str) -> None:
     """A document (or a list of them) as indented JSON or as YAML."""
     if fmt == "yaml":
         stream = io.StringIO()
-        yaml = YAML(typ="safe", pure=True)
+        yaml = YAML()  # round-trip mode: keys in the document's order, as the JSON
         yaml.default_flow_style = False
         yaml.dump(document, stream)
         sys.stdout.write(stream.getvalue())

@@ -46,7 +46,8 @@ def kafka_config(given: dict[str, str | None]) -> KafkaConfig:
         if not bootstrap:
             raise CliError("no Kafka to read: pass --kafka-bootstrap or start `core2 up`")
         values["kafka_bootstrap"] = bootstrap
-    return KafkaSettings(**values).kafka_config()  # type: ignore[arg-type]  # str values
+    # the flags' strings: pydantic converts them as it does the environment's
+    return KafkaSettings(**values).kafka_config()  # type: ignore[arg-type]
 
 
 @pipeline.command()

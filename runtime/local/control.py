@@ -48,8 +48,8 @@ def start_server(run_dir: Path, name: str, spec: dict, timeout: float,
 
 @dataclass
 class Stopped:
-    """What `stop` did: the services stopped, pids left alone (recorded, but now another
-    program's), and those still alive after SIGKILL."""
+    """What `stop` did: the services stopped (none: nothing recorded was still running), pids
+    left alone (recorded, but now another program's), and those still alive after SIGKILL."""
 
     services: list[str] = field(default_factory=list)
     foreign: list[int] = field(default_factory=list)
@@ -66,8 +66,9 @@ def stop(run_dir: Path, timeout: float = 30) -> Stopped | None:
     done = Stopped()
     recorded = state.get("startTimes", {})
     supervisor = state.get("supervisor")
-    if supervisor and is_ours(supervisor, recorded):
-        _end(supervisor, os.kill, timeout)
+    supervised = bool(supervisor and is_ours(supervisor, recorded))
+    if supervisor and supervised:
+        _end(supervisor, os.kill, timeout)  # it stops every service it started
         state = read_state(run_dir) or state  # restarts may have changed pids meanwhile
         recorded = state.get("startTimes", recorded)
     elif supervisor and pid_alive(supervisor):
@@ -86,7 +87,8 @@ def stop(run_dir: Path, timeout: float = 30) -> Stopped | None:
     done.survivors = [p for p in ours.values() if pid_alive(p)]
     if not done.survivors:
         (Path(run_dir) / STATE_FILE).unlink(missing_ok=True)
-    done.services = [n for n in state.get("services", pids) if n not in foreign]
+    stopped = state.get("services", pids) if supervised else ours
+    done.services = [n for n in stopped if n not in foreign]
     return done
 
 
