@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from runtime.local.config import EnvoyTls
+from runtime.specs.manifest import load_file
 from tests.conftest import ROOT, SAMPLES
 from tests.test_envoy_tls import certs  # noqa: F401  # the fixture: a CA and Envoy's certificate
 
@@ -24,8 +25,11 @@ def test_pipeline_infer_verifies_a_tls_envoy_with_the_platforms_ca(make_env, cer
     env = make_env(pipelines=True, envoyTls=EnvoyTls(
         certFile=certs / "tls.crt", keyFile=certs / "tls.key", caFile=certs / "ca.pem"))
     run_dir = str(env.platform.run_dir)
-    loaded = core2("apply", "-f", str(SAMPLES / "pipelines/models.yaml"), "-f",
-                   str(SAMPLES / "pipelines/chain.yaml"), "--run-dir", run_dir)
+    for r in load_file(SAMPLES / "pipelines/models.yaml"):
+        if r.name in ("add10", "mul10"):
+            env.scheduler.apply_resource(r)
+    loaded = core2("pipeline", "load", "-f", str(SAMPLES / "pipelines/chain.yaml"),
+                   "--run-dir", run_dir)
     assert loaded.returncode == 0, loaded.stderr
 
     for grpc_flag in ([], ["--grpc"]):
