@@ -7,8 +7,7 @@ import subprocess
 import sys
 
 from runtime.local.control import stop
-from runtime.local.pids import pid_alive, start_time
-from runtime.local.platform import STATE_FILE, read_state
+from runtime.local.state import STATE_FILE, pid_alive, read_state, start_time
 from runtime.procs import Service
 from tests.conftest import ROOT
 from tests.test_cli_output import _table

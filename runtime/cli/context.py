@@ -8,12 +8,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from runtime.client import SchedulerClient
-from runtime.local.platform import STATE_FILE, read_state
+from runtime.local.state import STATE_FILE, read_state
+
+if TYPE_CHECKING:  # grpc is imported only by the commands that talk to the scheduler
+    from runtime.client import SchedulerClient
 
 RUN_DIR_NAME = ".core2"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,7 +85,9 @@ class Options:
         return os.environ.get("CORE2_INFERENCE_CA") or self.state().get("inferenceCa")
 
     @contextmanager
-    def client(self) -> Iterator[SchedulerClient]:
+    def client(self) -> Iterator["SchedulerClient"]:
+        from runtime.client import SchedulerClient
+
         client = SchedulerClient(self.scheduler_address())
         try:
             yield client

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from runtime.local.config import LocalServer
 from runtime.local.detach import wait_for_services
-from runtime.local.pids import is_ours, pid_alive
-from runtime.local.platform import STATE_FILE, read_state
 from runtime.local.roots import remember_manifest_folders
+from runtime.local.state import STATE_FILE, is_ours, pid_alive, read_state
 from runtime.local.supervisor import request_server
 
 

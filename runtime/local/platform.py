@@ -9,12 +9,12 @@ from pathlib import Path
 
 from runtime.envoy import envoy_argv, write_bootstrap
 from runtime.local.config import LocalConfig, LocalServer
-from runtime.local.pids import pid_alive as pid_alive  # where the tests and status look
-from runtime.local.pids import start_times
 from runtime.local.roots import ROOTS_FILE, admit_folder, local_fetch_rules
+from runtime.local.state import STATE_FILE, start_times
+from runtime.local.state import pid_alive as pid_alive  # re-exported: tests import them here
+from runtime.local.state import read_state as read_state
 from runtime.procs import Service, free_port, http_ok, python_module, tcp_open
 
-STATE_FILE = "state.json"
 START_TIMEOUT_S = 60
 
 
@@ -327,10 +327,3 @@ class Platform:
         tmp = self.run_dir / f".{STATE_FILE}.{os.getpid()}"
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.run_dir / STATE_FILE)
-
-
-def read_state(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((Path(run_dir) / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None

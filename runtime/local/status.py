@@ -4,7 +4,7 @@ for a process that is gone or a supervisor that stopped looking."""
 
 import time
 
-from runtime.local.pids import pid_alive
+from runtime.local.state import pid_alive
 
 STALE_AFTER_S = 10.0  # the supervisor rewrites state.json every 2 s while it runs
 

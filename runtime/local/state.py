@@ -1,9 +1,20 @@
-"""Is a recorded pid still the process core2 started? A pid is reused by the kernel once its
-process is gone, so `core2 down` signals only a process whose start time matches the one
-recorded in state.json."""
+"""`<run-dir>/state.json`, the record of a running local platform (ports, endpoints, pids and
+their start times), and whether a recorded pid is still the process core2 started: the
+kernel reuses a pid once its process is gone, so `core2 down` signals only a process whose
+start time matches the recorded one. Light to import: the CLI reads it on every command."""
 
+import json
 import os
 from pathlib import Path
+
+STATE_FILE = "state.json"
+
+
+def read_state(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((Path(run_dir) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def pid_alive(pid: int | None) -> bool:
