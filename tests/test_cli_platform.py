@@ -46,6 +46,18 @@ def test_up_free_ports_lists_every_endpoint_and_down_works_from_a_sub_folder(tmp
         assert report["endpoints"] == state["endpoints"]
         again = core2(sub, "up", "--detach")
         assert again.returncode == 1 and "already running from" in again.stderr
+
+        # a Server applied to the local platform: the supervisor starts its replica
+        manifest = sub / "server.yaml"
+        manifest.write_text("apiVersion: mlops.seldon.io/v1alpha1\nkind: Server\n"
+                            "metadata: {name: extra}\nspec: {serverConfig: mlserver}\n")
+        applied = core2(sub, "apply", "-f", str(manifest))
+        assert applied.returncode == 0, applied.stderr
+        assert "starting 1 replica(s) of server extra" in applied.stderr
+        servers = core2(sub, "server", "list")
+        assert _table(servers.stdout)[1]["extra"][:2] == ["extra", "1/1"], servers.stdout
+        state = read_state(project / ".core2") or {}
+        assert {"extra-0-mlserver", "extra-0-agent"} <= set(state["pids"])
     finally:
         down = core2(sub, "down")
     assert down.returncode == 0, down.stderr

@@ -50,7 +50,7 @@ def progress(kind: str, name: str) -> Callable[[pb.ResourceStatus], None]:
 def apply_all(opts: Options, paths: list[str], resources: list[Resource], wait: bool) -> None:
     """Apply in file order (a local platform first starts an applied Server's replicas), then
     wait until every Model, Pipeline and Experiment is ready."""
-    from runtime.local.control import NotRunning, admit_manifest_folders, start_server
+    from runtime.local.control import admit_manifest_folders, start_server
 
     local = opts.local
     if local:
@@ -61,7 +61,7 @@ def apply_all(opts: Options, paths: list[str], resources: list[Resource], wait: 
                 try:
                     start_server(opts.home, r.name, r.spec.model_dump(exclude_none=True),
                                  opts.timeout, say)
-                except (NotRunning, RuntimeError) as e:
+                except RuntimeError as e:  # not running, refused, not ready in time
                     raise CliError(str(e)) from None
             s = client.apply_resource(r)
             say(f"{r.kind.lower()} {r.name}: applied (version {s.version})")
