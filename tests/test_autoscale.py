@@ -9,10 +9,10 @@ import threading
 import time
 import urllib.request
 
+from runtime.cli.seldon_status import render
 from runtime.local.config import LocalAutoscaling, LocalConfig, LocalServer
 from runtime.local.platform import Platform
 from runtime.local.supervisor import Supervisor
-from runtime.seldon_status import render
 from tests.conftest import IRIS2_CLASS, Env, free_ports, wait_for
 from tests.load import Load
 from tests.test_drain import Traffic

@@ -35,6 +35,7 @@ def start_dataflow(platform) -> None:
             ["--envoy-ca", platform.inference_ca] if platform.inference_ca else [])),
     ):
         metrics = free_port()
+        platform.metrics_ports[name] = metrics
         platform._add(name, python_module(module, *common, *extra, "--metrics-port",
                                           str(metrics), "--metrics-host", "127.0.0.1"),
                       lambda metrics=metrics: http_ok(f"http://127.0.0.1:{metrics}/metrics"))

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runtime.local.config import LocalConfig
-from runtime.local.platform import START_TIMEOUT_S, read_state
+from runtime.local.platform import START_TIMEOUT_S
+from runtime.local.state import read_state
 from runtime.local.supervision import READY, exit_reason
 from runtime.procs import python_module
 

@@ -3,7 +3,6 @@ each a supervised process on loopback logging to `<run-dir>/logs/<name>.log`."""
 
 import json
 import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,9 +10,11 @@ from pathlib import Path
 from runtime.envoy import envoy_argv, write_bootstrap
 from runtime.local.config import LocalConfig, LocalServer
 from runtime.local.roots import ROOTS_FILE, admit_folder, local_fetch_rules
+from runtime.local.state import STATE_FILE, start_times
+from runtime.local.state import pid_alive as pid_alive  # re-exported: tests import them here
+from runtime.local.state import read_state as read_state
 from runtime.procs import Service, free_port, http_ok, python_module, tcp_open
 
-STATE_FILE = "state.json"
 START_TIMEOUT_S = 60
 
 
@@ -31,6 +32,7 @@ class Platform:
         self.kafka_bootstrap = self.config.kafkaBootstrap
         self.replicas: dict[str, dict] = {}
         self.servers: dict[str, LocalServer] = {}  # by name: config and applied servers
+        self.metrics_ports: dict[str, int] = {}    # other services' /metrics, by service
 
     # ---- addresses -----------------------------------------------------------------------
     @property
@@ -52,6 +54,14 @@ class Platform:
                "scheduler API (gRPC)": self.scheduler_address,
                "scheduler /metrics": f"http://127.0.0.1:{self.ports['schedulerMetrics']}/metrics",
                "Envoy admin and stats": f"http://127.0.0.1:{self.ports['envoyAdmin']}"}
+        if self.config.pipelines:
+            out["pipeline gateway (REST)"] = f"http://127.0.0.1:{self.ports['pipelineGatewayHttp']}"
+            out["pipeline gateway (gRPC)"] = f"127.0.0.1:{self.ports['pipelineGatewayGrpc']}"
+            out["pipeline gateway /metrics"] = (
+                f"http://127.0.0.1:{self.ports['pipelineGatewayHttp']}/metrics")
+        out["feedback (REST)"] = f"http://127.0.0.1:{self.ports['feedbackHttp']}"
+        for name, port in self.metrics_ports.items():
+            out[f"{name} /metrics"] = f"http://127.0.0.1:{port}/metrics"
         if self.kafka_bootstrap:
             out["Kafka bootstrap"] = self.kafka_bootstrap
         return out
@@ -146,6 +156,8 @@ class Platform:
         ports = {k: free_port() for k in ("http", "grpc", "metrics", "agent_http",
                                             "agent_grpc", "agent_metrics")}
         self.replicas[base] = ports
+        self.metrics_ports[f"{base}-{server.serverConfig}"] = ports["metrics"]
+        self.metrics_ports[f"{base}-agent"] = ports["agent_metrics"]
         # MLServer with core2's name hook, or Triton (runtime.agent.tritonserver)
         launcher = ("runtime.agent.tritonserver" if server.serverConfig == "triton"
                     else "runtime.agent.modelserver")
@@ -182,6 +194,7 @@ class Platform:
                 svc.stop()
             self.checks.pop(name, None)
             self.probes.pop(name, None)
+            self.metrics_ports.pop(name, None)
         self.replicas.pop(base, None)
         return names
 
@@ -216,6 +229,8 @@ class Platform:
         platform; relative storageUris are read from kube.storageBase, which the agents may
         fetch from."""
         kube = self.config.kube
+        if kube is None:
+            return
         base = (kube.storageBase or Path.cwd()).resolve()
         admit_folder(self.run_dir, base)
         args = ["--scheduler", self.scheduler_address, "--kubeconfig", str(kube.kubeconfig),
@@ -306,64 +321,9 @@ class Platform:
                  "inference": self.inference_url, "inferenceCa": self.inference_ca,
                  "pids": {n: s.pid for n, s in self.services.items() if s.alive()},
                  "endpoints": self.endpoints(), "replicas": self.replicas, **(extra or {})}
+        # what `core2 down` checks a pid against before signalling it (pids are reused)
+        state["startTimes"] = start_times([*state["pids"].values(), state.get("supervisor")])
         self.run_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.run_dir / f".{STATE_FILE}.{os.getpid()}"
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.run_dir / STATE_FILE)
-
-
-def read_state(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((Path(run_dir) / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Running, not a zombie: a killed service stays a zombie until the supervisor (its
-    parent) reaps it, and `core2 status` must not call it Ready meanwhile."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # state is the field after the parenthesised command name
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True  # no procfs: the signal test is all there is
-
-
-def stop_detached(run_dir: Path, timeout: float = 30) -> list[str]:
-    """Stop a platform started with `core2 up [--detach]`: SIGTERM to its supervisor, which
-    stops what it started; then any service process group still alive (the supervisor was
-    killed, or did not finish in time) is ended too."""
-    state = read_state(run_dir)
-    if not state:
-        return []
-    deadline = time.monotonic() + timeout
-    supervisor = state.get("supervisor")
-    if pid_alive(supervisor):
-        os.kill(supervisor, signal.SIGTERM)
-        while pid_alive(supervisor) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if pid_alive(supervisor):
-            os.kill(supervisor, signal.SIGKILL)
-        state = read_state(run_dir) or state  # restarts may have changed pids meanwhile
-    pids = {n: p for n, p in state.get("pids", {}).items() if p}
-    for pid in reversed(list(pids.values())):
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except OSError:
-            pass
-    deadline = time.monotonic() + 10
-    while any(pid_alive(p) for p in pids.values()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in pids.values():
-        if pid_alive(pid):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
-    (Path(run_dir) / STATE_FILE).unlink(missing_ok=True)
-    return list(state.get("services", pids))

@@ -4,7 +4,7 @@ for a process that is gone or a supervisor that stopped looking."""
 
 import time
 
-from runtime.local.platform import pid_alive
+from runtime.local.state import pid_alive
 
 STALE_AFTER_S = 10.0  # the supervisor rewrites state.json every 2 s while it runs
 
@@ -27,25 +27,3 @@ def describe(state: dict) -> dict:
         services[name] = s
     return {"supervisor": {"pid": supervisor, "running": running, "phase": state.get("phase")},
             "services": services, "endpoints": state.get("endpoints", {})}
-
-
-def _ago(at: float | None) -> str:
-    if not at:
-        return ""
-    seconds = max(0, time.time() - at)
-    return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
-
-
-def render(report: dict) -> str:
-    sup = report["supervisor"]
-    lines = [f"supervisor: {'running' if sup['running'] else 'NOT RUNNING'} "
-             f"(pid {sup['pid']})", "",
-             f"{'SERVICE':28} {'STATE':18} {'PID':>8} {'RESTARTS':>8}  LAST EXIT"]
-    for name, s in report["services"].items():
-        last = s["lastExit"]
-        exit_text = f"{last['reason']} ({_ago(last.get('at'))})" if last else "-"
-        lines.append(f"{name:28} {s['state']:18} {s['pid'] or '-':>8} {s['restarts']:>8}  "
-                     f"{exit_text}")
-    lines.append("")
-    lines += [f"  {what:32} {where}" for what, where in report["endpoints"].items()]
-    return "\n".join(lines)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 
-from runtime.dataflow.inspect import read_records
+from runtime.cli.inspect import read_records
 from runtime.procs import wait_until
 from tests.dataflow.conftest import outputs_of, tensor
 from tests.dataflow.malformed import grpc_cases, rest_cases

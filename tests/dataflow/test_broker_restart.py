@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from runtime.broker import start_kafka
-from runtime.dataflow.inspect import read_records
+from runtime.cli.inspect import read_records
 from runtime.procs import free_port, wait_until
 from tests.dataflow.conftest import (
     BROKER_KIND_OF,

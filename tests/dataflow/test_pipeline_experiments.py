@@ -29,7 +29,7 @@ def _pipelines(make_env):
 
 
 def _answered_ids(env, pipeline: str) -> set[str]:
-    from runtime.dataflow.inspect import read_records
+    from runtime.cli.inspect import read_records
     from runtime.kafka import KafkaConfig
 
     cfg = KafkaConfig(bootstrap=env.platform.kafka_bootstrap)

@@ -51,7 +51,7 @@ def test_trigger_gates_the_step_and_its_data_is_not_passed_on(dataflow):
 
 
 def test_conditional_routing_runs_only_one_branch(dataflow):
-    from runtime.dataflow.inspect import read_records
+    from runtime.cli.inspect import read_records
 
     pos = dataflow.infer("conditional", [tensor("x", [5.0])])
     neg = dataflow.infer("conditional", [tensor("x", [-5.0])])
@@ -65,7 +65,7 @@ def test_conditional_routing_runs_only_one_branch(dataflow):
 
 
 def test_pipeline_to_pipeline_chaining(dataflow):
-    from runtime.dataflow.inspect import read_records
+    from runtime.cli.inspect import read_records
     from runtime.procs import wait_until
 
     r = dataflow.infer("chain", [tensor("x", [1.0])])
@@ -185,7 +185,7 @@ def test_asynchronous_use_straight_on_the_topics(dataflow):
 
     from confluent_kafka import Producer
 
-    from runtime.dataflow.inspect import read_records
+    from runtime.cli.inspect import read_records
     from runtime.procs import wait_until
 
     cfg, rid = dataflow.kafka, uuid.uuid4().hex

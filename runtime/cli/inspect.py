@@ -79,7 +79,7 @@ def read_records(cfg: KafkaConfig, topics: list[str], pipeline: str | None = Non
                         break
                     if msg.error():
                         continue
-                    pos = msg.offset() + 1
+                    pos = (msg.offset() or pos) + 1
                     rec = Record(topic, key_of(msg), headers_of(msg), decode(msg.value()))
                     if pipeline and rec.headers.get(H_PIPELINE, pipeline) != pipeline:
                         continue

@@ -1,4 +1,5 @@
-"""`core2 model infer`: one inference through Envoy, REST or gRPC."""
+"""`core2 model infer` and `core2 pipeline infer`: one inference through Envoy, REST or gRPC,
+over TLS when the inference URL is https (verified with the platform's CA)."""
 
 import json
 import ssl
@@ -6,6 +7,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
+
+import click
+
+from runtime.cli.context import CliError, global_options, options
 
 
 def _payload(text: str) -> str:
@@ -62,3 +67,38 @@ def _infer_grpc(base_url: str, name: str, target: str, body: str, headers: dict,
             return 400 if e.code() == grpc.StatusCode.INVALID_ARGUMENT else 500, json.dumps(
                 {"error": f"{e.code().name}: {e.details()}"})
     return 200, json.dumps(response_to_json(resp))
+
+
+def infer_command(path_kind: str, suffix: str) -> click.Command:
+    """`infer NAME PAYLOAD` for models (path_kind "models") or pipelines ("pipelines",
+    addressed as NAME.pipeline)."""
+    noun = path_kind.rstrip("s")
+
+    @click.command("infer")
+    @click.argument("name")
+    @click.argument("payload", metavar="JSON|@FILE")
+    @click.option("--grpc", "grpc_mode", is_flag=True, help="gRPC instead of REST")
+    @click.option("-H", "--header", "headers", multiple=True, metavar="NAME:VALUE",
+                  help="extra request header (repeatable)")
+    @global_options
+    def infer_cli(name: str, payload: str, grpc_mode: bool, headers: tuple[str, ...]) -> None:
+        opts = options()
+        bad = [h for h in headers if ":" not in h]
+        if bad:
+            raise CliError(f"--header {bad[0]!r}: expected NAME:VALUE", 2)
+        try:
+            status, body = infer(opts.inference_url(), name + suffix, payload,
+                                 grpc_mode=grpc_mode, path_kind=path_kind,
+                                 headers=dict(h.split(":", 1) for h in headers),
+                                 ca_file=opts.inference_ca())
+        except OSError as e:  # @FILE unreadable
+            raise CliError(f"{payload}: {e.strerror or e}", 2) from None
+        click.echo(body)
+        if status >= 400:
+            raise CliError(f"{noun} inference failed with status {status}")
+
+    infer_cli.help = (f"Send one OIP inference request to a {noun} through Envoy (REST, or "
+                      f"--grpc); prints the response JSON. https URLs are verified with "
+                      f"$CORE2_INFERENCE_CA or the local platform's CA.\n\n\b\nExample: "
+                      f"core2 {noun} infer NAME @request.json --grpc")
+    return infer_cli

@@ -3,8 +3,8 @@ pipeline|experiment|server status` print, so scripts written against `seldon ...
 (jq on `modelName`, `versions[].state.state`, `pipelineName`, `modelsReady`, ...) keep working.
 
 The field names are Seldon's (its scheduler API in protobuf JSON, as its CLI prints them).
-As there, an empty string is left out (`reason` only when there is one) and 64-bit integers
-(memory in bytes) are strings. Numbers and booleans are always present. Timestamps are
+As there, an empty string is left out (`reason` only when there is one); numbers (memory in
+bytes too) are JSON numbers and, with booleans, always present, zero included. Timestamps are
 RFC 3339 in UTC; core2 keeps one change time per resource, so every `lastChangeTimestamp` of
 a resource is that time. `kubernetesMeta` is empty: the scheduler does not know the CR."""
 
@@ -40,7 +40,7 @@ def model_defn(name: str, spec: dict) -> dict:
     m = ModelSpec.model_validate(spec)
     model_spec = _some(uri=m.storageUri, artifactVersion=m.artifactVersion,
                        requirements=m.requirements or None,
-                       memory=str(m.memory_bytes) if m.memory is not None else None,
+                       memory=m.memory_bytes if m.memory is not None else None,
                        server=m.server,
                        parameters=[p.model_dump() for p in m.parameters] or None,
                        explainer=m.explainer)
@@ -116,8 +116,8 @@ def server(s: pb.ResourceStatus) -> dict:
     detail = json.loads(s.detail_json) if s.detail_json else {}
     replicas, scaling = detail.get("replicas", []), detail.get("autoscaling")
     serving = [r for r in replicas if r["connected"] and not r["draining"]]
-    resources = [{"replicaIdx": r["replica"], "totalMemoryBytes": str(r["memory"]),
-                  "availableMemoryBytes": str(r["availableMemory"]),
+    resources = [{"replicaIdx": r["replica"], "totalMemoryBytes": r["memory"],
+                  "availableMemoryBytes": r["availableMemory"],
                   "numLoadedModels": len(r["models"]),
                   "overCommitPercentage": r["overCommitPercentage"]} for r in serving]
     return {"serverName": s.name, "resources": resources,
