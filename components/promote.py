@@ -26,7 +26,6 @@ re-emitted; comments, key order, quoting and everything else keep their text.
 
 import difflib
 import io
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -295,38 +294,3 @@ def promote(experiment: str, source: str, targets: list[str], stacks_dir: Path,
         for path, text in new_texts.items():
             path.write_text(text)
     return diffs
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "promote", help="make an experiment's winner the default model in other stacks",
-        description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    p.add_argument("experiment")
-    p.add_argument("--from", dest="source", required=True, metavar="STACK",
-                   help="stack where the experiment ran")
-    p.add_argument("--to", dest="targets", required=True, metavar="STACK[,STACK]",
-                   help="stacks to rewrite")
-    p.add_argument("--winner", help="candidate to promote (default: the only challenger); "
-                                    "auto: the one an adaptive experiment's strategy favours")
-    p.add_argument("--min-rewards", type=int, default=bandit.MIN_REWARDS, metavar="N",
-                   help="--winner auto: rewards every candidate needs first")
-    p.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
-    p.add_argument("--stacks-dir", default="stacks", help="directory of Pulumi.<stack>.yaml")
-    p.set_defaults(func=_run)
-
-
-def _run(args) -> None:
-    from runtime.cli import CliError, _client
-
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    try:
-        winner = args.winner
-        if winner == "auto":
-            [status] = _client(args).status("Experiment", args.experiment)
-            detail = json.loads(status.detail_json or "{}")
-            winner = auto_winner(detail, args.experiment, args.min_rewards)
-            print(f"# --winner auto: {winner}", file=sys.stderr)
-        promote(args.experiment, args.source, targets, Path(args.stacks_dir), winner,
-                args.dry_run)
-    except (PromoteError, SpecError) as e:
-        raise CliError(str(e), code=2) from None
