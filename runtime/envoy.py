@@ -6,6 +6,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 
@@ -110,7 +111,7 @@ def bootstrap(listen_port: int, admin_port: int, xds_host: str, xds_port: int,
     over TLS instead of plaintext. `otlp` (host:port of an OTLP/gRPC collector): Envoy traces
     `sample_percent` of requests and passes the W3C context upstream."""
     ads = {"ads": {}, "resource_api_version": "V3"}
-    chain = {"filters": [{
+    chain: dict[str, Any] = {"filters": [{
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
             "@type": HCM,

@@ -202,7 +202,6 @@ def _start(log_dir: Path, kafka: ApacheKafka, timeout: float) -> tuple[Service, 
     except BaseException:
         svc.stop()
         raise
-    svc.kafka = kafka
     return svc, kafka.bootstrap
 
 

@@ -112,12 +112,12 @@ class Service:
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
-        if self.alive():
+        if self.popen is not None and self.alive():
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait()
 
     def stop(self, timeout: float = 10) -> None:
-        if not self.alive():
+        if self.popen is None or not self.alive():
             return
         try:
             os.killpg(self.popen.pid, signal.SIGTERM)
