@@ -153,3 +153,27 @@ def test_a_retried_state_fails_only_after_its_grace(client):
             client.wait("Experiment", "ab", timeout=2)
     finally:
         client.delete("Experiment", "ab")
+
+
+def test_a_wait_outlives_a_scheduler_restart(client, env, sample_models):
+    client.apply("Model", "iris", iris(sample_models))
+    client.wait("Model", "iris", timeout=120)
+    spec = json.dumps({"default": "iris", "candidates": [{"name": "iris", "weight": 1},
+                                                         {"name": "later", "weight": 1}]})
+    client.apply("Experiment", "ab2", spec)
+    result: list = []
+    watching = threading.Event()
+    waiter = threading.Thread(target=lambda: result.append(client.wait(
+        "Experiment", "ab2", timeout=180, progress=lambda s: watching.set())), daemon=True)
+    waiter.start()
+    try:
+        assert watching.wait(30), "the wait saw no status"
+        env.platform.kill("scheduler")  # the wait's stream breaks
+        env.platform.restart("scheduler")  # state restored from its store
+        # a client that reached the scheduler before rides out its reconnect back-off
+        client.apply("Model", "later", iris(sample_models))
+        waiter.join(180)
+        assert result and result[0].ready and result[0].state == "ExperimentReady"
+    finally:
+        client.delete("Experiment", "ab2")
+        client.delete("Model", "later")

@@ -21,6 +21,9 @@ ENDED = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 # Before a stream's first status the watcher may not be registered yet: a resource deleted
 # in that moment would never be reported, so its status is asked for again this often.
 FIRST_STATUS_RECHECK_S = 1.0
+# A client that has reached the scheduler retries a call this long while it is unreachable:
+# a restart, and gRPC's reconnect back-off (2 s at most, scheduler_auth) after it.
+RECONNECT_S = 10.0
 
 
 class _Broken(Exception):
@@ -48,13 +51,27 @@ class SchedulerClient:
             raise SchedulerError(str(e)) from None
         self.stub = scheduler_pb2_grpc.SchedulerStub(self.channel)
         self._streams: set[grpc.Future] = set()
+        self._reached = False  # a call has been answered (the scheduler existed)
         self._lock = threading.Lock()
 
     def _call(self, method, request, what: str = ""):
-        try:
-            return method(request, timeout=self.timeout)
-        except grpc.RpcError as e:
-            raise from_rpc(e, self.address, what) from None
+        def once():
+            try:
+                answer = method(request, timeout=self.timeout)
+            except grpc.RpcError as e:
+                raise from_rpc(e, self.address, what) from None
+            self._reached = True
+            return answer
+
+        if not self._reached:  # never reached: say so at once (`core2 up` not running)
+            return once()
+        try:  # reached before: ride out a scheduler restart and the channel's reconnect
+            return retry(once, Retry(what=f"call to scheduler {self.address}",
+                                     retry_on=(Unavailable,), timeout=RECONNECT_S, first=0.2,
+                                     cap=1.0, quiet_tries=3))
+        except GaveUp as e:
+            assert isinstance(e.__cause__, SchedulerError)  # the last Unavailable
+            raise e.__cause__ from None
 
     # ---- calls -----------------------------------------------------------------------------
     def apply(self, kind: str, name: str, spec_json: str) -> pb.ResourceStatus:
