@@ -18,7 +18,7 @@ from runtime.client import (
 )
 from runtime.pb import scheduler_pb2_grpc
 from runtime.procs import free_port
-from tests.conftest import platform_env
+from tests.conftest import platform_env, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -166,14 +166,30 @@ def test_a_wait_outlives_a_scheduler_restart(client, env, sample_models):
     waiter = threading.Thread(target=lambda: result.append(client.wait(
         "Experiment", "ab2", timeout=180, progress=lambda s: watching.set())), daemon=True)
     waiter.start()
+    # a long-lived follower (as the controller's) sees the stream lost, then back
+    events: list[str] = []
+    stop = threading.Event()
+    follower = threading.Thread(target=client.follow, daemon=True, args=(
+        "Experiment", lambda s: None, stop, lambda: events.append("connected"),
+        lambda e: events.append("lost")))
+    follower.start()
     try:
         assert watching.wait(30), "the wait saw no status"
-        env.platform.kill("scheduler")  # the wait's stream breaks
+        wait_for(lambda: events == ["connected"], 30, "the follower connected")
+        env.platform.kill("scheduler")  # the streams break
         env.platform.restart("scheduler")  # state restored from its store
         # a client that reached the scheduler before rides out its reconnect back-off
         client.apply("Model", "later", iris(sample_models))
         waiter.join(180)
         assert result and result[0].ready and result[0].state == "ExperimentReady"
+        wait_for(lambda: events == ["connected", "lost", "connected"], 30, "reconnected")
+        stop.set()
+        client.cancel_streams()
+        follower.join(10)
+        assert not follower.is_alive(), "follow() did not end on stop"
     finally:
+        stop.set()
+        client.cancel_streams()
+        follower.join(10)
         client.delete("Experiment", "ab2")
         client.delete("Model", "later")

@@ -154,13 +154,14 @@ class SchedulerClient:
                         connected = True
                         on_connect()
                     on_status(status)
+                err = SchedulerError(f"scheduler {self.address} ended the {k} status stream")
             except grpc.RpcError as e:
-                if stop.is_set():
-                    return
                 err = from_rpc(e, self.address, f"{k} status stream")
-                if not connected:
-                    raise err from None  # not connected yet: back off, then again
-                on_lost(err)
+            if stop.is_set():
+                return
+            if not connected:
+                raise err  # not connected yet: back off, then again
+            on_lost(err)
 
         while not stop.is_set():
             try:
