@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
@@ -36,7 +36,7 @@ class Goal:
     progress: Progress = lambda s: None
     last: pb.ResourceStatus | None = None
     seen: bool = False
-    failing_since: float | None = field(default=None)
+    failing_since: float | None = None
 
     @property
     def what(self) -> str:
