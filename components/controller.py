@@ -16,13 +16,14 @@ from components.k8s import (
 from components.scheduler import API_PORT
 from components.scheduler import NAME as SCHEDULER
 from runtime.controller.crds import GROUP
+from runtime.kinds import Kind
 
 NAME = "controller"
 ACCOUNT = "core2-controller"
 LEASE = "core2-controller"
 HEALTH_PORT = 8081  # Seldon's operator serves its probes here too
 DEFAULT_RESOURCES = Resources("50m", "128Mi", "500m", "512Mi")
-KINDS = ("models", "servers", "pipelines", "experiments")
+KINDS = tuple(k.plural for k in Kind)  # the CR plurals the Role names
 
 
 def rules() -> list[dict]:

@@ -1,6 +1,7 @@
 """Pulumi dynamic providers for core2 Models, Pipelines and Experiments.
 
-Every operation talks to the scheduler API (components.scheduler_api). Props:
+Every operation talks to the scheduler API with the one client (runtime.client), reached
+as components.scheduler_api.connect says. Props:
   name, spec (the manifest's `spec`), scheduler (Connection props), timeoutSeconds,
   retryGraceSeconds; outputs add version, state, reason, ready.
 The classes hold no state, so the serialized provider stays the same between runs.
@@ -27,6 +28,8 @@ from pulumi.dynamic import (
 )
 
 from components import scheduler_api as api
+from runtime.client import NotFound, SchedulerClient, SchedulerError
+from runtime.kinds import GONE
 from runtime.specs.common import SpecError
 from runtime.specs.manifest import KINDS
 
@@ -35,7 +38,7 @@ SCALING = {"replicas", "minReplicas", "maxReplicas"}
 OPERATIONAL = {"scheduler", "timeoutSeconds", "retryGraceSeconds", "__provider"}
 
 
-def normalize(kind: str, spec: dict) -> dict:
+def normalize(kind: str, spec: dict | None) -> dict:
     """The spec as the scheduler sees it: validated, defaults filled, None dropped."""
     return KINDS[kind].parse(spec or {}, f"{kind} spec").model_dump(exclude_none=True)
 
@@ -88,18 +91,17 @@ class SchedulerResourceProvider(ResourceProvider):
     def _apply(self, props: dict, undo_on_failure: bool = False) -> dict:
         name, spec = props["name"], props["spec"]
         # the new inputs name the scheduler to use (a config change included)
-        with api.connect(api.Connection.from_props(props.get("scheduler"))) as stub:
-            applied = api.apply(stub, self.kind, name, spec)
+        with api.connect(api.Connection.from_props(props.get("scheduler"))) as client:
+            applied = client.apply(self.kind, name, json.dumps(spec, sort_keys=True))
             try:
-                st = api.wait_ready(stub, self.kind, name, applied.version,
-                                    float(props.get("timeoutSeconds", 600)),
-                                    float(props.get("retryGraceSeconds", 30)))
-            except api.SchedulerError:
+                st = client.wait(self.kind, name, timeout=float(props.get("timeoutSeconds", 600)),
+                                 version=applied.version,
+                                 retry_grace=float(props.get("retryGraceSeconds", 30)))
+            except SchedulerError:
                 # a failed create leaves nothing in the state, so leave nothing behind either
                 if undo_on_failure:
-                    api.delete(stub, self.kind, name)
-                    with contextlib.suppress(api.SchedulerError):  # keep the first error
-                        api.wait_gone(stub, self.kind, name, timeout=30)
+                    with contextlib.suppress(SchedulerError):  # keep the first error
+                        _delete(client, self.kind, name, timeout=30)
                 raise
         return {**props, **_status_outs(st)}
 
@@ -110,9 +112,9 @@ class SchedulerResourceProvider(ResourceProvider):
     def update(self, _id: str, olds: dict, news: dict) -> UpdateResult:
         fields, _ = spec_changes(self.kind, olds.get("spec") or {}, news.get("spec") or {})
         if not fields:  # only the connection moved: check it reaches the resource
-            with api.connect(api.Connection.from_props(news.get("scheduler"))) as stub:
-                st = api.status(stub, self.kind, news["name"])
-            if st is not None and st.state not in api.GONE:
+            with api.connect(api.Connection.from_props(news.get("scheduler"))) as client:
+                st = client.get(self.kind, news["name"])
+            if st is not None and st.state not in GONE:
                 return UpdateResult({**news, **_status_outs(st)})
         # a spec change, or a scheduler that does not have it (e.g. a new one): apply
         return UpdateResult(self._apply(news))
@@ -128,19 +130,26 @@ class SchedulerResourceProvider(ResourceProvider):
         return DiffResult(changes=bool(fields) or moved, replaces=[], stables=["name"])
 
     def read(self, id_: str, props: dict) -> ReadResult:
-        with api.connect(self._connection(props)) as stub:
-            st = api.status(stub, self.kind, props["name"])
-        if st is None or st.state in api.GONE:
+        with api.connect(self._connection(props)) as client:
+            st = client.get(self.kind, props["name"])
+        if st is None or st.state in GONE:
             return ReadResult(None, {})
         spec = json.loads(st.spec_json) if st.spec_json else props.get("spec")
         return ReadResult(id_, {**props, "spec": spec, **_status_outs(st)})
 
     def delete(self, _id: str, props: dict) -> None:
         # `props` is the state: its connection may be stale (the config moved the scheduler)
-        with api.connect(self._connection(props)) as stub:
-            api.delete(stub, self.kind, props["name"])
-            api.wait_gone(stub, self.kind, props["name"],
-                          float(props.get("timeoutSeconds", 600)))
+        with api.connect(self._connection(props)) as client:
+            _delete(client, self.kind, props["name"], float(props.get("timeoutSeconds", 600)))
+
+
+def _delete(client: SchedulerClient, kind: str, name: str, timeout: float) -> None:
+    """Delete and wait until the scheduler has let it go; already gone is fine."""
+    try:
+        client.delete(kind, name)
+    except NotFound:
+        return
+    client.wait(kind, name, until="gone", timeout=timeout)
 
 
 def _status_outs(st) -> dict:

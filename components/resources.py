@@ -82,6 +82,7 @@ class Model(_SchedulerResource, module="core2", name="Model"):
     versionKey: pulumi.Output[str]  # attributes carry the output properties' names
 
     def _extra_props(self, spec: Spec) -> dict:
+        assert isinstance(spec, ModelSpec)  # parsed as KINDS["Model"]
         return {"versionKey": version_key(spec)}
 
 

@@ -1,30 +1,17 @@
-"""Talking to the scheduler's gRPC API from the dynamic providers: connect (directly or by
-port-forward), apply, delete, and wait for a resource to settle."""
+"""Where the Pulumi providers find the scheduler: an address, or a port-forward to its pod
+made from a kubeconfig. The calls themselves are runtime.client's (the one client)."""
 
 import contextlib
-import json
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import grpc
 
-from runtime.pb import scheduler_pb2 as pb
-from runtime.pb import scheduler_pb2_grpc as pb_grpc
-from runtime.scheduler_auth import SchedulerAuth
+from runtime.client import SchedulerClient, SchedulerError, Unavailable
+from runtime.kinds import GONE
 
-KINDS = {"Model": pb.MODEL, "Pipeline": pb.PIPELINE, "Experiment": pb.EXPERIMENT,
-         "Server": pb.SERVER}
-FAILED = {"Model": {"ModelFailed"}, "Pipeline": {"PipelineFailed"}, "Experiment": set()}
-# Not final, but failing if it lasts: a model may be unschedulable only until its server's
-# replicas connect; an experiment waits for members that the program creates before it.
-RETRIED = {"Model": {"ScheduleFailed"}, "Pipeline": set(), "Experiment": {"ExperimentWaiting"}}
-GONE = {"ModelTerminated", "PipelineTerminated"}
-
-
-class SchedulerError(RuntimeError):
-    """The scheduler refused or failed a resource; the message carries its reason."""
+__all__ = ["GONE", "Connection", "SchedulerError", "connect"]  # GONE: tests/cluster uses it
 
 
 @dataclass
@@ -43,7 +30,7 @@ class Connection:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
-    def from_props(cls, props: dict) -> "Connection":
+    def from_props(cls, props: dict | None) -> "Connection":
         return cls(**{k: v for k, v in (props or {}).items() if k in cls.__dataclass_fields__})
 
     def validate(self) -> None:
@@ -78,98 +65,29 @@ class Connection:
 
 
 @contextlib.contextmanager
-def connect(conn: Connection, timeout: float = 30) -> Iterator[pb_grpc.SchedulerStub]:
+def connect(conn: Connection, timeout: float = 30) -> Iterator[SchedulerClient]:
+    """A client of the scheduler `conn` names, once its channel is up (within `timeout`)."""
     conn.validate()
     forward = None
     address = conn.address
     if not address:
         from components.portforward import PortForward
 
-        forward = PortForward(conn.kubeconfig, conn.context, conn.namespace, conn.pod,
-                              conn.port)
+        forward = PortForward(conn.kubeconfig, conn.context, conn.namespace or "", conn.pod,
+                              conn.port)  # validate() made sure of the namespace
         address = forward.address
-    channel = SchedulerAuth.from_env().channel(address)
     try:
+        client = SchedulerClient(address, timeout=timeout)
         try:
-            grpc.channel_ready_future(channel).result(timeout=timeout)
+            grpc.channel_ready_future(client.channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
-            raise SchedulerError(f"scheduler at {address} did not answer within "
-                                 f"{timeout:.0f}s") from None
-        yield pb_grpc.SchedulerStub(channel)
+            client.close()
+            raise Unavailable(f"scheduler at {address} did not answer within "
+                              f"{timeout:.0f}s") from None
+        try:
+            yield client
+        finally:
+            client.close()
     finally:
-        channel.close()
         if forward:
             forward.close()
-
-
-def _refusal(kind: str, name: str, err: grpc.RpcError) -> SchedulerError:
-    return SchedulerError(f"{kind} {name}: {err.details()} ({err.code().name})")
-
-
-def apply(stub, kind: str, name: str, spec: dict) -> pb.ResourceStatus:
-    try:
-        return stub.Apply(pb.ApplyRequest(kind=KINDS[kind], name=name,
-                                          spec_json=json.dumps(spec, sort_keys=True))).status
-    except grpc.RpcError as e:
-        raise _refusal(kind, name, e) from None
-
-
-def status(stub, kind: str, name: str) -> pb.ResourceStatus | None:
-    try:
-        items = stub.Status(pb.StatusRequest(kind=KINDS[kind], name=name)).items
-    except grpc.RpcError as e:
-        if e.code() == grpc.StatusCode.NOT_FOUND:
-            return None
-        raise _refusal(kind, name, e) from None
-    return next((i for i in items if i.name == name), None)
-
-
-def delete(stub, kind: str, name: str) -> None:
-    try:
-        stub.Delete(pb.DeleteRequest(kind=KINDS[kind], name=name))
-    except grpc.RpcError as e:
-        if e.code() != grpc.StatusCode.NOT_FOUND:
-            raise _refusal(kind, name, e) from None
-
-
-def wait_ready(stub, kind: str, name: str, version: int, timeout: float,
-               retry_grace: float, interval: float = 0.25) -> pb.ResourceStatus:
-    """Poll until `version` (or later) is ready; raise with the scheduler's reason when it
-    fails, or when a retried failure (ScheduleFailed) outlasts `retry_grace` seconds."""
-    start = time.monotonic()
-    failing_since = None
-    last = None
-    while time.monotonic() - start < timeout:
-        last = status(stub, kind, name)
-        if last is not None and last.version >= version:
-            if last.ready:
-                return last
-            if last.state in FAILED[kind]:
-                raise SchedulerError(f"{kind} {name}: {last.state}: {last.reason}")
-            if last.state in RETRIED[kind] or _models_missing(last):
-                failing_since = failing_since or time.monotonic()
-                if time.monotonic() - failing_since >= retry_grace:
-                    raise SchedulerError(f"{kind} {name}: {last.state}: {last.reason}")
-            else:
-                failing_since = None
-        time.sleep(interval)
-    where = f"{last.state}: {last.reason}" if last is not None else "no status"
-    raise SchedulerError(f"{kind} {name}: not ready after {timeout:.0f}s ({where})")
-
-
-def _models_missing(st: pb.ResourceStatus) -> bool:
-    """A pipeline waiting for models the scheduler does not have (it may be loaded before
-    them): retried like ScheduleFailed, since the program may create them next."""
-    return st.kind == pb.PIPELINE and bool(st.detail_json) and \
-        bool(json.loads(st.detail_json).get("modelsMissing"))
-
-
-def wait_gone(stub, kind: str, name: str, timeout: float, interval: float = 0.25) -> None:
-    start = time.monotonic()
-    last = None
-    while time.monotonic() - start < timeout:
-        last = status(stub, kind, name)
-        if last is None or last.state in GONE:
-            return
-        time.sleep(interval)
-    raise SchedulerError(f"{kind} {name}: still {last.state} after {timeout:.0f}s")

@@ -29,8 +29,9 @@ def test_models_land_where_requirements_are_met(make_env, sample_models):
     with pytest.raises(SchedulerError) as refused:
         env.load_model("needs-tpu", sample_models / "iris", requirements=["sklearn", "tpu"])
     assert refused.value.invalid
-    assert str(refused.value) == ("spec.requirements: no server offers sklearn, tpu "
-                                  "(alpha lacks tpu; beta lacks tpu)")
+    assert str(refused.value) == ("Model needs-tpu: spec.requirements: no server offers "
+                                  "sklearn, tpu (alpha lacks tpu; beta lacks tpu) "
+                                  "(FAILED_PRECONDITION)")
     assert env.scheduler.get("Model", "needs-tpu") is None
     # A server that is not connected yet counts once known (by its Server spec or an agent):
     # pinned to a server the scheduler has never seen, the model is accepted and waits.

@@ -7,7 +7,6 @@ replica holding the Lease acts; the others wait as followers. /healthz, /readyz 
 (JSON) are served on --health-port.
 """
 
-import argparse
 import json
 import logging
 import os
@@ -19,45 +18,59 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from kubernetes import client, config
+from pydantic import Field, ValidationInfo, field_validator
 
+from runtime import logs
 from runtime.client import SchedulerClient
 from runtime.controller.controller import Controller
 from runtime.controller.kube import Kube
 from runtime.controller.leader import Election
 from runtime.controller.reconcile import Reconciler
 from runtime.controller.servers import ClusterServers, LocalServers
+from runtime.settings import ServiceSettings, load
 
 log = logging.getLogger("runtime.controller")
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m runtime.controller", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scheduler", required=True, help="scheduler API HOST:PORT")
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster config)")
-    p.add_argument("--context", help="kubeconfig context")
-    p.add_argument("--namespace", action="append", default=[],
-                   help="watch this namespace (repeatable; default: every namespace)")
-    p.add_argument("--lease-name", default="core2-controller")
-    p.add_argument("--lease-namespace", help="default: POD_NAMESPACE, else the first "
-                   "--namespace, else `default`")
-    p.add_argument("--identity", default=os.environ.get("POD_NAME") or
-                   f"{socket.gethostname()}-{os.getpid()}")
-    p.add_argument("--lease-duration", type=int, default=15, help="seconds")
-    p.add_argument("--renew-deadline", type=float, default=10.0)
-    p.add_argument("--retry-period", type=float, default=2.0)
-    p.add_argument("--field-manager", default="core2-controller")
-    p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--health-port", type=int, default=0, help="0: no health server")
-    p.add_argument("--health-host", default="127.0.0.1", help="0.0.0.0 in a pod")
-    p.add_argument("--storage-base", type=Path,
-                   help="local mode: relative plain storageUris are taken from here")
-    servers = p.add_mutually_exclusive_group()
-    servers.add_argument("--scale-statefulsets", action="store_true",
-                         help="a Server CR sets its StatefulSet's replicas")
-    servers.add_argument("--run-dir", type=Path,
-                         help="local mode: a Server CR starts its replicas here")
-    return p.parse_args(argv)
+class ControllerSettings(ServiceSettings):
+    """Flags of `python -m runtime.controller` (or CORE2_<NAME> variables)."""
+
+    scheduler: str = Field(description="scheduler API HOST:PORT")
+    kubeconfig: str | None = Field(None, description="kubeconfig file (default: in-cluster "
+                                   "config)")
+    context: str | None = Field(None, description="kubeconfig context")
+    namespace: list[str] = Field([], description="watch this namespace (repeatable; default: "
+                                 "every namespace)")
+    lease_name: str = Field("core2-controller", description="the leader-election Lease")
+    lease_namespace: str | None = Field(None, description="default: POD_NAMESPACE, else the "
+                                        "first --namespace, else `default`")
+    identity: str = Field(default_factory=lambda: os.environ.get("POD_NAME") or
+                          f"{socket.gethostname()}-{os.getpid()}",
+                          description="this replica's name in the Lease (default: POD_NAME)")
+    lease_duration: int = Field(15, description="seconds")
+    renew_deadline: float = Field(10.0, description="seconds")
+    retry_period: float = Field(2.0, description="seconds")
+    field_manager: str = Field("core2-controller", description="server-side apply manager")
+    workers: int = Field(4, ge=1, description="reconcile workers")
+    health_port: int = Field(0, ge=0, le=65535, description="0: no health server")
+    health_host: str = Field("127.0.0.1", description="0.0.0.0 in a pod")
+    storage_base: Path | None = Field(None, description="local mode: relative plain "
+                                      "storageUris are taken from here")
+    scale_statefulsets: bool = Field(False, description="a Server CR sets its StatefulSet's "
+                                     "replicas")
+    run_dir: Path | None = Field(None, description="local mode: a Server CR starts its "
+                                 "replicas here (not with --scale-statefulsets)")
+
+    @field_validator("run_dir")
+    @classmethod
+    def _one_server_mode(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is not None and info.data.get("scale_statefulsets"):
+            raise ValueError("not allowed with --scale-statefulsets")
+        return v
+
+
+def parse(argv: list[str] | None) -> ControllerSettings:
+    return load(ControllerSettings, "python -m runtime.controller", argv)
 
 
 def serve_health(host: str, port: int, election: Election, controller: Controller) -> None:
@@ -87,8 +100,7 @@ def serve_health(host: str, port: int, election: Election, controller: Controlle
 
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup("controller", a.log_level)
     if a.kubeconfig:
         config.load_kube_config(config_file=a.kubeconfig, context=a.context)
     else:

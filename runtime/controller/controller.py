@@ -9,13 +9,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import grpc
-
-from runtime.client import KIND, SchedulerClient
+from runtime.client import SchedulerClient, SchedulerError
 from runtime.controller.kube import KINDS, Gone, Kube
 from runtime.controller.reconcile import Key, Reconciler
 from runtime.controller.workqueue import WorkQueue
 from runtime.pb import scheduler_pb2 as pb
+from runtime.retry import GaveUp, Retry, retry
 
 log = logging.getLogger(__name__)
 BACKOFF_S = (0.2, 2.0)  # reconnect delays: first, longest
@@ -38,13 +37,12 @@ class Controller:
         self.kube, self.scheduler, self.rec = kube, scheduler, reconciler
         self.namespaces = namespaces or [""]  # "" = every namespace
         self.workers = workers
-        self.queue = WorkQueue()
+        self.queue: WorkQueue[Key] = WorkQueue()
         self.cache: dict[Key, dict] = {}
         self.by_name: dict[tuple[str, str], set[str]] = {}  # (kind, name) -> namespaces
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.progress = Progress()
-        self._calls: list[grpc.Future] = []
 
     # ---- lifecycle -------------------------------------------------------------------------
     def run(self) -> None:
@@ -56,8 +54,7 @@ class Controller:
         threads += [self._thread(f"worker-{i}", self._worker) for i in range(self.workers)]
         self.stop.wait()
         self.queue.close()
-        for call in list(self._calls):
-            call.cancel()
+        self.scheduler.cancel_streams()
 
     def _thread(self, name: str, target: Callable, *args) -> threading.Thread:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -104,45 +101,48 @@ class Controller:
 
     # ---- Kubernetes: list, then watch ------------------------------------------------------
     def _informer(self, kind: str, namespace: str) -> None:
-        delay = BACKOFF_S[0]
+        """List, then watch; list again when the watch's version is too old (at once) or
+        the API server is away (after a back-off)."""
         while not self.stop.is_set():
             try:
-                items, version = self.kube.objects(kind, namespace)
-                listed = set()
-                for obj in items:
+                retry(lambda: self._list_and_watch(kind, namespace),
+                      Retry(what=f"list+watch {kind} in {namespace or 'every namespace'}",
+                            first=BACKOFF_S[0], cap=BACKOFF_S[1], stop=self.stop.is_set,
+                            quiet_tries=0))
+            except GaveUp:
+                return
+
+    def _list_and_watch(self, kind: str, namespace: str) -> None:
+        """Returns when stopped or when the watch is Gone (to list again)."""
+        items, version = self.kube.objects(kind, namespace)
+        listed = set()
+        for obj in items:
+            obj.setdefault("kind", kind)
+            key = self._put(obj)
+            listed.add(key)
+            self.queue.add(key)
+        with self.lock:  # objects deleted while we were not watching
+            stale = [k for k in self.cache if k[0] == kind and
+                     (not namespace or k[1] == namespace) and k not in listed]
+        for key in stale:
+            self._drop(key)
+        self._listed(kind, namespace)
+        try:
+            while not self.stop.is_set():
+                for event, obj in self.kube.watch(kind, namespace, version, self.stop.is_set):
+                    version = obj["metadata"].get("resourceVersion", version)
+                    if event == "BOOKMARK":
+                        continue
                     obj.setdefault("kind", kind)
-                    key = self._put(obj)
-                    listed.add(key)
-                    self.queue.add(key)
-                with self.lock:  # objects deleted while we were not watching
-                    stale = [k for k in self.cache if k[0] == kind and
-                             (not namespace or k[1] == namespace) and k not in listed]
-                for key in stale:
-                    self._drop(key)
-                self._listed(kind, namespace)
-                delay = BACKOFF_S[0]
-                while not self.stop.is_set():
-                    for event, obj in self.kube.watch(kind, namespace, version, self.stop.is_set):
-                        version = obj["metadata"].get("resourceVersion", version)
-                        if event == "BOOKMARK":
-                            continue
-                        obj.setdefault("kind", kind)
-                        key = self._key(obj)
-                        if event == "DELETED":
-                            self._drop(key)
-                            self._requeue_name(key)  # another namespace's CR may own it now
-                        else:
-                            self._put(obj)
-                            self.queue.add(key)
-            except Gone:
-                continue  # list again
-            except Exception as e:  # the API server away or a broken watch: list again
-                if self.stop.is_set():
-                    return
-                log.warning("watch %s in %s: %s; again in %.1fs", kind, namespace or "all",
-                            e, delay)
-                self.stop.wait(delay)
-                delay = min(delay * 2, BACKOFF_S[1])
+                    key = self._key(obj)
+                    if event == "DELETED":
+                        self._drop(key)
+                        self._requeue_name(key)  # another namespace's CR may own it now
+                    else:
+                        self._put(obj)
+                        self.queue.add(key)
+        except Gone:
+            return
 
     @staticmethod
     def _key(obj: dict) -> Key:
@@ -160,35 +160,29 @@ class Controller:
 
     # ---- the scheduler's status stream -----------------------------------------------------
     def _status_stream(self, kind: str) -> None:
-        delay, connected_before = BACKOFF_S[0], False
-        while not self.stop.is_set():
-            call = self.scheduler.stub.WatchStatus(pb.StatusRequest(kind=KIND[kind]))
-            self._calls.append(call)
-            try:
-                for item in call:
-                    if not self.progress.stream_up.get(kind):
-                        self.progress.stream_up[kind] = True
-                        delay = BACKOFF_S[0]
-                        if connected_before:  # the scheduler restarted: diff every CR again
-                            log.info("scheduler status stream (%s) back: resync", kind)
-                            self.rec.forget_applied()
-                            self.resync()
-                        connected_before = True
-                    self.rec.remember(kind, item)
-                    self._requeue_name((kind, "", item.name))
-                    if kind == "Model":  # a refused pipeline or experiment may lack it
-                        for key in self.rec.waiting():
-                            self.queue.add(key)
-            except grpc.RpcError as e:
-                if self.stop.is_set():
-                    return
-                if self.progress.stream_up.get(kind):
-                    log.warning("scheduler status stream (%s) lost: %s", kind, e.code())
-            finally:
-                self._calls.remove(call)
+        connected_before = False
+
+        def connected() -> None:
+            nonlocal connected_before
+            self.progress.stream_up[kind] = True
+            if connected_before:  # the scheduler restarted: diff every CR again
+                log.info("scheduler status stream (%s) back: resync", kind)
+                self.rec.forget_applied()
+                self.resync()
+            connected_before = True
+
+        def status(item: pb.ResourceStatus) -> None:
+            self.rec.remember(kind, item)
+            self._requeue_name((kind, "", item.name))
+            if kind == "Model":  # a refused pipeline or experiment may lack it
+                for key in self.rec.waiting():
+                    self.queue.add(key)
+
+        def lost(e: SchedulerError) -> None:
             self.progress.stream_up[kind] = False
-            self.stop.wait(delay)
-            delay = min(delay * 2, BACKOFF_S[1])
+            log.warning("scheduler status stream (%s) lost: %s", kind, e)
+
+        self.scheduler.follow(kind, status, self.stop, connected, lost, cap=BACKOFF_S[1])
 
     # ---- workers ---------------------------------------------------------------------------
     def _worker(self) -> None:
@@ -205,7 +199,7 @@ class Controller:
                     continue
                 level = logging.DEBUG if code == 409 else logging.WARNING
                 log.log(level, "reconcile %s %s/%s: %s", *key,
-                        f"{code} {e.reason}" if code else e)
+                        f"{code} {getattr(e, 'reason', '')}" if code else e)
                 self.queue.add_after(key, 1.0)
             finally:
                 self.queue.done(key)

@@ -7,6 +7,7 @@ scheduler parse. Pydantic's JSON Schema is turned into a Kubernetes structural s
 
 from typing import Any
 
+from runtime.kinds import Kind
 from runtime.specs.common import Spec
 from runtime.specs.manifest import KINDS
 
@@ -124,7 +125,7 @@ def spec_schema(spec: type[Spec]) -> dict:
 
 
 def crd(kind: str) -> dict:
-    plural = kind.lower() + "s"
+    plural = Kind(kind).plural
     version: dict[str, Any] = {
         "name": VERSION, "served": True, "storage": True,
         "subresources": {"status": {}},
@@ -159,4 +160,4 @@ def crd(kind: str) -> dict:
 
 
 def all_crds() -> list[dict]:
-    return [crd(kind) for kind in ("Model", "Server", "Pipeline", "Experiment")]
+    return [crd(k.value) for k in (Kind.MODEL, Kind.SERVER, Kind.PIPELINE, Kind.EXPERIMENT)]

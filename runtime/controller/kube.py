@@ -3,15 +3,16 @@ finalizers, status) and the Servers' StatefulSets, on the `kubernetes` client.""
 
 import logging
 from collections.abc import Callable, Iterator
+from typing import cast
 
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from runtime.controller.crds import GROUP, VERSION
+from runtime.kinds import Kind
 
 log = logging.getLogger(__name__)
-KINDS = ("Server", "Model", "Pipeline", "Experiment")  # apply order on a resync
-PLURAL = {k: k.lower() + "s" for k in KINDS}
+KINDS = tuple(k.value for k in Kind)  # Server, Model, Pipeline, Experiment: resync order
 FINALIZER = "mlops.seldon.io/finalizer"  # Seldon's: the scheduler unloads before the CR goes
 MERGE = "application/merge-patch+json"
 OWNED_BY_PULUMI = ("app.kubernetes.io/managed-by", "pulumi")
@@ -34,19 +35,18 @@ class Kube:
     # ---- custom resources ------------------------------------------------------------------
     def objects(self, kind: str, namespace: str) -> tuple[list[dict], str]:
         """Every object of a kind in a namespace ("" = all) and the list's resourceVersion."""
-        if namespace:
-            out = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace,
-                                                            PLURAL[kind])
-        else:
-            out = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL[kind])
+        plural = Kind(kind).plural
+        out: dict = cast(dict, self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural) if namespace else
+            self.custom.list_cluster_custom_object(GROUP, VERSION, plural))
         return out.get("items", []), out["metadata"]["resourceVersion"]
 
     def watch(self, kind: str, namespace: str, resource_version: str,
               stop: Callable[[], bool]) -> Iterator[tuple[str, dict]]:
         """(event type, object) from a resourceVersion on; raises Gone when it is too old."""
         w = watch.Watch()
-        args: tuple = (GROUP, VERSION, namespace, PLURAL[kind]) if namespace else \
-            (GROUP, VERSION, PLURAL[kind])
+        args: tuple = (GROUP, VERSION, namespace, Kind(kind).plural) if namespace else \
+            (GROUP, VERSION, Kind(kind).plural)
         fn = self.custom.list_namespaced_custom_object if namespace else \
             self.custom.list_cluster_custom_object
         try:
@@ -72,15 +72,15 @@ class Kube:
         meta = obj["metadata"]
         body = {"metadata": {"finalizers": finalizers or None,
                              "resourceVersion": meta["resourceVersion"]}}
-        return self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, meta["namespace"], PLURAL[obj["kind"]], meta["name"], body,
-            field_manager=self.manager, _content_type=MERGE)
+        return cast(dict, self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, meta["namespace"], Kind(obj["kind"]).plural, meta["name"], body,
+            field_manager=self.manager, _content_type=MERGE))
 
     def write_status(self, obj: dict, status: dict) -> dict:
         meta = obj["metadata"]
-        return self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, meta["namespace"], PLURAL[obj["kind"]], meta["name"],
-            {"status": status}, field_manager=self.manager, _content_type=MERGE)
+        return cast(dict, self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, meta["namespace"], Kind(obj["kind"]).plural, meta["name"],
+            {"status": status}, field_manager=self.manager, _content_type=MERGE))
 
     # ---- a Server's StatefulSet ------------------------------------------------------------
     def scale_server(self, namespace: str, name: str, replicas: int) -> tuple[bool, str]:
@@ -95,8 +95,9 @@ class Kube:
             raise
         label, value = OWNED_BY_PULUMI
         key, source = REPLICAS_FROM
-        if (sts.metadata.labels or {}).get(label) == value and \
-                (sts.metadata.annotations or {}).get(key) != source:
+        meta = sts.metadata
+        labels, notes = (meta.labels, meta.annotations) if meta else (None, None)
+        if (labels or {}).get(label) == value and (notes or {}).get(key) != source:
             return True, "replicas owned by Pulumi (components.Server)"
         if sts.spec.replicas != replicas:
             self.apps.patch_namespaced_stateful_set_scale(

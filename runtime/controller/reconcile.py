@@ -11,16 +11,17 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.client import GONE_STATES, SchedulerClient, SchedulerError
+from runtime.client import SchedulerClient, SchedulerError
 from runtime.controller import status
 from runtime.controller.kube import FINALIZER
+from runtime.kinds import GONE, TERMINATING
 from runtime.pb import scheduler_pb2 as pb
 from runtime.specs import SpecError
 from runtime.specs.manifest import KINDS
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str, str]  # (kind, namespace, name)
-LEAVING = GONE_STATES | {"ModelTerminating"}
+LEAVING = GONE | TERMINATING
 
 
 @dataclass
@@ -143,7 +144,7 @@ class Reconciler:
             except SchedulerError as e:
                 log.warning("%s %s: delete: %s", kind, name, e)
                 return self._retry(key, obj)
-            if held is not None and held.state not in GONE_STATES:
+            if held is not None and held.state not in GONE:
                 self.remember(kind, held)
                 self._write(key, obj)
                 return Outcome(retry=5.0)  # the status stream brings the end sooner

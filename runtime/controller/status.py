@@ -7,6 +7,7 @@ changes nothing and the controller can skip the write.
 """
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from runtime.pb import scheduler_pb2 as pb
@@ -34,7 +35,7 @@ def _condition(ctype: str, ok: bool, reason: str, message: str, old: dict) -> di
 
 
 def render(kind: str, spec: dict, old_status: dict | None, scheduler: pb.ResourceStatus | None,
-           refused: str | None, observed: int | None, extra: list[tuple] = ()) -> dict:
+           refused: str | None, observed: int | None, extra: Sequence[tuple] = ()) -> dict:
     """The status to write. `refused`: the scheduler's reason for refusing the current spec;
     `observed`: the generation last accepted by the scheduler; `extra`: more conditions as
     (type, ok, reason, message)."""
@@ -55,7 +56,8 @@ def render(kind: str, spec: dict, old_status: dict | None, scheduler: pb.Resourc
     ready = all(c[1] for c in conds)
     summary = next((c for c in conds if not c[1]), conds[0])
     conds.append(("Ready", ready, summary[2], summary[3]))
-    out: dict = {"conditions": [_condition(*c, old=old) for c in conds]}
+    out: dict = {"conditions": [_condition(ctype, ok, reason, message, old)
+                                  for ctype, ok, reason, message in conds]}
     if observed is not None:
         out["observedGeneration"] = observed
     if kind == "Model":

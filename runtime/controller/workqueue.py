@@ -6,19 +6,22 @@ import threading
 import time
 from collections import deque
 from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 
-class WorkQueue:
+class WorkQueue(Generic[K]):
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._order: deque[Hashable] = deque()     # FIFO of dirty keys not being worked
-        self._dirty: set[Hashable] = set()     # queued (whether or not being worked)
-        self._working: set[Hashable] = set()
-        self._later: list[tuple[float, int, Hashable]] = []
+        self._order: deque[K] = deque()     # FIFO of dirty keys not being worked
+        self._dirty: set[K] = set()     # queued (whether or not being worked)
+        self._working: set[K] = set()
+        self._later: list[tuple[float, int, K]] = []
         self._seq = 0
         self.closed = False
 
-    def add(self, key: Hashable) -> None:
+    def add(self, key: K) -> None:
         with self._cond:
             if key in self._dirty:
                 return
@@ -27,13 +30,13 @@ class WorkQueue:
                 self._order.append(key)
                 self._cond.notify()
 
-    def add_after(self, key: Hashable, delay: float) -> None:
+    def add_after(self, key: K, delay: float) -> None:
         with self._cond:
             self._seq += 1
             heapq.heappush(self._later, (time.monotonic() + delay, self._seq, key))
             self._cond.notify()
 
-    def get(self) -> Hashable | None:
+    def get(self) -> K | None:
         """The next key to work (call done(key) after), or None once closed."""
         with self._cond:
             while True:
@@ -48,7 +51,7 @@ class WorkQueue:
                 wait = self._later[0][0] - time.monotonic() if self._later else None
                 self._cond.wait(wait)
 
-    def done(self, key: Hashable) -> None:
+    def done(self, key: K) -> None:
         with self._cond:
             self._working.discard(key)
             if key in self._dirty:  # changed while being worked: once more

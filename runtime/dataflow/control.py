@@ -7,16 +7,15 @@ import logging
 import threading
 from typing import Protocol
 
-import grpc
-
+from runtime.client import SchedulerClient, SchedulerError
+from runtime.kinds import GONE, TERMINATING, Kind
 from runtime.pb import scheduler_pb2 as pb
-from runtime.pb import scheduler_pb2_grpc
-from runtime.scheduler_auth import SchedulerAuth
+from runtime.retry import GaveUp, Retry, retry
 from runtime.specs.common import SpecError
 from runtime.specs.pipeline import PipelineSpec
 
 log = logging.getLogger(__name__)
-GONE = ("PipelineTerminating", "PipelineTerminated")
+LEAVING = GONE | TERMINATING
 COMPONENT_HEADER = "x-core2-dataflow-component"
 
 
@@ -28,8 +27,7 @@ class PipelineHost(Protocol):
 class SchedulerLink:
     def __init__(self, address: str, host: PipelineHost, component: str):
         self.address, self.host, self.component = address, host, component
-        self._channel = SchedulerAuth.from_env().channel(address)
-        self._stub = scheduler_pb2_grpc.SchedulerStub(self._channel)
+        self._client = SchedulerClient(address)
         self._known: dict[str, int] = {}
         # what the scheduler has taken, per pipeline: (version, ready, reason); and what it is
         # still to be told, per (name, version): (ready, reason), retried until taken
@@ -50,7 +48,7 @@ class SchedulerLink:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._channel.close()
+        self._client.close()
 
     def report(self, name: str, version: int, ready: bool, reason: str = "") -> None:
         """Tell the scheduler whether this component runs the pipeline version. Returns at once:
@@ -66,64 +64,49 @@ class SchedulerLink:
         self._wake.set()
 
     def _send(self) -> None:
-        backoff = 0.1
         while not self._stop.is_set():
             self._wake.wait()
             self._wake.clear()
+            try:
+                retry(self._send_pending, Retry(
+                    what=f"pipeline reports to scheduler {self.address}",
+                    retry_on=(SchedulerError,), first=0.1, cap=2.0, stop=self._stop.is_set))
+            except GaveUp:
+                return
+
+    def _send_pending(self) -> None:
+        """Send every pending report (as pending now: a retry sends the latest ones)."""
+        with self._lock:
+            batch = list(self._pending.items())
+        for (name, version), (ready, reason) in batch:
+            self._client.report_pipeline(pb.PipelineReport(
+                name=name, version=version, component=self.component, ready=ready,
+                reason=reason))
             with self._lock:
-                batch = list(self._pending.items())
-            failed = False
-            for (name, version), (ready, reason) in batch:
-                try:
-                    self._stub.ReportPipeline(pb.PipelineReport(
-                        name=name, version=version, component=self.component, ready=ready,
-                        reason=reason), timeout=5)
-                except grpc.RpcError as e:
-                    if self._stop.is_set():
-                        return
-                    log.warning("report %s v%d to scheduler failed: %s; retrying in %.1fs",
-                                name, version, e.code(), backoff)
-                    failed = True
-                    break
-                with self._lock:
-                    self._reported[name] = (version, ready, reason)
-                    if self._pending.get((name, version)) == (ready, reason):
-                        del self._pending[(name, version)]
-            if failed:
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
-                self._wake.set()
-            else:
-                backoff = 0.1
+                self._reported[name] = (version, ready, reason)
+                if self._pending.get((name, version)) == (ready, reason):
+                    del self._pending[(name, version)]
 
     def _run(self) -> None:
-        backoff = 0.2
-        while not self._stop.is_set():
-            try:
-                # the scheduler counts a component's reports only while it watches
-                stream = self._stub.WatchStatus(pb.StatusRequest(kind=pb.PIPELINE),
-                                                metadata=((COMPONENT_HEADER, self.component),))
-                for status in stream:
-                    if not self.connected.is_set():
-                        log.info("watching pipelines on scheduler %s", self.address)
-                        self.connected.set()
-                        with self._lock:  # a restarted scheduler wants every report again
-                            self._reported.clear()
-                        self._known.clear()
-                    backoff = 0.2
-                    self._apply(status)
-            except grpc.RpcError as e:
-                if self._stop.is_set():
-                    return
-                log.warning("scheduler %s: %s %s; retrying in %.1fs", self.address, e.code(),
-                            e.details(), backoff)
-            self.connected.clear()
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, 5.0)
+        def connected() -> None:
+            log.info("watching pipelines on scheduler %s", self.address)
+            self.connected.set()
+            with self._lock:  # a restarted scheduler wants every report again
+                self._reported.clear()
+            self._known.clear()
+
+        # the scheduler counts a component's reports only while it watches
+        self._client.follow(Kind.PIPELINE, self._apply, self._stop, connected,
+                            self._lost, metadata=((COMPONENT_HEADER, self.component),),
+                            cap=5.0)
+
+    def _lost(self, e: SchedulerError) -> None:
+        log.warning("%s; reconnecting", e)
+        self.connected.clear()
 
     def _apply(self, status: pb.ResourceStatus) -> None:
         name = status.name
-        if status.state in GONE or not status.spec_json:
+        if status.state in LEAVING or not status.spec_json:
             if self._known.pop(name, None) is not None:
                 self.host.remove_pipeline(name)
             with self._lock:

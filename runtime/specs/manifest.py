@@ -5,6 +5,7 @@ from pathlib import Path
 
 import yaml
 
+from runtime.kinds import Kind
 from runtime.specs.common import Spec, SpecError, check_name
 from runtime.specs.depth import check_json_depth, check_yaml_depth
 from runtime.specs.experiment import ExperimentSpec
@@ -13,11 +14,12 @@ from runtime.specs.pipeline import PipelineSpec
 from runtime.specs.server import ServerSpec
 
 API_VERSION = "mlops.seldon.io/v1alpha1"
+# the spec class of each kind, keyed by the kinds' names as plain strings (YAML dumps them)
 KINDS: dict[str, type[Spec]] = {
-    "Model": ModelSpec,
-    "Server": ServerSpec,
-    "Pipeline": PipelineSpec,
-    "Experiment": ExperimentSpec,
+    Kind.MODEL.value: ModelSpec,
+    Kind.SERVER.value: ServerSpec,
+    Kind.PIPELINE.value: PipelineSpec,
+    Kind.EXPERIMENT.value: ExperimentSpec,
 }
 
 

@@ -31,20 +31,29 @@ def calls(monkeypatch):
     """Record which scheduler each operation connects to, and what it does there."""
     seen: list = []
 
+    status = type("Status", (), {"version": 1, "state": "ModelAvailable", "reason": "",
+                                 "ready": True, "spec_json": ""})()
+
+    class Client:  # the calls the providers make on runtime.client.SchedulerClient
+        def get(self, kind, name):
+            return status
+
+        def apply(self, kind, name, spec_json):
+            seen.append(("apply", name))
+            return status
+
+        def delete(self, kind, name):
+            seen.append(("delete", name))
+
+        def wait(self, *args, **kwargs):
+            return status
+
     @contextlib.contextmanager
     def connect(conn, timeout=30):
         seen.append(("connect", conn.address or conn.kubeconfig))
-        yield object()
+        yield Client()
 
-    status = type("Status", (), {"version": 1, "state": "ModelAvailable", "reason": "",
-                                 "ready": True, "spec_json": ""})()
     monkeypatch.setattr(api, "connect", connect)
-    monkeypatch.setattr(api, "delete", lambda stub, kind, name: seen.append(("delete", name)))
-    monkeypatch.setattr(api, "wait_gone", lambda *a, **k: None)
-    monkeypatch.setattr(api, "status", lambda stub, kind, name: status)
-    monkeypatch.setattr(api, "apply", lambda stub, kind, name, spec: seen.append(
-        ("apply", name)) or status)
-    monkeypatch.setattr(api, "wait_ready", lambda *a, **k: status)
     return seen
 
 
