@@ -9,9 +9,8 @@ from dataclasses import asdict, dataclass
 import grpc
 
 from runtime.client import SchedulerClient, SchedulerError, Unavailable
-from runtime.kinds import GONE
 
-__all__ = ["GONE", "Connection", "SchedulerError", "connect"]  # GONE: tests/cluster uses it
+__all__ = ["Connection", "SchedulerError", "connect"]
 
 
 @dataclass

@@ -11,13 +11,11 @@ from runtime.cli.context import CliError, Options, global_options, options, say
 from runtime.cli.output import dump, output_option, table, watch_line, watch_option
 from runtime.cli.seldon_status import render
 from runtime.client import SchedulerClient
+from runtime.kinds import READY, Kind
 from runtime.pb import scheduler_pb2 as pb
 from runtime.specs import SpecError
 from runtime.specs.manifest import Resource, load_file
 from runtime.specs.pipeline import PipelineSpec
-
-READY_STATE = {"Model": "ModelAvailable", "Pipeline": "PipelineReady",
-               "Experiment": "ExperimentReady", "Server": "Ready"}
 
 
 def load_manifests(path: str, kinds: set[str] | None = None) -> list[Resource]:
@@ -136,7 +134,7 @@ def status_command(kind: str, noun: str) -> click.Command:
     @click.argument("name", required=False, default="")
     @click.option("-w", "--wait", "until", is_flag=False, flag_value="ready", default=None,
                   metavar="STATE", help=f"first wait until the {noun} is in STATE (e.g. "
-                  f"{READY_STATE[kind]}; -w alone: until ready), up to --timeout")
+                  f"{READY[Kind(kind)]}; -w alone: until ready), up to --timeout")
     @output_option("json")
     @watch_option
     @global_options
@@ -154,7 +152,7 @@ def status_command(kind: str, noun: str) -> click.Command:
 
     status.help = (f"Seldon's {noun} status: one {noun}, or every {noun} without NAME. JSON by "
                    f"default (the document `seldon {noun} status` prints).\n\n\b\nExample: "
-                   f"core2 {noun} status NAME -w {READY_STATE[kind]} -o yaml")
+                   f"core2 {noun} status NAME -w {READY[Kind(kind)]} -o yaml")
     return status
 
 
@@ -186,7 +184,7 @@ def load_command(kind: str, noun: str, verb: str) -> click.Command:
         apply_all(options(), [file], resources, wait=not no_wait)
 
     load.help = (f"{verb.capitalize()} the {noun}s of a Seldon YAML file and wait until each "
-                 f"is ready ({READY_STATE[kind]}), showing progress.\n\n\b\n"
+                 f"is ready ({READY[Kind(kind)]}), showing progress.\n\n\b\n"
                  f"Example: core2 {noun} {verb} -f FILE")
     return load
 

@@ -20,13 +20,6 @@ from runtime.client.errors import (
     Unavailable,
 )
 from runtime.client.scheduler import SchedulerClient, autoscaled_replicas
-from runtime.kinds import FAILED, GONE, Kind
 
-# Old names, kept until their users outside this package move to runtime.kinds (issue 13).
-KIND = {k.value: k.pb for k in Kind}
-FAILED_STATES = FAILED | {"ScheduleFailed"}
-GONE_STATES = GONE
-
-__all__ = ["FAILED_STATES", "GONE_STATES", "KIND", "Failed", "NotFound", "Refused",
-           "SchedulerClient", "SchedulerError", "TimedOut", "Unavailable",
-           "autoscaled_replicas"]
+__all__ = ["Failed", "NotFound", "Refused", "SchedulerClient", "SchedulerError", "TimedOut",
+           "Unavailable", "autoscaled_replicas"]

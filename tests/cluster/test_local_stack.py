@@ -4,8 +4,8 @@ shows no change, and destroy unloads them."""
 
 import pytest
 
-from components.scheduler_api import GONE
 from runtime.client import SchedulerClient
+from runtime.kinds import GONE
 
 # several real engine runs, each planning a whole stack
 pytestmark = pytest.mark.timeout(1800)

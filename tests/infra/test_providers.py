@@ -5,7 +5,7 @@ as the Pulumi engine would."""
 import pytest
 
 from components.providers import ExperimentProvider, ModelProvider, PipelineProvider
-from components.scheduler_api import SchedulerError
+from runtime.client import SchedulerError
 from runtime.local.config import LocalConfig, LocalServer, Ports
 from runtime.local.platform import Platform
 
