@@ -43,9 +43,16 @@ RETRIED = frozenset({"ScheduleFailed", "ExperimentWaiting"})
 # The scheduler has let the resource go (or is about to: TERMINATING).
 GONE = frozenset({"ModelTerminated", "PipelineTerminated", "Terminated"})
 TERMINATING = frozenset({"ModelTerminating", "PipelineTerminating"})
+# The state a resource of each kind reports once it is deleted (Terminated for the others).
+TERMINATED = {Kind.MODEL: "ModelTerminated", Kind.PIPELINE: "PipelineTerminated"}
 # The state each kind reports when it is ready (what `status -w` waits for by default).
 READY = {Kind.MODEL: "ModelAvailable", Kind.PIPELINE: "PipelineReady",
          Kind.EXPERIMENT: "ExperimentReady", Kind.SERVER: "Ready"}
+
+
+def terminated(kind: "Kind | int") -> str:
+    """The state the scheduler reports for a deleted resource of `kind` (a Kind or pb value)."""
+    return TERMINATED.get(Kind.of(kind), "Terminated")
 
 
 def models_missing(status: scheduler_pb2.ResourceStatus) -> bool:

@@ -5,6 +5,7 @@ import logging
 
 import grpc
 
+from runtime import kinds
 from runtime.dataflow.control import COMPONENT_HEADER
 from runtime.pb import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from runtime.scheduler.core import EVENTS, NotFound, Scheduler
@@ -69,7 +70,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 name = await q.get()
                 items = self.s.status(request.kind, name, missing_ok=True)
                 yield items[0] if items else scheduler_pb2.ResourceStatus(
-                    kind=request.kind, name=name, state=_gone(request.kind))
+                    kind=request.kind, name=name, state=kinds.terminated(request.kind))
         finally:
             unsubscribe()
             if component:
@@ -78,11 +79,6 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def ReportPipeline(self, request, context):
         self.s.report_pipeline(request)
         return scheduler_pb2.Empty()
-
-
-def _gone(kind: scheduler_pb2.Kind) -> str:
-    return {scheduler_pb2.MODEL: "ModelTerminated",
-            scheduler_pb2.PIPELINE: "PipelineTerminated"}.get(kind, "Terminated")
 
 
 class AgentService(agent_pb2_grpc.AgentServicer):

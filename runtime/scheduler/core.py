@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
+from runtime import kinds
 from runtime.pb import scheduler_pb2 as pb
 from runtime.scheduler import snapshot
 from runtime.scheduler import state as st
@@ -32,19 +33,14 @@ from runtime.specs.server import ServerSpec
 
 log = logging.getLogger(__name__)
 Kind = pb.Kind  # pb.MODEL, pb.SERVER, ...
-KIND_NAMES: dict[Kind, str] = {pb.MODEL: "Model", pb.SERVER: "Server",
-                               pb.PIPELINE: "Pipeline", pb.EXPERIMENT: "Experiment"}
-KEYS: dict[Kind, str] = {pb.MODEL: "model", pb.SERVER: "server", pb.PIPELINE: "pipeline",
-                         pb.EXPERIMENT: "experiment"}
 EVENTS: dict[Kind, type[Event]] = {pb.MODEL: ModelChanged, pb.SERVER: ServerChanged,
                                    pb.PIPELINE: PipelineChanged,
                                    pb.EXPERIMENT: ExperimentChanged}
 BAD_KIND = "kind: must be MODEL, SERVER, PIPELINE or EXPERIMENT"
-GONE: dict[Kind, str] = {pb.MODEL: st.TERMINATED, pb.PIPELINE: "PipelineTerminated"}
 ROUTED = (pb.MODEL, pb.PIPELINE, pb.EXPERIMENT)
 Owner = ServerSpecs | Experiments | Pipelines | ModelManager  # keeps one kind
 
-__all__ = ["EVENTS", "KEYS", "NotFound", "Scheduler"]
+__all__ = ["EVENTS", "NotFound", "Scheduler"]
 
 
 class Scheduler:
@@ -114,7 +110,7 @@ class Scheduler:
 
     def apply(self, kind: Kind, name: str, spec_json: str) -> pb.ResourceStatus:
         self._table(kind)  # a known kind
-        spec = parse_spec(KIND_NAMES.get(kind, ""), name, spec_json)
+        spec = parse_spec(kinds.Kind.of(kind), name, spec_json)
         self._check_name_free(kind, name)
         if isinstance(spec, ModelSpec):
             self.models.apply(name, spec)
@@ -139,7 +135,7 @@ class Scheduler:
                   pb.EXPERIMENT: name in self.experiments.docs}
         for other, taken in owners.items():
             if other != kind and taken:
-                raise SpecError(f"metadata.name: {name!r} is already a {KIND_NAMES[other]}; "
+                raise SpecError(f"metadata.name: {name!r} is already a {kinds.Kind.of(other)}; "
                                 "Models, Pipelines and Experiments need distinct names (they "
                                 "share the seldon-model route)")
 
@@ -149,7 +145,7 @@ class Scheduler:
         items = self.status(kind, name, missing_ok=True)
         if items:
             return items[0]
-        return pb.ResourceStatus(kind=kind, name=name, state=GONE.get(kind, "Terminated"))
+        return pb.ResourceStatus(kind=kind, name=name, state=kinds.terminated(kind))
 
     def report_pipeline(self, report: pb.PipelineReport) -> None:
         self.pipelines.report(report)
@@ -184,4 +180,4 @@ class Scheduler:
             return [build(name)]
         if missing_ok:
             return []
-        raise NotFound(f"{KEYS[kind]} {name!r} not found")
+        raise NotFound(f"{kinds.Kind.of(kind).lower()} {name!r} not found")
