@@ -5,7 +5,6 @@ outputs. One consumer group, so a restarted engine resumes where it stopped.
     python -m runtime.dataflow.engine --scheduler HOST:PORT --kafka-bootstrap HOST:PORT
 """
 
-import asyncio
 import logging
 import queue
 import threading
@@ -46,7 +45,7 @@ class BadRecord(Exception):
 
 
 class EngineSettings(service.MetricsSettings):
-    pass
+    """The engine's flags: --scheduler, --metrics-*, --kafka-*."""
 
 
 class Engine(service.Role):
@@ -121,7 +120,8 @@ class Engine(service.Role):
                 continue
             produced = {self.cfg.model_inputs(m) for m in plan.models}
             produced |= {self.cfg.pipeline_outputs(name), self.cfg.errors()}
-            if not self.reader.ensure(sorted(self._plan_topics(plan) | produced)):
+            if not self.reader.ensure(sorted(self._plan_topics(plan) | produced),
+                                      f"pipeline {name}"):
                 self._ops.put(op)
                 break
             self.flow.set_plan(plan)
@@ -251,7 +251,7 @@ class Engine(service.Role):
         return min(IDLE_WAIT_S, max(0.0, deadline - time.monotonic()))
 
     async def run(self, stop: threading.Event) -> None:
-        await asyncio.to_thread(self.consume, stop)
+        await service.in_thread(lambda: self.consume(stop), "consumer", stop)
 
     def consume(self, stop: threading.Event) -> None:
         """The engine's loop, on a thread of its own: records are handled in order as they

@@ -123,7 +123,7 @@ class ModelGateway(service.Role):
         self.tracker = reader.tracker
         try:
             while not stop.is_set():
-                reader.reread_if_lost(lambda: None)
+                reader.reread_if_lost()
                 if self._dirty.is_set():
                     self._dirty.clear()
                     with self._lock:
@@ -365,7 +365,8 @@ class ModelGateway(service.Role):
                                            ssl=self.ssl or True))
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(asyncio.to_thread(self.consume, loop, stop))
+                group.create_task(service.in_thread(lambda: self.consume(loop, stop),
+                                                    "consumer", stop))
                 # deliveries after the last call's own poll
                 group.create_task(service.poll_producer(self.producer, stop))
         finally:

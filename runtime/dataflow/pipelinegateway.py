@@ -112,9 +112,9 @@ class PipelineGateway(service.Role):
                                      for p, f in found.items()])
         self._reading += list(found)
 
-    def _read_errors(self, consumer: Consumer) -> None:
-        """Read the errors topic from its end, trying until it works or the gateway stops;
-        meanwhile the gateway is not ready (_kafka_fault says why)."""
+    def _read_errors(self, consumer: Consumer) -> bool:
+        """Read the errors topic from its end, trying until it works (True) or the gateway
+        stops (False); meanwhile the gateway is not ready (_kafka_fault says why)."""
         errors = self.cfg.errors()
 
         def attempt() -> None:
@@ -129,8 +129,9 @@ class PipelineGateway(service.Role):
         try:
             retry(attempt, Retry(f"reading {errors}", first=1, cap=1, quiet_tries=0,
                                  stop=self._stop.is_set))
+            return True
         except GaveUp:  # stopping
-            pass
+            return False
 
     def _consume(self, loop: asyncio.AbstractEventLoop) -> None:
         consumer = Consumer(self.cfg.consumer(None, offset_reset="latest"))
@@ -144,21 +145,23 @@ class PipelineGateway(service.Role):
 
         guard = TopicGuard(self.cfg, lambda: assigned | {errors}, inputs)
         self.admin, self._guard = guard.admin, guard
-        self._read_errors(consumer)
-        guard.remember([errors])
         # the partitions as assigned here: consumer.assignment() from the guard thread would
         # wait for the poll under way (StallWatch)
         guard.progress = watch = StallWatch(consumer, lambda: list(self._reading))
-        guard.start(self._stop)
         stalled: str | None = None
         try:
+            if not self._read_errors(consumer):
+                return   # stopped before Kafka answered
+            guard.remember([errors])
+            guard.start(self._stop)
             while not self._stop.is_set():
                 if guard.lost.is_set():  # topics created again: read them from their start
                     guard.lost.clear()
                     consumer.unassign()
                     self._reading = []
                     assigned, from_start = set(), True
-                    self._read_errors(consumer)
+                    if not self._read_errors(consumer):
+                        return
                     guard.remember([errors])
                     with self._lock:
                         self._todo |= set(self.versions)
@@ -368,7 +371,7 @@ class PipelineGateway(service.Role):
         server.add_generic_rpc_handlers((GrpcService(self).handler(),))
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(asyncio.to_thread(self._consume, loop))
+                group.create_task(service.in_thread(lambda: self._consume(loop), "consumer", stop))
                 # the producer's error callbacks; no deliveries
                 group.create_task(service.poll_producer(self.producer, stop))
                 await runner.setup()

@@ -49,9 +49,10 @@ class Reader:
             self.stop.wait(RETRY_PASS_S)
             return False
 
-    def ensure(self, topics: list[str]) -> bool:
-        """Create the topics that are missing; False (logged) if the broker would not."""
-        return self._attempt(f"creating {len(topics)} topics",
+    def ensure(self, topics: list[str], whose: str = "") -> bool:
+        """Create the topics that are missing; False (logged, naming `whose` they are) if
+        the broker would not."""
+        return self._attempt(f"{whose + ': ' if whose else ''}creating {len(topics)} topics",
                              lambda: kafka.ensure_topics(self.cfg, topics))
 
     def read(self, topics: list[str]) -> bool:
@@ -61,12 +62,13 @@ class Reader:
             self.guard.remember(topics)
         return self._attempt(f"reading {len(topics)} topics", step)
 
-    def reread_if_lost(self, before: Callable[[], None]) -> None:
+    def reread_if_lost(self, before: Callable[[], None] | None = None) -> None:
         """After topics were created again (broker restart), read them afresh; `before` is
         told first (readiness)."""
         if not self.guard.lost.is_set():
             return
-        before()
+        if before is not None:
+            before()
         self.guard.lost.clear()
 
         def step() -> None:

@@ -10,6 +10,7 @@ stops them all.
 import asyncio
 import logging
 import signal
+import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Sequence
@@ -27,6 +28,7 @@ from runtime.specs.pipeline import PipelineSpec
 
 log = logging.getLogger("dataflow")
 Report = Callable[..., None]   # (name, version, ready, reason="") -> None: SchedulerLink.report
+STOP_GRACE_S = 5.0   # how long a consumer thread may take to finish once stopped
 
 
 class DataflowSettings(KafkaSettings):
@@ -55,7 +57,7 @@ class Role(ABC):
     after `stop` is set, having closed its clients, and must not leave a task behind."""
 
     component: ClassVar[str]   # how the scheduler knows it: engine, modelgateway, gateway
-    report: Report = _no_report
+    report: Report = staticmethod(_no_report)   # serve sets the scheduler link's
 
     @abstractmethod
     def set_pipeline(self, name: str, version: int, spec: PipelineSpec) -> None: ...
@@ -95,6 +97,31 @@ class Tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def in_thread(work: Callable[[], None], name: str, stop: threading.Event,
+                    grace_s: float = STOP_GRACE_S) -> None:
+    """Run a blocking loop (a consumer's, which ends when `stop` is set) on a thread of its
+    own and wait for it; its failure is raised here. Once `stop` is set, a thread still in a
+    broker call (up to 15 s with the broker away) gets `grace_s`, then is left behind: a
+    daemon, so it does not hold up the exit."""
+    failed: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            work()
+        except BaseException as e:
+            failed.append(e)
+
+    thread = threading.Thread(target=main, name=name, daemon=True)
+    thread.start()
+    while thread.is_alive() and not stop.is_set():
+        await asyncio.sleep(IDLE_WAIT_S)
+    await asyncio.to_thread(thread.join, grace_s)
+    if failed:
+        raise failed[0]
+    if thread.is_alive():
+        log.warning("%s still busy %gs after the stop; not waiting for it", name, grace_s)
+
+
 async def poll_producer(producer: Producer, stop: threading.Event) -> None:
     """Serve the producer's callbacks (deliveries, errors) from the event loop until stop."""
     while not stop.is_set():
@@ -105,6 +132,9 @@ async def poll_producer(producer: Producer, stop: threading.Event) -> None:
 async def _until_stopped(role: Role, stop: threading.Event) -> None:
     try:
         await role.run(stop)
+    except Exception:
+        log.exception("%s failed", role.component)
+        raise
     finally:
         stop.set()   # one role ending (or failing) ends the process: the supervisor restarts it
 
@@ -125,9 +155,12 @@ async def serve(settings: DataflowSettings, roles: Sequence[Role],
         role.report = link.report
         links.append(link.start())
     try:
-        async with asyncio.TaskGroup() as group:
-            for role in roles:
-                group.create_task(_until_stopped(role, stop), name=role.component)
+        # not a TaskGroup: a role that ends sets `stop`, and the others then close down in
+        # their own order rather than being cancelled mid-way
+        ended = await asyncio.gather(*(_until_stopped(r, stop) for r in roles),
+                                     return_exceptions=True)
+        if failed := [e for e in ended if isinstance(e, BaseException)]:
+            raise BaseExceptionGroup("dataflow roles failed", failed)
     finally:
         for link in links:
             link.stop()
@@ -148,4 +181,7 @@ def run(service: str, settings: DataflowSettings, *roles: Role) -> None:
     names its traces always had), and serves `roles`."""
     logs.setup(service, settings.log_level)
     tracing.init("core2-" + service.replace("-", ""))  # only when an OTLP endpoint is set
-    asyncio.run(serve(settings, roles))
+    try:
+        asyncio.run(serve(settings, roles))
+    except BaseExceptionGroup:  # logged as it happened
+        sys.exit(1)
