@@ -57,14 +57,17 @@ Answer = tuple[int, bytes | str]   # (HTTP status, the body, or the reason it fa
 
 class ModelGatewaySettings(service.MetricsSettings):
     envoy: str = Field(description="base URL models are called on")
-    envoy_ca: str | None = Field(
-        default_factory=lambda: os.environ.get("CORE2_ENVOY_TLS_CA") or None,
-        description="CA file to verify an https Envoy with (env CORE2_ENVOY_TLS_CA)")
+    envoy_ca: str = Field("", description=(
+        "CA file to verify an https Envoy with (default: env CORE2_ENVOY_TLS_CA, else the "
+        "system's trust store)"))
     model_timeout: float = Field(30, description="seconds per model call")
     retry_seconds: float = Field(120, description=(
         "how long a model call failing for a transient reason (no connection, 503, 404 "
         "while the model loads) is retried, at most; a request through the pipeline gateway "
         "is retried until its own deadline"))
+
+    def envoy_ca_file(self) -> str | None:
+        return self.envoy_ca or os.environ.get("CORE2_ENVOY_TLS_CA") or None
 
 
 class _Transient(Exception):
@@ -382,7 +385,7 @@ class ModelGateway(service.Role):
 def main(argv: list[str] | None = None) -> None:
     s = load(ModelGatewaySettings, "python -m runtime.dataflow.modelgateway", argv)
     service.run("model-gateway", s, ModelGateway(
-        s.kafka_config(), s.envoy, s.model_timeout, envoy_ca=s.envoy_ca,
+        s.kafka_config(), s.envoy, s.model_timeout, envoy_ca=s.envoy_ca_file(),
         retry_s=s.retry_seconds))
 
 

@@ -31,7 +31,7 @@ def test_each_service_takes_the_flags_it_is_launched_with():
         ("ns1", 500, 3, 4)
     gw = load(ModelGatewaySettings, "mgw", [*COMMON, "--envoy", "https://envoy:9000",
                                            "--envoy-ca", "/ca.pem"])
-    assert (gw.envoy, gw.envoy_ca, gw.model_timeout, gw.retry_seconds) == \
+    assert (gw.envoy, gw.envoy_ca_file(), gw.model_timeout, gw.retry_seconds) == \
         ("https://envoy:9000", "/ca.pem", 30, 120)
     pgw = load(PipelineGatewaySettings, "pgw", [*COMMON, "--host", "127.0.0.1", "--http-port",
                                                "9010", "--grpc-port", "9011",
@@ -45,7 +45,7 @@ def test_settings_read_their_environment_variables(monkeypatch):
     monkeypatch.setenv("CORE2_METRICS_HOST", "127.0.0.2")
     monkeypatch.setenv("CORE2_ENVOY_TLS_CA", "/env-ca.pem")
     gw = load(ModelGatewaySettings, "mgw", ["--scheduler", "s:1", "--envoy", "http://e"])
-    assert (gw.kafka_bootstrap, gw.metrics_host, gw.envoy_ca) == \
+    assert (gw.kafka_bootstrap, gw.metrics_host, gw.envoy_ca_file()) == \
         ("broker:9093", "127.0.0.2", "/env-ca.pem")
 
 
