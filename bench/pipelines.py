@@ -129,15 +129,15 @@ def hop_breakdown(cfg, name: str, models: list[str], n: int) -> list[tuple[str, 
                 m = consumer.poll(5)
                 if m is None:
                     break
-                if not m.error():
-                    got[m.key()] = m.timestamp()[1]
+                if not m.error() and (key := m.key()) is not None:
+                    got[key] = m.timestamp()[1]
             stamps[t] = got
     finally:
         consumer.close()
     keys = set.intersection(*(set(v) for v in stamps.values()))
     out = []
     for a, b in itertools.pairwise(topics):
-        deltas = sorted(stamps[b][k] - stamps[a][k] for k in keys) or [float("nan")]
+        deltas: list[float] = sorted(stamps[b][k] - stamps[a][k] for k in keys) or [float("nan")]
         label = f"{a.split('.', 2)[2]} -> {b.split('.', 2)[2]}"
         out.append((label, statistics.median(deltas), pct(deltas, .99)))
     return out
@@ -182,7 +182,8 @@ def run(kind: str, args, logs: Path, mlserver: Service, mlserver_url: str) -> di
     scheduler.address = f"127.0.0.1:{port}"
     broker, bootstrap = start_kafka(kind, logs)
     BROKER_KIND_OF[bootstrap] = kind  # the services' fetch wait follows the broker
-    df, out = None, {"cells": {}, "hops": {}, "cpu": {}}
+    df = None
+    out: dict[str, dict] = {"cells": {}, "hops": {}, "cpu": {}}
     try:
         names = {steps: f"chain{steps}" for steps in CHAINS}
         for steps, name in names.items():

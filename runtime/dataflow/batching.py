@@ -32,15 +32,16 @@ def merge(docs: list[dict]) -> tuple[dict, list[int]] | None:
     try:
         first = docs[0]["inputs"]
         sig = [(t["name"], t["datatype"], list(t["shape"][1:])) for t in first]
-        sizes = []
+        sizes: list[int] = []
         for doc in docs:
             ins = doc["inputs"]
             if [(t["name"], t["datatype"], list(t["shape"][1:])) for t in ins] != sig:
                 return None
             rows = {_rows(t) for t in ins}
-            if len(rows) != 1 or None in rows:
+            size = rows.pop() if len(rows) == 1 else None
+            if size is None:
                 return None
-            sizes.append(rows.pop())
+            sizes.append(size)
     except (KeyError, TypeError, IndexError):
         return None
     if not sig:
@@ -60,7 +61,8 @@ def merge(docs: list[dict]) -> tuple[dict, list[int]] | None:
 def split(doc: dict, sizes: list[int]) -> list[list[dict]] | None:
     """Each request's outputs from the batched response, or None if an output's first
     dimension is not the batch's row count."""
-    total, parts = sum(sizes), [[] for _ in sizes]
+    total = sum(sizes)
+    parts: list[list[dict]] = [[] for _ in sizes]
     for t in doc.get("outputs") or []:
         shape = t.get("shape") or []
         if not shape or shape[0] != total:

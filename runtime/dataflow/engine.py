@@ -5,36 +5,26 @@ outputs. One consumer group, so a restarted engine resumes where it stopped.
     python -m runtime.dataflow.engine --scheduler HOST:PORT --kafka-bootstrap HOST:PORT
 """
 
-import argparse
 import logging
-import os
 import queue
 import threading
 import time
 from collections.abc import Mapping
 
-from confluent_kafka import Consumer, KafkaError, Producer
-from prometheus_client import Counter, start_http_server
+from confluent_kafka import Message, Producer
+from prometheus_client import Counter
 
-from runtime import kafka, tracing
-from runtime.dataflow.control import SchedulerLink
+from runtime import tracing
+from runtime.dataflow import service
 from runtime.dataflow.flow import INPUT, OUTPUT, STEP, Dataflow, Emit
-from runtime.dataflow.offsets import OffsetTracker, Token
+from runtime.dataflow.offsets import Token
 from runtime.dataflow.plan import Plan, build_plan
-from runtime.dataflow.records import (
-    IDLE_WAIT_S,
-    decode,
-    encode,
-    headers_of,
-    key_of,
-    next_batch,
-    setup_service,
-)
+from runtime.dataflow.reader import Reader
+from runtime.dataflow.records import IDLE_WAIT_S, decode, encode, headers_of, key_of, position
 from runtime.dataflow.refs import RefError
-from runtime.dataflow.subscription import Subscription
-from runtime.dataflow.topicguard import TopicGuard
 from runtime.dataflow.validate import InvalidInput, check_tensors
 from runtime.kafka import H_DEADLINE, H_ERROR, H_PIPELINE, H_STEP, H_VERSION, KafkaConfig
+from runtime.settings import load
 from runtime.specs.pipeline import PipelineSpec
 
 log = logging.getLogger("engine")
@@ -54,20 +44,19 @@ class BadRecord(Exception):
         self.pipeline, self.step, self.status = pipeline, step, status
 
 
-def _no_report(name: str, version: int, ready: bool, reason: str = "") -> None:
-    pass
+class EngineSettings(service.MetricsSettings):
+    """The engine's flags: --scheduler, --metrics-*, --kafka-*."""
 
 
-class Engine:
+class Engine(service.Role):
+    component = "engine"
+
     def __init__(self, cfg: KafkaConfig, group: str = GROUP):
         self.cfg, self.group = cfg, group
         self.flow = Dataflow()
-        self.report = _no_report
         self._ops: queue.Queue = queue.Queue()
         self._unready: dict[str, Plan] = {}
-        self.sub: Subscription | None = None
-        self.tracker: OffsetTracker | None = None
-        self.guard: TopicGuard | None = None
+        self.reader: Reader   # made by the consuming thread (consume)
 
     # -- control (any thread) -------------------------------------------------------------
     def set_pipeline(self, name: str, version: int, spec: PipelineSpec) -> None:
@@ -105,19 +94,7 @@ class Engine:
                 self._unready[name] = plan
                 self.report(name, plan.version, False, reason)
 
-    def _reread(self) -> None:
-        self._unready_all("its topics were created again")
-        self.guard.lost.clear()
-        try:
-            self.sub.reread(self.guard.take_renewed())
-            self.guard.remember(self.sub.wanted)
-            log.info("reading %d topics afresh", len(self.sub.wanted))
-        except Exception as e:
-            log.warning("reading topics afresh failed: %s", e)
-            self.guard.lost.set()
-            time.sleep(1)
-
-    def _apply_ops(self, consumer: Consumer) -> None:
+    def _apply_ops(self) -> None:
         changed = False
         while True:
             try:
@@ -143,44 +120,36 @@ class Engine:
                 continue
             produced = {self.cfg.model_inputs(m) for m in plan.models}
             produced |= {self.cfg.pipeline_outputs(name), self.cfg.errors()}
-            try:
-                kafka.ensure_topics(self.cfg, sorted(self._plan_topics(plan) | produced))
-            except Exception as e:
-                log.warning("pipeline %s: creating topics failed (%s); retrying", name, e)
+            if not self.reader.ensure(sorted(self._plan_topics(plan) | produced),
+                                      f"pipeline {name}"):
                 self._ops.put(op)
-                time.sleep(1)
                 break
             self.flow.set_plan(plan)
             self._unready[name] = plan
         if changed:
             wanted = sorted({self.cfg.pipeline_inputs(p) for p in self.flow.plans}
                             | {t for s in self.flow.sources() if (t := self._source_topic(s))})
-            try:
-                self.sub.set_topics(wanted)
-                self.guard.remember(wanted)
-            except Exception as e:
-                log.warning("reading %d topics failed (%s); retrying", len(wanted), e)
+            if not self.reader.read(wanted):
                 self._ops.put(("retry",))
-                time.sleep(1)
 
     def _report_ready(self) -> None:
-        if self.guard.down.is_set():
+        if self.reader.guard.down.is_set():
             self._unready_all("the broker is unreachable")
             return
-        if stall := self.guard.stall:
+        if stall := self.reader.guard.stall:
             self._unready_all(stall, stall)
             return
         for name, plan in list(self._unready.items()):
-            if self._plan_topics(plan) <= self.sub.assigned:
+            if self._plan_topics(plan) <= self.reader.sub.assigned:
                 del self._unready[name]
                 log.info("pipeline %s v%d running", name, plan.version)
                 self.report(name, plan.version, True, "")
 
     # -- data -----------------------------------------------------------------------------
-    def _source_of(self, msg) -> tuple[Source, list[dict]] | None:
+    def _source_of(self, msg: Message) -> tuple[Source, list[dict]] | None:
         """The event a record is, or None for records no pipeline uses; raises BadRecord for
         one that names a pipeline but cannot be used."""
-        parsed = self.cfg.parse_topic(msg.topic())
+        parsed = self.cfg.parse_topic(position(msg)[0])
         if parsed is None:
             return None
         kind, name, direction = parsed
@@ -234,26 +203,26 @@ class Engine:
         # on behalf of the records joined into it too, then their hold (flow.py) is dropped
         tokens = ([token] if token is not None else []) + e.held
         if topic:
-            self.tracker.produce(producer, tokens, topic, key=e.key, value=encode(value),
+            self.reader.tracker.produce(producer, tokens, topic, key=e.key, value=encode(value),
                                  headers=headers)
         for held in e.held:
-            self.tracker.acked(held)
+            self.reader.tracker.acked(held)
 
-    def _refuse(self, producer: Producer, msg, token: Token, bad: BadRecord) -> None:
+    def _refuse(self, producer: Producer, msg: Message, token: Token, bad: BadRecord) -> None:
         """The errors topic gets the reason and the failing step; a caller waiting on the
         pipeline gateway gets it as its answer (bad.status)."""
         REFUSED.labels(bad.step).inc()
         key = key_of(msg)
         log.warning("request %s refused: %s", key, bad)
-        self.tracker.produce(
+        self.reader.tracker.produce(
             producer, token, self.cfg.errors(), key=key,
             value=encode({"error": str(bad), "status": bad.status, "step": bad.step,
                           "pipeline": bad.pipeline}),
             headers=[(H_PIPELINE, bad.pipeline), (H_STEP, bad.step), (H_ERROR, str(bad)),
                      ("status", str(bad.status))])
 
-    def _handle(self, producer: Producer, msg) -> None:
-        token = self.tracker.begin(msg.topic(), msg.partition(), msg.offset())
+    def _handle(self, producer: Producer, msg: Message) -> None:
+        token = self.reader.tracker.begin(*position(msg))
         try:
             got = self._source_of(msg)
             if got is not None:
@@ -266,12 +235,12 @@ class Engine:
             self._refuse(producer, msg, token, bad)
         except Exception as e:
             log.exception("record %s[%d]@%d", msg.topic(), msg.partition(), msg.offset())
-            parsed = self.cfg.parse_topic(msg.topic()) or ("", "", "")
+            parsed = self.cfg.parse_topic(position(msg)[0]) or ("", "", "")
             pipeline = headers_of(msg).get(H_PIPELINE) or parsed[1]
             self._refuse(producer, msg, token, BadRecord(
                 pipeline, "engine", 500, f"pipeline {pipeline}: the engine failed: {e!r}"))
         finally:
-            self.tracker.release(token)
+            self.reader.tracker.release(token)
 
     def _poll_timeout(self) -> float:
         """How long a poll may wait: a record ends it at once, so only the next join window
@@ -281,71 +250,35 @@ class Engine:
             return IDLE_WAIT_S
         return min(IDLE_WAIT_S, max(0.0, deadline - time.monotonic()))
 
-    def run(self, stop: threading.Event) -> None:
-        # the guard hears of a lost broker from the clients at once (readiness follows it)
-        def on_error(err: KafkaError) -> None:
-            kafka.report_error(self.cfg, err)  # a wrong setting named, as for every client
-            if self.guard is not None:
-                self.guard.client_error(err)
+    async def run(self, stop: threading.Event) -> None:
+        await service.in_thread(lambda: self.consume(stop), "consumer", stop)
 
-        consumer = Consumer({**self.cfg.consumer(self.group), "error_cb": on_error})
+    def consume(self, stop: threading.Event) -> None:
+        """The engine's loop, on a thread of its own: records are handled in order as they
+        come (joins and routing are quick), so no event loop is needed."""
+        self.reader = reader = Reader(self.cfg, self.group, self._written_topics, stop)
         producer = Producer(self.cfg.producer())
-        self.tracker = OffsetTracker(consumer)
         # a record waiting in a join window keeps its offset uncommitted (flow.py)
-        self.flow.on_hold, self.flow.on_free = self.tracker.produced, self.tracker.acked
-        self.guard = TopicGuard(self.cfg, lambda: set(self.sub.wanted),
-                                self._written_topics)
-        self.sub = Subscription(consumer, self.cfg.resolved_assignment(),
-                                on_revoked=self.tracker.forget, admin=self.guard.admin)
-        log.info("partition assignment: %s", self.sub.mode)
-        self.guard.progress = self.sub.stalled
-        self.guard.start(stop)
+        self.flow.on_hold, self.flow.on_free = reader.tracker.produced, reader.tracker.acked
         try:
             while not stop.is_set():
-                self._apply_ops(consumer)
-                if self.guard.lost.is_set():
-                    self._reread()
-                if not self.sub.wanted:
-                    # nothing assigned, so nothing consumed: the polls serve the clients'
-                    # error callbacks (a wrong password is reported before any pipeline)
-                    consumer.poll(IDLE_WAIT_S)
-                    producer.poll(0)
-                    continue
-                for msg in next_batch(consumer, self._poll_timeout()):
-                    if msg.error():
-                        if msg.error().code() != KafkaError._PARTITION_EOF:
-                            log.warning("consume: %s", msg.error())
-                        continue
+                self._apply_ops()
+                reader.reread_if_lost(lambda: self._unready_all("its topics were created again"))
+                for msg in reader.fetch(self._poll_timeout()):
                     self._handle(producer, msg)
                 for e in self.flow.expire(time.monotonic()):
                     self._produce(producer, e, None, None)
-                self.sub.stalled.sample()
                 producer.poll(0)
-                self.tracker.flush()
+                reader.end_pass()
                 self._report_ready()
         finally:
             producer.flush(5)
-            consumer.close()
+            reader.close()
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m runtime.dataflow.engine")
-    p.add_argument("--scheduler", required=True, help="HOST:PORT of the scheduler API")
-    p.add_argument("--metrics-port", type=int, default=0)
-    p.add_argument("--metrics-host", default=os.environ.get("CORE2_METRICS_HOST", "0.0.0.0"),
-                   help="address /metrics binds (local mode: 127.0.0.1; in a pod 0.0.0.0, "
-                        "for Prometheus to scrape)")
-    kafka.add_arguments(p)
-    args = p.parse_args(argv)
-    stop = setup_service("engine")
-    if args.metrics_port:
-        start_http_server(args.metrics_port, addr=args.metrics_host)
-    engine = Engine(kafka.from_args(args))
-    link = SchedulerLink(args.scheduler, engine, "engine")
-    engine.report = link.report
-    link.start()
-    engine.run(stop)
-    link.stop()
+    settings = load(EngineSettings, "python -m runtime.dataflow.engine", argv)
+    service.run("engine", settings, Engine(settings.kafka_config()))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ when its window closes without output or the pipeline changes."""
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from runtime.dataflow.plan import INPUT, OUTPUT, STEP, Node, Plan
 
@@ -52,8 +53,8 @@ def _no_tag(_tag) -> None:
 
 
 class Dataflow:
-    def __init__(self, on_hold: Callable[[object], None] = _no_tag,
-                 on_free: Callable[[object], None] = _no_tag):
+    def __init__(self, on_hold: Callable[[Any], None] = _no_tag,
+                 on_free: Callable[[Any], None] = _no_tag):
         self.on_hold, self.on_free = on_hold, on_free
         self.plans: dict[str, Plan] = {}
         self._index: dict[Source, list[tuple[Node, int]]] = {}

@@ -7,36 +7,30 @@ for several records (runtime.dataflow.batching).
     python -m runtime.dataflow.modelgateway --scheduler H:P --kafka-bootstrap H:P --envoy URL
 """
 
-import argparse
 import asyncio
 import logging
 import os
 import ssl
+import sys
 import threading
 import time
 
 import aiohttp
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Message, Producer
 from opentelemetry.trace import SpanKind
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram
+from pydantic import Field
 
-from runtime import kafka, tracing
+from runtime import tracing
+from runtime.dataflow import service
 from runtime.dataflow.batching import Batcher, merge, split
-from runtime.dataflow.control import SchedulerLink
 from runtime.dataflow.offsets import OffsetTracker, Token
-from runtime.dataflow.records import (
-    IDLE_WAIT_S,
-    decode,
-    encode,
-    headers_of,
-    key_of,
-    next_batch,
-    setup_service,
-)
-from runtime.dataflow.subscription import Subscription
-from runtime.dataflow.topicguard import TopicGuard
+from runtime.dataflow.reader import Reader
+from runtime.dataflow.records import IDLE_WAIT_S, decode, encode, headers_of, key_of, position
 from runtime.dataflow.validate import InvalidInput, check_request
 from runtime.kafka import H_DEADLINE, H_ERROR, H_MODEL, H_PIPELINE, H_STEP, KafkaConfig
+from runtime.retry import GaveUp, Retry, retry_async
+from runtime.settings import load
 from runtime.specs.pipeline import Batch, PipelineSpec
 
 log = logging.getLogger("modelgateway")
@@ -58,9 +52,31 @@ MAX_IN_FLIGHT = 20_000  # records taken but not finished: stop fetching beyond t
 # A pooled keep-alive connection closed by the server under a new request (not a refused
 # connect, a ClientConnectorError): the request is sent again at once on a fresh connection.
 STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+Answer = tuple[int, bytes | str]   # (HTTP status, the body, or the reason it failed)
 
 
-class ModelGateway:
+class ModelGatewaySettings(service.MetricsSettings):
+    envoy: str = Field(description="base URL models are called on")
+    envoy_ca: str = Field("", description=(
+        "CA file to verify an https Envoy with (default: env CORE2_ENVOY_TLS_CA, else the "
+        "system's trust store)"))
+    model_timeout: float = Field(30, description="seconds per model call")
+    retry_seconds: float = Field(120, description=(
+        "how long a model call failing for a transient reason (no connection, 503, 404 "
+        "while the model loads) is retried, at most; a request through the pipeline gateway "
+        "is retried until its own deadline"))
+
+    def envoy_ca_file(self) -> str | None:
+        return self.envoy_ca or os.environ.get("CORE2_ENVOY_TLS_CA") or None
+
+
+class _Transient(Exception):
+    """A model answer worth another try (TRANSIENT)."""
+
+
+class ModelGateway(service.Role):
+    component = "modelgateway"
+
     def __init__(self, cfg: KafkaConfig, envoy: str, timeout_s: float = 30,
                  concurrency: int = 256, group: str = GROUP, envoy_ca: str | None = None,
                  retry_s: float = 120):
@@ -69,15 +85,18 @@ class ModelGateway:
         self.ssl = ssl.create_default_context(cafile=envoy_ca) if envoy_ca else None
         self.timeout_s, self.group = timeout_s, group
         self.retry_s = retry_s  # retry budget of a record that carries no deadline
-        self.report = lambda name, version, ready, reason="": None
         self._lock = threading.Lock()
         self._pipelines: dict[str, tuple[int, set[str]]] = {}
         self._batching: dict[tuple[str, str], Batch] = {}  # (pipeline, step) -> batch spec
         self._batcher = Batcher(self._flush)
         self._dirty = threading.Event()
         self._unready: set[str] = set()
-        self.sub: Subscription | None = None
-        self.tracker: OffsetTracker | None = None
+        # made by run (the consuming thread makes the reader)
+        self.reader: Reader
+        self.tracker: OffsetTracker
+        self.producer: Producer
+        self.session: aiohttp.ClientSession
+        self._calls = service.Tasks()   # the model calls under way
         self._sem = asyncio.Semaphore(concurrency)
         self._closing = False
 
@@ -101,63 +120,34 @@ class ModelGateway:
         return {self.cfg.model_inputs(m) for m in models}
 
     # -- consuming (its own thread) -------------------------------------------------------
-    def _consume(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
-        consumer = Consumer(self.cfg.consumer(self.group))
-        self.tracker = OffsetTracker(consumer)
-        guard = TopicGuard(self.cfg, lambda: set(self.sub.wanted), self._written)
-        self.sub = Subscription(consumer, self.cfg.resolved_assignment(),
-                                on_revoked=self.tracker.forget, admin=guard.admin)
-        log.info("partition assignment: %s", self.sub.mode)
-        guard.progress = self.sub.stalled
-        guard.start(stop)
+    def consume(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+        """Read the model input topics and hand the records to the event loop (_dispatch)."""
+        self.reader = reader = Reader(self.cfg, self.group, self._written, stop)
+        self.tracker = reader.tracker
         try:
             while not stop.is_set():
-                if guard.lost.is_set():
-                    guard.lost.clear()
-                    try:
-                        self.sub.reread(guard.take_renewed())
-                        guard.remember(self.sub.wanted)
-                        log.info("reading %d topics afresh", len(self.sub.wanted))
-                    except Exception as e:
-                        log.warning("reading topics afresh failed: %s", e)
-                        guard.lost.set()
-                        stop.wait(1)
+                reader.reread_if_lost()
                 if self._dirty.is_set():
                     self._dirty.clear()
                     with self._lock:
                         models = set().union(*(m for _, m in self._pipelines.values()))
                     wanted = sorted(self._topics_of(models))
-                    try:
-                        if wanted:
-                            kafka.ensure_topics(self.cfg, wanted + [
-                                self.cfg.model_outputs(m) for m in models] + [self.cfg.errors()])
-                        self.sub.set_topics(wanted)
-                        guard.remember(wanted)
-                    except Exception as e:
-                        log.warning("creating or reading topics failed (%s); retrying", e)
+                    produced = [self.cfg.model_outputs(m) for m in models] + [self.cfg.errors()]
+                    if not ((not wanted or reader.ensure(wanted + produced))
+                            and reader.read(wanted)):
                         self._dirty.set()
-                        stop.wait(1)
                         continue
-                if not self.sub.wanted:
-                    consumer.poll(IDLE_WAIT_S)  # nothing assigned: serves error callbacks
-                    continue
                 if self.tracker.in_flight() > MAX_IN_FLIGHT:
                     stop.wait(0.05)
                     continue
-                msgs = []
-                for m in next_batch(consumer, IDLE_WAIT_S):  # a record ends the wait
-                    if not m.error():
-                        msgs.append((m, self.tracker.begin(m.topic(), m.partition(),
-                                                           m.offset())))
-                    elif m.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("consume: %s", m.error())
+                msgs = [(m, self.tracker.begin(*position(m)))
+                        for m in reader.fetch(IDLE_WAIT_S)]  # a record ends the wait
                 if msgs:
                     loop.call_soon_threadsafe(self._dispatch, msgs)
-                self.sub.stalled.sample()
-                self.tracker.flush()
-                self._report_ready(guard.stall)
+                reader.end_pass()
+                self._report_ready(reader.guard.stall)
         finally:
-            consumer.close()
+            reader.close()
 
     def _written(self) -> set[str]:
         with self._lock:
@@ -178,15 +168,15 @@ class ModelGateway:
             return
         with self._lock:
             done = [(n, self._pipelines[n][0]) for n in self._unready
-                    if self._topics_of(self._pipelines[n][1]) <= self.sub.assigned]
+                    if self._topics_of(self._pipelines[n][1]) <= self.reader.sub.assigned]
             self._unready -= {n for n, _ in done}
         for name, version in done:
             self.report(name, version, True, "")
 
     # -- calling models (event loop) ------------------------------------------------------
-    def _dispatch(self, msgs: list[tuple]) -> None:
+    def _dispatch(self, msgs: list[tuple[Message, Token]]) -> None:
         for m, token in msgs:
-            parsed = self.cfg.parse_topic(m.topic())
+            parsed = self.cfg.parse_topic(position(m)[0])
             if parsed is None:
                 self.tracker.release(token)
                 continue
@@ -204,16 +194,16 @@ class ModelGateway:
                 self._batcher.add((headers.get(H_PIPELINE, ""), step, model), (m, token),
                                   batch.size, batch.windowMs)
             else:
-                asyncio.ensure_future(self._infer(m, token, model, step, headers))
+                self._calls.spawn(self._infer(m, token, model, step, headers))
         self._batcher.end_of_fetch()
 
     def _flush(self, group: tuple, items: list) -> None:
         _, step, model = group
         if len(items) == 1:
             m, token = items[0]
-            asyncio.ensure_future(self._infer(m, token, model, step, headers_of(m)))
+            self._calls.spawn(self._infer(m, token, model, step, headers_of(m)))
         else:
-            asyncio.ensure_future(self._infer_batch(items, model, step))
+            self._calls.spawn(self._infer_batch(items, model, step))
 
     def _deadline(self, headers: dict) -> float:
         """The monotonic time until which a failed call may be retried: the caller's deadline
@@ -225,22 +215,31 @@ class ModelGateway:
         return time.monotonic() + min(left, self.retry_s)
 
     async def _call_retrying(self, model: str, key: str, value: bytes, deadline: float,
-                             trace: dict[str, str] | None = None) -> tuple[int, bytes | str]:
+                             trace: dict[str, str] | None = None) -> Answer:
         """_call, again with backoff while it fails for a transient reason and the deadline
         allows; the last answer otherwise."""
-        delay = 0.05
-        while True:
-            status, body = await self._call(model, key, value, trace)
-            transient = status in TRANSIENT or (status == 400 and NOT_READY in body)
-            if (isinstance(body, bytes) or not transient
-                    or time.monotonic() + delay >= deadline):
-                return status, body
-            MODEL_RETRIES.labels(model, str(status)).inc()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        answer: Answer = (0, "")
+
+        async def attempt() -> Answer:
+            nonlocal answer
+            if answer[0]:  # trying again after a transient answer
+                MODEL_RETRIES.labels(model, str(answer[0])).inc()
+            answer = status, body = await self._call(model, key, value, trace)
+            if isinstance(body, str) and (status in TRANSIENT or
+                                          (status == 400 and NOT_READY in body)):
+                raise _Transient(body)
+            return answer
+
+        try:
+            return await retry_async(attempt, Retry(
+                f"model {model}", retry_on=(_Transient,), timeout=deadline - time.monotonic(),
+                first=0.05, cap=1.0, stop=lambda: self._closing,
+                quiet_tries=sys.maxsize))  # counted in MODEL_RETRIES, not logged per try
+        except GaveUp:
+            return answer
 
     async def _call(self, model: str, key: str, value: bytes,
-                    trace: dict[str, str] | None = None) -> tuple[int, bytes | str]:
+                    trace: dict[str, str] | None = None) -> Answer:
         """(HTTP status, body) of one model call, or (502|504, reason) if it failed."""
         start = time.perf_counter()
         try:
@@ -263,9 +262,9 @@ class ModelGateway:
         if 200 <= status < 300:
             return status, body
         detail = body.decode(errors="replace")[:2000]
-        doc = decode(body)
-        if doc and isinstance(doc.get("error") or doc.get("detail"), str):
-            detail = doc.get("error") or doc.get("detail")
+        doc = decode(body) or {}
+        if isinstance(found := doc.get("error") or doc.get("detail"), str):
+            detail = found
         return status, f"HTTP {status}: {detail}"
 
     async def _post(self, model: str, key: str, value: bytes,
@@ -306,11 +305,11 @@ class ModelGateway:
     async def _infer_batch(self, items: list, model: str, step: str) -> None:
         """One call for all records: outputs split back per record; any failure to each."""
         msgs = [m for m, _ in items]
-        docs = [decode(m.value()) for m in msgs]
-        merged = merge(docs) if all(docs) else None
+        docs = [d for m in msgs if (d := decode(m.value()))]
+        merged = merge(docs) if len(docs) == len(msgs) else None
         if merged is None:  # not batchable together: one by one
             for m, token in items:
-                asyncio.ensure_future(self._infer(m, token, model, step, headers_of(m)))
+                self._calls.spawn(self._infer(m, token, model, step, headers_of(m)))
             return
         request, sizes = merged
         keys = [key_of(m) for m in msgs]
@@ -319,18 +318,18 @@ class ModelGateway:
         try:
             status, body = await self._call_retrying(
                 model, keys[0], encode({"id": keys[0], **request}), deadline)
-            parts = None
+            parts, reason = None, body if isinstance(body, str) else ""
             if isinstance(body, bytes):
                 doc = decode(body) or {}
                 parts = split(doc, sizes)
                 if parts is None:
-                    status, body = 502, (f"the batched response of {len(msgs)} requests "
-                                         "does not split along the first dimension")
+                    status, reason = 502, (f"the batched response of {len(msgs)} requests "
+                                           "does not split along the first dimension")
             for i, (m, token) in enumerate(items):
                 out_headers = list(headers_of(m).items())
                 if parts is None:
                     self._error(token, keys[i], out_headers, step, model, status,
-                                f"{body} (batch of {len(msgs)})")
+                                f"{reason} (batch of {len(msgs)})")
                 else:
                     value = encode({**doc, "id": keys[i], "outputs": parts[i]})
                     self.tracker.produce(self.producer, token, self.cfg.model_outputs(model),
@@ -367,48 +366,27 @@ class ModelGateway:
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             connector=aiohttp.TCPConnector(limit=128, keepalive_timeout=60,
                                            ssl=self.ssl or True))
-        consumer = threading.Thread(target=self._consume, args=(loop, stop), daemon=True)
-        consumer.start()
         try:
-            while not stop.is_set():  # deliveries after the last call's own poll
-                await asyncio.sleep(IDLE_WAIT_S)
-                self.producer.poll(0)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(service.in_thread(lambda: self.consume(loop, stop),
+                                                    "consumer", stop))
+                # deliveries after the last call's own poll
+                group.create_task(service.poll_producer(self.producer, stop))
         finally:
-            await asyncio.to_thread(consumer.join, 10)
-            # calls still running end with "Session is closed": not the records' fault, so no
-            # error records for them; left unfinished, they are read again after a restart
+            stop.set()
+            # the consumer has left, so calls still under way are cancelled: unfinished,
+            # their records' offsets were not committed and are read again after a restart
             self._closing = True
+            await self._calls.close()
             await self.session.close()
             self.producer.flush(5)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m runtime.dataflow.modelgateway")
-    p.add_argument("--scheduler", required=True, help="HOST:PORT of the scheduler API")
-    p.add_argument("--envoy", required=True, help="base URL models are called on")
-    p.add_argument("--envoy-ca", default=os.environ.get("CORE2_ENVOY_TLS_CA") or None,
-                   help="CA file to verify an https Envoy with (env CORE2_ENVOY_TLS_CA)")
-    p.add_argument("--model-timeout", type=float, default=30, help="seconds per model call")
-    p.add_argument("--retry-seconds", type=float, default=120,
-                   help="how long a model call failing for a transient reason (no connection, "
-                        "503, 404 while the model loads) is retried, at most; a request "
-                        "through the pipeline gateway is retried until its own deadline")
-    p.add_argument("--metrics-port", type=int, default=0)
-    p.add_argument("--metrics-host", default=os.environ.get("CORE2_METRICS_HOST", "0.0.0.0"),
-                   help="address /metrics binds (local mode: 127.0.0.1; in a pod 0.0.0.0, "
-                        "for Prometheus to scrape)")
-    kafka.add_arguments(p)
-    args = p.parse_args(argv)
-    stop = setup_service("modelgateway")
-    if args.metrics_port:
-        start_http_server(args.metrics_port, addr=args.metrics_host)
-    gw = ModelGateway(kafka.from_args(args), args.envoy, args.model_timeout,
-                      envoy_ca=args.envoy_ca, retry_s=args.retry_seconds)
-    link = SchedulerLink(args.scheduler, gw, "modelgateway")
-    gw.report = link.report
-    link.start()
-    asyncio.run(gw.run(stop))
-    link.stop()
+    s = load(ModelGatewaySettings, "python -m runtime.dataflow.modelgateway", argv)
+    service.run("model-gateway", s, ModelGateway(
+        s.kafka_config(), s.envoy, s.model_timeout, envoy_ca=s.envoy_ca_file(),
+        retry_s=s.retry_seconds))
 
 
 if __name__ == "__main__":

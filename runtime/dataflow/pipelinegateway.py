@@ -6,7 +6,6 @@ on the pipeline's output topic or the errors topic.
         --http-port P --grpc-port P
 """
 
-import argparse
 import asyncio
 import logging
 import threading
@@ -16,23 +15,16 @@ from collections.abc import Mapping
 
 import grpc
 from aiohttp import web
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 from google.protobuf.message import DecodeError
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import Field
 
 from runtime import kafka, tracing
-from runtime.dataflow.control import SchedulerLink
-from runtime.dataflow.records import (
-    IDLE_WAIT_S,
-    decode,
-    encode,
-    headers_of,
-    key_of,
-    next_batch,
-    setup_service,
-)
+from runtime.dataflow import service
+from runtime.dataflow.records import IDLE_WAIT_S, decode, encode, headers_of, key_of, next_batch
 from runtime.dataflow.subscription import StallWatch
 from runtime.dataflow.topicguard import TopicGuard
 from runtime.dataflow.validate import InvalidInput, check_request, parse_request
@@ -40,6 +32,8 @@ from runtime.kafka import H_DEADLINE, H_PIPELINE, H_VERSION, KafkaConfig
 from runtime.oip import TensorError, request_to_json, response_from_json
 from runtime.pb import grpc_service_pb2 as oip
 from runtime.pb import grpc_service_pb2_grpc as oip_grpc
+from runtime.retry import GaveUp, Retry, retry
+from runtime.settings import load
 from runtime.specs.pipeline import PipelineSpec
 
 log = logging.getLogger("pipelinegateway")
@@ -54,18 +48,31 @@ MAX_REQUEST_ID = 256
 DEFAULT_MAX_REQUEST_BYTES = 16 * 2**20
 
 
+class PipelineGatewaySettings(service.DataflowSettings):
+    host: str = Field("0.0.0.0", description="address the REST and gRPC ports bind")
+    http_port: int = Field(9010, description="REST port (also /metrics)")
+    grpc_port: int = Field(9011, description="gRPC port")
+    timeout: float = Field(30, description="seconds a call waits for its answer")
+    max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, description=(
+        "largest request body (REST) or message (gRPC) accepted; larger ones get 413 / "
+        "RESOURCE_EXHAUSTED (default 16 MiB)"))
+
+
 class InferError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
 
 
-class PipelineGateway:
+class PipelineGateway(service.Role):
+    component = "gateway"
+
     def __init__(self, cfg: KafkaConfig, timeout_s: float = 30,
-                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                 host: str = "0.0.0.0", http_port: int = 9010, grpc_port: int = 9011):
         self.cfg, self.timeout_s = cfg, timeout_s
         self.max_request_bytes = max_request_bytes
-        self.report = lambda name, version, ready, reason="": None
+        self.host, self.http_port, self.grpc_port = host, http_port, grpc_port
         self.versions: dict[str, int] = {}
         self.ready: set[str] = set()
         self._lock = threading.Lock()
@@ -76,7 +83,8 @@ class PipelineGateway:
         # readiness (/v2/health/ready)
         self._kafka_fault: str | None = "not connected to Kafka yet"
         self._guard: TopicGuard | None = None
-        self._stop = threading.Event()
+        self._stop = threading.Event()   # run's
+        self.producer: Producer   # made by run
 
     # -- control --------------------------------------------------------------------------
     def set_pipeline(self, name: str, version: int, spec: PipelineSpec) -> None:
@@ -104,18 +112,26 @@ class PipelineGateway:
                                      for p, f in found.items()])
         self._reading += list(found)
 
-    def _read_errors(self, consumer: Consumer) -> None:
+    def _read_errors(self, consumer: Consumer) -> bool:
+        """Read the errors topic from its end, trying until it works (True) or the gateway
+        stops (False); meanwhile the gateway is not ready (_kafka_fault says why)."""
         errors = self.cfg.errors()
-        while not self._stop.is_set():
+
+        def attempt() -> None:
             try:
                 kafka.ensure_topics(self.cfg, [errors])
                 self._assign_at_end(consumer, errors)
-                self._kafka_fault = None
-                return
             except Exception as e:
                 self._kafka_fault = f"cannot read {errors} from Kafka yet: {e}"
-                log.warning("%s; retrying", self._kafka_fault)
-                self._stop.wait(1)
+                raise
+            self._kafka_fault = None
+
+        try:
+            retry(attempt, Retry(f"reading {errors}", first=1, cap=1, quiet_tries=0,
+                                 stop=self._stop.is_set))
+            return True
+        except GaveUp:  # stopping
+            return False
 
     def _consume(self, loop: asyncio.AbstractEventLoop) -> None:
         consumer = Consumer(self.cfg.consumer(None, offset_reset="latest"))
@@ -129,21 +145,23 @@ class PipelineGateway:
 
         guard = TopicGuard(self.cfg, lambda: assigned | {errors}, inputs)
         self.admin, self._guard = guard.admin, guard
-        self._read_errors(consumer)
-        guard.remember([errors])
         # the partitions as assigned here: consumer.assignment() from the guard thread would
         # wait for the poll under way (StallWatch)
         guard.progress = watch = StallWatch(consumer, lambda: list(self._reading))
-        guard.start(self._stop)
         stalled: str | None = None
         try:
+            if not self._read_errors(consumer):
+                return   # stopped before Kafka answered
+            guard.remember([errors])
+            guard.start(self._stop)
             while not self._stop.is_set():
                 if guard.lost.is_set():  # topics created again: read them from their start
                     guard.lost.clear()
                     consumer.unassign()
                     self._reading = []
                     assigned, from_start = set(), True
-                    self._read_errors(consumer)
+                    if not self._read_errors(consumer):
+                        return
                     guard.remember([errors])
                     with self._lock:
                         self._todo |= set(self.versions)
@@ -177,10 +195,6 @@ class PipelineGateway:
                 # an answer ends the wait at once; the timeout bounds how soon a new
                 # pipeline's outputs are read
                 for m in next_batch(consumer, IDLE_WAIT_S, 1000):
-                    if m.error():
-                        if m.error().code() != KafkaError._PARTITION_EOF:
-                            log.warning("consume: %s", m.error())
-                        continue
                     batch.append((m.topic() == errors, key_of(m), headers_of(m), m.value()))
                 if batch:
                     loop.call_soon_threadsafe(self._resolve, batch)
@@ -251,12 +265,12 @@ class PipelineGateway:
         self._waiters[request_id] = (fut, pipeline)
         timeout = timeout_s or self.timeout_s
         deadline_ms = str(int((time.time() + timeout) * 1000))
+        headers: list[tuple[str, str | bytes | None]] = [*tracing.with_carrier(
+            [(H_PIPELINE, pipeline), (H_VERSION, str(version)), (H_DEADLINE, deadline_ms)],
+            span)]
         try:
             self.producer.produce(self.cfg.pipeline_inputs(pipeline), key=request_id,
-                                  value=encode({**doc, "id": request_id}),
-                                  headers=tracing.with_carrier(
-                                      [(H_PIPELINE, pipeline), (H_VERSION, str(version)),
-                                       (H_DEADLINE, deadline_ms)], span))
+                                  value=encode({**doc, "id": request_id}), headers=headers)
             self.producer.poll(0)
             try:
                 value = await asyncio.wait_for(fut, timeout)
@@ -345,32 +359,31 @@ class PipelineGateway:
         ])
         return app
 
-    async def run(self, stop: threading.Event, host: str, http_port: int,
-                  grpc_port: int) -> None:
+    async def run(self, stop: threading.Event) -> None:
+        self._stop = stop
         loop = asyncio.get_running_loop()
         self.producer = Producer(self.cfg.producer())
-        consumer = threading.Thread(target=self._consume, args=(loop,), daemon=True)
-        consumer.start()
         runner = web.AppRunner(self.app(), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, host, http_port).start()
         server = grpc.aio.server(options=[
             ("grpc.so_reuseport", 0),  # a taken port fails
             ("grpc.max_receive_message_length", self.max_request_bytes),
             ("grpc.max_send_message_length", 4 * self.max_request_bytes)])
         server.add_generic_rpc_handlers((GrpcService(self).handler(),))
-        server.add_insecure_port(f"{host}:{grpc_port}")
-        await server.start()
-        log.info("pipeline gateway on http %s:%d grpc %s:%d", host, http_port, host, grpc_port)
         try:
-            while not stop.is_set():  # the producer's error callbacks; no deliveries
-                await asyncio.sleep(IDLE_WAIT_S)
-                self.producer.poll(0)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(service.in_thread(lambda: self._consume(loop), "consumer", stop))
+                # the producer's error callbacks; no deliveries
+                group.create_task(service.poll_producer(self.producer, stop))
+                await runner.setup()
+                await web.TCPSite(runner, self.host, self.http_port).start()
+                server.add_insecure_port(f"{self.host}:{self.grpc_port}")
+                await server.start()
+                log.info("pipeline gateway on http %s:%d grpc %s:%d", self.host,
+                         self.http_port, self.host, self.grpc_port)
         finally:
-            self._stop.set()
+            stop.set()
             await server.stop(1)
             await runner.cleanup()
-            await asyncio.to_thread(consumer.join, 10)
             self.producer.flush(5)
 
 
@@ -507,24 +520,9 @@ async def _async(value):
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m runtime.dataflow.pipelinegateway")
-    p.add_argument("--scheduler", required=True, help="HOST:PORT of the scheduler API")
-    p.add_argument("--host", default="0.0.0.0")
-    p.add_argument("--http-port", type=int, default=9010)
-    p.add_argument("--grpc-port", type=int, default=9011)
-    p.add_argument("--timeout", type=float, default=30, help="seconds a call waits for its answer")
-    p.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
-                   help="largest request body (REST) or message (gRPC) accepted; larger ones "
-                        "get 413 / RESOURCE_EXHAUSTED (default 16 MiB)")
-    kafka.add_arguments(p)
-    args = p.parse_args(argv)
-    stop = setup_service("pipelinegateway")
-    gw = PipelineGateway(kafka.from_args(args), args.timeout, args.max_request_bytes)
-    link = SchedulerLink(args.scheduler, gw, "gateway")
-    gw.report = link.report
-    link.start()
-    asyncio.run(gw.run(stop, args.host, args.http_port, args.grpc_port))
-    link.stop()
+    s = load(PipelineGatewaySettings, "python -m runtime.dataflow.pipelinegateway", argv)
+    service.run("pipeline-gateway", s, PipelineGateway(
+        s.kafka_config(), s.timeout, s.max_request_bytes, s.host, s.http_port, s.grpc_port))
 
 
 if __name__ == "__main__":

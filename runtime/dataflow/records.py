@@ -1,18 +1,22 @@
-"""Record helpers shared by the dataflow services: headers, OIP JSON values, logging setup."""
+"""Record helpers shared by the dataflow services: headers, keys, OIP JSON values, polls."""
 
 import json
 import logging
-import signal
-import threading
 
-from confluent_kafka import Message
+from confluent_kafka import Consumer, KafkaError, Message
 
-from runtime import tracing
+log = logging.getLogger("dataflow")
 
 
 def headers_of(msg: Message) -> dict[str, str]:
-    return {k: (v.decode() if isinstance(v, bytes) else (v or ""))
-            for k, v in (msg.headers() or [])}
+    # a consumed record's headers are always a list of pairs (a dict only when producing)
+    pairs: list = list(msg.headers() or [])
+    return {k: (v.decode() if isinstance(v, bytes) else (v or "")) for k, v in pairs}
+
+
+def position(msg: Message) -> tuple[str, int, int]:
+    """A consumed record's topic, partition and offset (never unset on one)."""
+    return msg.topic() or "", msg.partition() or 0, msg.offset() or 0
 
 
 def key_of(msg: Message) -> str:
@@ -34,28 +38,23 @@ def decode(value: bytes | None) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
-def setup_service(name: str) -> threading.Event:
-    """Logging, tracing, and a stop event set by SIGTERM/SIGINT, so consumers leave their group
-    cleanly."""
-    logging.basicConfig(level=logging.INFO,
-                        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
-    tracing.init(f"core2-{name}")  # only when an OTLP endpoint is set
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
-
-
 # The longest a service's loop waits with nothing arriving (a record ends a poll's wait at
 # once): how soon a pipeline change is taken up, and how often an idle service wakes.
 IDLE_WAIT_S = 0.25
 
 
-def next_batch(consumer, timeout: float, limit: int = 500) -> list:
-    """Wait up to `timeout` for one record, then take what else is already fetched.
-    (consume(n, timeout) would wait the whole timeout unless n records arrive: a fixed delay
-    on every hop.)"""
+def next_batch(consumer: Consumer, timeout: float, limit: int = 500) -> list[Message]:
+    """Wait up to `timeout` for one record, then take what else is already fetched; error
+    events are logged, not returned. (consume(n, timeout) would wait the whole timeout unless
+    n records arrive: a fixed delay on every hop.)"""
     first = consumer.poll(timeout)
     if first is None:
         return []
-    return [first, *consumer.consume(limit - 1, timeout=0)]
+    out = []
+    for msg in [first, *consumer.consume(limit - 1, timeout=0)]:
+        err = msg.error()
+        if err is None:
+            out.append(msg)
+        elif err.code() != KafkaError._PARTITION_EOF:
+            log.warning("consume: %s", err)
+    return out

@@ -22,6 +22,7 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         self.server: grpc.Server | None = None
         self.drop_reports = 0  # the next N reports are lost, as to a busy scheduler
         self.retired: dict[str, int] = {}  # last version of each deleted pipeline
+        self.address = ""  # HOST:PORT, set by whoever starts it
 
     # -- test API -------------------------------------------------------------------------
     def set_pipeline(self, name: str, spec: dict) -> int:

@@ -129,7 +129,7 @@ def test_a_stalled_model_gateway_reports_its_pipelines_failed_once_then_ready_ag
     gw.report = lambda *report: reports.append(report)
     gw.set_pipeline("chain", 3, PipelineSpec.model_validate(
         {"steps": [{"name": "add10"}], "output": {"steps": ["add10"]}}))
-    gw.sub = SimpleNamespace(assigned={gw.cfg.model_inputs("add10")})
+    gw.reader = SimpleNamespace(sub=SimpleNamespace(assigned={gw.cfg.model_inputs("add10")}))
     gw._report_ready(None)
     assert reports == [("chain", 3, True, "")]
 

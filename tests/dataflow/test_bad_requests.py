@@ -138,8 +138,11 @@ def test_two_thousand_malformed_grpc_requests(dataflow):
 def _errors_for(dataflow, pipeline: str, rid: str) -> list:
     found: list = []
     cfg = dataflow.kafka
-    wait_until(lambda: found.extend(read_records(cfg, [cfg.errors()], pipeline, rid)) or found,
-               20, f"an error record for {rid}")
+
+    def arrived() -> bool:
+        found.extend(read_records(cfg, [cfg.errors()], pipeline, rid))
+        return bool(found)
+    wait_until(arrived, 20, f"an error record for {rid}")
     return found
 
 

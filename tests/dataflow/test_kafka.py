@@ -1,11 +1,9 @@
 """Kafka helpers: client settings from flags/env, topic names, topic creation."""
 
-import argparse
-
 from confluent_kafka.admin import AdminClient
 
-from runtime import kafka
-from runtime.kafka import KafkaConfig, ensure_topics
+from runtime.kafka import KafkaConfig, KafkaSettings, ensure_topics
+from runtime.settings import load
 
 
 def test_security_settings_come_from_env(monkeypatch):
@@ -13,9 +11,9 @@ def test_security_settings_come_from_env(monkeypatch):
                  "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p",
                  "KAFKA_SSL_CA_LOCATION": "/ca.pem"}.items():
         monkeypatch.setenv(k, v)
-    p = argparse.ArgumentParser()
-    kafka.add_arguments(p)
-    cfg = kafka.from_args(p.parse_args(["--kafka-bootstrap", "b:9093", "--kafka-prefix", "x"]))
+    # the services' settings (runtime.dataflow.service) derive from KafkaSettings
+    cfg = load(KafkaSettings, "test", ["--kafka-bootstrap", "b:9093",
+                                       "--kafka-prefix", "x"]).kafka_config()
     merged = cfg.consumer("g") | cfg.producer()
     assert merged.items() >= {
         "bootstrap.servers": "b:9093", "security.protocol": "SASL_SSL",

@@ -9,6 +9,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from runtime.dataflow.records import key_of
 from runtime.procs import http_ok, wait_until
 from tests.dataflow.conftest import (
     SAMPLE_MODELS,
@@ -52,11 +53,11 @@ class OutputReader:
         for msg in self.consumer.consume(1000, timeout=0.2):
             if msg.error():
                 continue
-            key = msg.key().decode()
+            key = key_of(msg)
             if key in self.seen:
                 self.duplicates += 1
             else:
-                self.seen[key] = json.loads(msg.value())
+                self.seen[key] = json.loads(msg.value() or b"")
         return len(self.seen)
 
     def close(self) -> None:

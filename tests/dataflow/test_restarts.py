@@ -7,6 +7,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from runtime.dataflow.records import key_of
 from runtime.procs import http_ok, wait_until
 from tests.dataflow.conftest import (
     outputs_of,
@@ -41,7 +42,7 @@ class InputKeys:
     def read(self) -> set[str]:
         for msg in self.consumer.consume(100, timeout=0.2):
             if not msg.error():
-                self.keys.add(msg.key().decode())
+                self.keys.add(key_of(msg))
         return self.keys
 
     def close(self) -> None:
