@@ -18,6 +18,7 @@ down:
 
 lint:
 	.venv/bin/ruff check .
+	.venv/bin/mypy
 
 test: setup tools lint
 	.venv/bin/pytest -q

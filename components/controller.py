@@ -69,6 +69,8 @@ def render(namespace: str, image: str, pull_policy: str, resources: Resources,
         "volumeMounts": [tmp_mount],
     }
     pod = {"serviceAccountName": ACCOUNT, "automountServiceAccountToken": True,
+           # no <SERVICE>_PORT variables: they could set CORE2_* settings
+           "enableServiceLinks": False,
            "securityContext": RESTRICTED_POD, "terminationGracePeriodSeconds": 10,
            "containers": [container], "volumes": [tmp]}
     if replicas > 1:

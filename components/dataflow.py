@@ -102,6 +102,8 @@ def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int
         count = replicas.get(name, 1)
         pod_spec = {"serviceAccountName": service_account,
                     "automountServiceAccountToken": False,
+                    # no <SERVICE>_PORT variables: they could set CORE2_* settings
+                    "enableServiceLinks": False,
                     "securityContext": RESTRICTED_POD,
                     "containers": [container], "volumes": volumes}
         if count > 1:

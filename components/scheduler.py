@@ -107,6 +107,8 @@ def render(namespace: str, image: str, pull_policy: str, resources: Resources,
                              "annotations": scrape_annotations(METRICS_PORT)},
                 "spec": {"serviceAccountName": service_account,
                          "automountServiceAccountToken": False,
+                         # no <SERVICE>_PORT variables: they could set CORE2_* settings
+                         "enableServiceLinks": False,
                          "securityContext": RESTRICTED_POD,
                          "terminationGracePeriodSeconds": 30,
                          "containers": [container],

@@ -306,6 +306,8 @@ def render(a: ServerArgs) -> list[dict]:
         # its own account, so cloud identities (IRSA, Workload Identity) are per server
         "serviceAccountName": a.service_account,
         "automountServiceAccountToken": False,
+        # no <SERVICE>_PORT variables: they could set CORE2_* settings
+        "enableServiceLinks": False,
         "securityContext": RESTRICTED_POD,
         # the preStop drain, then the containers' own shutdown
         "terminationGracePeriodSeconds": a.drain_seconds + GRACE_SECONDS,

@@ -1,7 +1,6 @@
 """Kafka client settings shared by every dataflow service: security (SASL/TLS) from flags or
 env, Seldon-style topic names, and idempotent topic creation."""
 
-import argparse
 import logging
 import os
 import time
@@ -200,57 +199,6 @@ def ensure_topics(cfg: KafkaConfig, topics: list[str], timeout: float = 15) -> N
         if all(t in meta and meta[t].error is None and meta[t].partitions for t in missing):
             return
         time.sleep(0.05)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    env = os.environ.get
-    parser.add_argument("--kafka-bootstrap", default=env("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-                        help="Kafka bootstrap servers host:port[,host:port]")
-    parser.add_argument("--kafka-prefix", default=env("KAFKA_PREFIX", DEFAULT_PREFIX))
-    parser.add_argument("--kafka-namespace", default=env("KAFKA_NAMESPACE", DEFAULT_NAMESPACE))
-    parser.add_argument("--kafka-partitions", type=int,
-                        default=int(env("KAFKA_PARTITIONS", "1")),
-                        help="partitions of the topics this service creates")
-    parser.add_argument("--kafka-replication", type=int,
-                        default=int(env("KAFKA_REPLICATION", "1")))
-    parser.add_argument("--kafka-fetch-wait-ms", type=int,
-                        default=int(env("KAFKA_FETCH_WAIT_MS", FETCH_WAIT_MS["embedded"])),
-                        help="consumer fetch.wait.max.ms (FETCH_WAIT_MS: 2 for the embedded "
-                             "broker, 500 for Apache Kafka). On the embedded broker it bounds "
-                             "each hop's latency, and lower costs it more CPU while idle "
-                             "(Tansu: ~80%% of a core at 2 ms, ~40%% at 10 ms, ~7%% at 100 ms "
-                             "with 9 pipelines); Apache Kafka answers a waiting fetch on "
-                             "produce, so there a long wait costs no latency")
-    parser.add_argument("--kafka-assignment", choices=("auto", "group", "static"),
-                        default=env("KAFKA_ASSIGNMENT", "auto"),
-                        help="group: replicas share partitions as consumer-group members; "
-                             "static: this process reads every partition (one replica), "
-                             "resuming at once after a restart; auto: static when the "
-                             "bootstrap servers are on loopback, else group")
-    add_security_arguments(parser)
-
-
-def add_security_arguments(parser: argparse.ArgumentParser) -> None:
-    """TLS and SASL flags, defaulting to their KAFKA_* env variables."""
-    env = os.environ.get
-    parser.add_argument("--kafka-security-protocol", default=env("KAFKA_SECURITY_PROTOCOL", ""),
-                        help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
-    parser.add_argument("--kafka-sasl-mechanism", default=env("KAFKA_SASL_MECHANISM", ""),
-                        help="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
-    parser.add_argument("--kafka-sasl-username", default=env("KAFKA_SASL_USERNAME", ""))
-    parser.add_argument("--kafka-sasl-password", default=env("KAFKA_SASL_PASSWORD", ""))
-    parser.add_argument("--kafka-ssl-ca-location", default=env("KAFKA_SSL_CA_LOCATION", ""))
-
-
-def from_args(args: argparse.Namespace) -> KafkaConfig:
-    return KafkaConfig(
-        bootstrap=args.kafka_bootstrap, prefix=args.kafka_prefix,
-        namespace=args.kafka_namespace, partitions=args.kafka_partitions,
-        replication=args.kafka_replication, fetch_wait_ms=args.kafka_fetch_wait_ms,
-        assignment=args.kafka_assignment,
-        security_protocol=args.kafka_security_protocol,
-        sasl_mechanism=args.kafka_sasl_mechanism, sasl_username=args.kafka_sasl_username,
-        sasl_password=args.kafka_sasl_password, ssl_ca_location=args.kafka_ssl_ca_location)
 
 
 class KafkaSettings(ServiceSettings):

@@ -1,7 +1,6 @@
 """What the cluster objects run must be what the runtime accepts: the Envoy bootstrap passes
 the real Envoy's config validation, and every container's flags parse with the real CLIs."""
 
-import argparse
 import json
 import shlex
 import subprocess
@@ -28,22 +27,15 @@ DOWNWARD_API = {"$(REPLICA_IDX)": "2", "$(POD_IP)": "10.1.2.3"}
 
 
 # Runs in a fresh interpreter per module (MLServer's and core2's OIP protos cannot share
-# one descriptor pool): parse the flags with the module's own parser (argparse, or a settings
-# class through runtime.settings.load), print them, stop.
+# one descriptor pool): parse the flags with the module's settings class (runtime.settings),
+# print them, stop.
 PARSE_ONLY = """
-import argparse, importlib, json, sys
+import importlib, json, sys
 import runtime.settings
-def stop(flags):
-    print(json.dumps(flags, default=str))
-    sys.exit(0)
-original, load, settings_classes = argparse.ArgumentParser.parse_args, runtime.settings.load, []
-def parse_args(self, args=None, namespace=None):
-    ns = original(self, args, namespace)
-    return ns if settings_classes else stop(vars(ns))  # settings parse with argparse too
+load = runtime.settings.load
 def load_settings(cls, prog, argv=None):
-    settings_classes.append(cls)
-    stop(load(cls, prog, argv).model_dump())
-argparse.ArgumentParser.parse_args = parse_args
+    print(json.dumps(load(cls, prog, argv).model_dump(), default=str))
+    sys.exit(0)
 runtime.settings.load = load_settings
 module, main = sys.argv[1], sys.argv[2]
 sys.argv = [module, *sys.argv[3:]]
@@ -110,7 +102,8 @@ def test_every_runtime_container_passes_flags_its_cli_accepts(renders):
 
 def test_kafka_settings_reach_the_dataflow_clients(renders, monkeypatch):
     """KAFKA_* from the pod spec end up in the services' Kafka settings."""
-    from runtime import kafka
+    from runtime.dataflow.engine import EngineSettings
+    from runtime.settings import load
 
     render = renders["prod-aws"]
     (engine,) = [c for c in containers(render) if c["name"] == "engine"]
@@ -118,10 +111,7 @@ def test_kafka_settings_reach_the_dataflow_clients(renders, monkeypatch):
            else f"<{e['valueFrom']['secretKeyRef']['key']}>" for e in engine["env"]}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    p = argparse.ArgumentParser()
-    kafka.add_arguments(p)
-    args, _ = p.parse_known_args(engine["args"])
-    cfg = kafka.from_args(args)
+    cfg = load(EngineSettings, "engine", engine["args"]).kafka_config()
     assert cfg.security_protocol == "SASL_SSL" and cfg.sasl_mechanism == "SCRAM-SHA-512"
     assert (cfg.sasl_username, cfg.sasl_password) == ("<username>", "<password>")
     assert json.dumps(cfg.bootstrap).count("amazonaws.com") == 2
