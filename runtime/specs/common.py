@@ -4,7 +4,7 @@ import math
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")
 
@@ -60,6 +60,23 @@ def refuse_unless_empty(value: Any, info: ValidationInfo, reasons: dict[str, str
     if not is_empty(value):
         raise ValueError(reasons[info.field_name or ""])
     return value
+
+
+def refusing(reasons: dict[str, str], *fields: str) -> Any:
+    """A spec class's validator applying refuse_unless_empty to `fields` (default: every field
+    `reasons` names): `_unsupported = refusing(UNSUPPORTED)`."""
+    def check(cls: type, value: Any, info: ValidationInfo) -> Any:
+        return refuse_unless_empty(value, info, reasons)
+    return field_validator(*(fields or tuple(reasons)))(check)
+
+
+def quantity(field: str) -> Any:
+    """A spec class's validator: `field` (None allowed) must be a Kubernetes quantity."""
+    def check(cls: type, value: Any) -> Any:
+        if value is not None:
+            parse_quantity(value)
+        return value
+    return field_validator(field)(check)
 
 
 def describe(err: ValidationError, where: str) -> str:

@@ -2,9 +2,9 @@
 
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from runtime.specs.common import Spec, parse_quantity, refuse_unless_empty
+from runtime.specs.common import Spec, parse_quantity, quantity, refusing
 
 # Seldon Model fields core2 does not act on, and why (README "Seldon fields and what core2
 # does with each"): refused unless left at their default.
@@ -54,17 +54,8 @@ class ModelSpec(Spec):
     dataflow: dict[str, Any] | None = None
     secretName: str | None = None
 
-    @field_validator(*UNSUPPORTED)
-    @classmethod
-    def _unsupported(cls, value: Any, info: ValidationInfo) -> Any:
-        return refuse_unless_empty(value, info, UNSUPPORTED)
-
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, v):
-        if v is not None:
-            parse_quantity(v)
-        return v
+    _unsupported = refusing(UNSUPPORTED)
+    _memory = quantity("memory")
 
     @model_validator(mode="after")
     def _replica_bounds(self):

@@ -1,10 +1,10 @@
 """Pipeline spec (mlops.seldon.io/v1alpha1 Pipeline)."""
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from runtime.specs.common import Spec, SpecError, refuse_unless_empty
+from runtime.specs.common import Spec, SpecError, refusing
 
 JoinType = Literal["inner", "outer", "any"]
 # Seldon Pipeline fields core2 does not act on, and why: refused unless left at their default.
@@ -21,10 +21,7 @@ class Batch(Spec):
     windowMs: int | None = Field(default=None, gt=0)
     rolling: bool | None = None
 
-    @field_validator("rolling")
-    @classmethod
-    def _unsupported(cls, value: Any, info: ValidationInfo) -> Any:
-        return refuse_unless_empty(value, info, UNSUPPORTED)
+    _unsupported = refusing(UNSUPPORTED, "rolling")
 
 
 class Step(Spec):
@@ -62,10 +59,7 @@ class PipelineSpec(Spec):
     maxStepRevisits: int | None = Field(default=None, ge=0)
     dataflow: dict | None = None
 
-    @field_validator("dataflow")
-    @classmethod
-    def _unsupported(cls, value: Any, info: ValidationInfo) -> Any:
-        return refuse_unless_empty(value, info, UNSUPPORTED)
+    _unsupported = refusing(UNSUPPORTED, "dataflow")
 
     @model_validator(mode="after")
     def _check_graph(self) -> "PipelineSpec":

@@ -2,9 +2,9 @@
 
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 
-from runtime.specs.common import Spec, parse_quantity, refuse_unless_empty
+from runtime.specs.common import Spec, parse_quantity, quantity, refusing
 
 # Seldon Server fields core2 does not act on: a Server's pods are made by the Pulumi component
 # (components.Server), not from this spec, which tells the scheduler what the server offers.
@@ -35,16 +35,8 @@ class ServerSpec(Spec):
     # server's pods by itself (Pulumi does, on `pulumi up`), so either value is honoured.
     disableAutoUpdate: bool | None = None
 
-    @field_validator(*UNSUPPORTED)
-    @classmethod
-    def _unsupported(cls, value: Any, info: ValidationInfo) -> Any:
-        return refuse_unless_empty(value, info, UNSUPPORTED)
-
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, v):
-        parse_quantity(v)
-        return v
+    _unsupported = refusing(UNSUPPORTED)
+    _memory = quantity("memory")
 
     @field_validator("serverConfig")
     @classmethod
