@@ -7,8 +7,8 @@ records what it sees in `<run-dir>/state.json` for `core2 status` and `core2 dow
 
 SIGTERM (what `core2 down` sends) stops every service it started, then the supervisor."""
 
-import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -17,10 +17,15 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import Field
+
+from runtime import logs
 from runtime.local.config import LocalConfig, LocalServer
+from runtime.local.detach import PROGRESS
 from runtime.local.platform import Platform
 from runtime.local.scaling import ReplicaFollower
 from runtime.local.supervision import Supervision
+from runtime.settings import ServiceSettings, load
 
 REQUESTS = "requests"     # other processes (e.g. `core2 apply` of a Server) ask for work here
 HEARTBEAT_S = 2.0         # state.json is rewritten at least this often while supervising
@@ -152,22 +157,23 @@ def supervise(run_dir: Path, config: LocalConfig, progress: Callable[[str], None
         signal.signal(signal.SIGTERM, previous)
 
 
+class SupervisorSettings(ServiceSettings):
+    run_dir: Path = Field(description="the platform's run dir (state.json, logs/)")
+    config_json: Path = Field(description="a validated LocalConfig as JSON (written by "
+                                          "`core2 up`)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m runtime.local.supervisor", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run-dir", required=True, type=Path)
-    p.add_argument("--config-json", required=True, type=Path,
-                   help="a validated LocalConfig as JSON (written by `core2 up`)")
-    a = p.parse_args(argv)
-    config = LocalConfig.model_validate_json(a.config_json.read_text())
-
-    def say(msg: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
-
+    settings = load(SupervisorSettings, "python -m runtime.local.supervisor", argv)
+    logs.setup("supervisor", settings.log_level)
+    config = LocalConfig.model_validate_json(settings.config_json.read_text())
+    log = logging.getLogger("supervisor")
     try:
-        return supervise(a.run_dir, config, progress=lambda m: say(f"progress: {m}"), log=say)
+        # `core2 up -d` relays the lines carrying PROGRESS from this log (detach._relay)
+        return supervise(settings.run_dir, config, progress=lambda m: log.info(PROGRESS + m),
+                         log=log.info)
     except (RuntimeError, TimeoutError, OSError) as e:
-        say(f"error: {e}")
+        log.error("error: %s", e)
         return 1
 
 
