@@ -54,7 +54,7 @@ def from_rpc(e: grpc.RpcError, address: str, what: str = "") -> SchedulerError:
     # the scheduler's messages usually name the resource already ("Model iris: spec...")
     message = details if not what or details.startswith(what) else f"{what}: {details}"
     if code == grpc.StatusCode.NOT_FOUND:
-        return NotFound(message, code=code)
+        return NotFound(f"{what} not found" if what else details, code=code)
     if code in REFUSED_CODES:
         return Refused(f"{message} ({code.name})", code=code)
     return SchedulerError(message, code=code)
