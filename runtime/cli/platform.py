@@ -43,7 +43,7 @@ def _config(opts: Options, config: str | None, free_ports: bool, kafka_bootstrap
     return cfg
 
 
-@click.command()
+@click.command(short_help="Start the platform locally (-d: in the background)")
 @click.option("-c", "--config", metavar="FILE", help="local config YAML (ports, servers, kafka, "
               "TLS, ...; README: Local configuration)")
 @click.option("-d", "--detach", is_flag=True, help="return once healthy; the supervisor keeps "
@@ -102,7 +102,7 @@ def up(config: str | None, detach: bool, free_ports: bool, kafka_bootstrap: str 
         raise CliError(str(e)) from None
 
 
-@click.command()
+@click.command(short_help="Stop the local platform")
 @global_options
 def down() -> None:
     """Stop the local platform (found from any sub-folder, or --run-dir / $CORE2_HOME): its
@@ -128,7 +128,7 @@ def down() -> None:
         "core2 was not running (its recorded processes had ended); state cleared")
 
 
-@click.command()
+@click.command(short_help="The local services, their state and endpoints")
 @output_option("table")
 @click.option("--json", "as_json", is_flag=True, help="same as -o json")
 @global_options
@@ -182,7 +182,7 @@ def _ago(at: float | None) -> str:
     return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
 
 
-@click.command()
+@click.command(short_help="Print (-f: follow) a local service's log")
 @click.argument("service")
 @click.option("-f", "--follow", is_flag=True, help="keep printing what is appended, until Ctrl-C")
 @click.option("--tail", type=click.IntRange(min=0), default=None, metavar="N",

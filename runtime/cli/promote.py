@@ -11,7 +11,7 @@ from runtime.cli.context import CliError, global_options, options
 from runtime.scheduler.bandit import MIN_REWARDS
 
 
-@click.command()
+@click.command(short_help="Make an experiment's winner the default in stacks")
 @click.argument("experiment")
 @click.option("--from", "source", required=True, metavar="STACK",
               help="stack where the experiment ran")

@@ -75,7 +75,7 @@ file_option = click.option("-f", "--file", "files", required=True, multiple=True
 no_wait_option = click.option("--no-wait", is_flag=True, help="return once applied")
 
 
-@click.command()
+@click.command(short_help="Create or update the resources in YAML files")
 @file_option
 @no_wait_option
 @global_options
@@ -90,7 +90,7 @@ def apply(files: tuple[str, ...], no_wait: bool) -> None:
     apply_all(options(), list(files), resources, wait=not no_wait)
 
 
-@click.command()
+@click.command(short_help="Delete the resources named in YAML files")
 @file_option
 @global_options
 def delete(files: tuple[str, ...]) -> None:
@@ -208,12 +208,19 @@ def unload_command(kind: str, noun: str, verb: str) -> click.Command:
     return unload
 
 
+class KindGroup(click.Group):
+    """`core2 --help` lists a kind's verbs, those added after it was made included (infer)."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return f"{(self.name or '').capitalize()}s: {', '.join(self.commands)}"
+
+
 def kind_group(kind: str, load_verb: str | None, unload_verb: str | None,
                help_text: str) -> click.Group:
     """`core2 <noun>` with load/unload (under their Seldon verbs), status and list."""
     noun = kind.lower()
 
-    @click.group(noun, help=help_text)
+    @click.group(noun, cls=KindGroup, help=help_text)
     @global_options
     def group() -> None:
         pass
