@@ -28,7 +28,7 @@ class Hub:
         self.published.append(time.monotonic())
         coro.close()
 
-    async def publish_routes(self) -> bool:
+    async def publish_routes(self, changed_model: str | None = None) -> bool:
         return True
 
 

@@ -157,6 +157,10 @@ class SchedulerClient:
                 err = SchedulerError(f"scheduler {self.address} ended the {k} status stream")
             except grpc.RpcError as e:
                 err = from_rpc(e, self.address, f"{k} status stream")
+            except ValueError:  # "Channel closed": the owner closed the client to stop
+                if stop.is_set():
+                    return
+                raise
             if stop.is_set():
                 return
             if not connected:

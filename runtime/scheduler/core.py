@@ -97,7 +97,12 @@ class Scheduler:
         self.store.put("model", name, m.to_doc())
         self._fingerprints[name] = fingerprint
 
-    async def publish_routes(self) -> bool:
+    async def publish_routes(self, changed_model: str | None = None) -> bool:
+        """Push the routes to Envoy and wait until it has them (False: not in time).
+        `changed_model`: a model changed since its last ModelChanged, whose routes must be
+        looked at again before that event is published."""
+        if changed_model is not None:
+            self.routing.touch(changed_model)
         return await self.xds.wait_applied(self.xds.set_snapshot(self.routing.snapshot()))
 
     # ---- API -----------------------------------------------------------------------------

@@ -191,7 +191,7 @@ class ModelManager:
 
     async def _unload_after_routes(self, v: ModelVersion, idx: int) -> None:
         # Make before break: Envoy stops sending traffic to the replica before it unloads.
-        await self.hub.publish_routes()
+        await self.hub.publish_routes(changed_model=v.model)
         if idx in v.replicas and v.replicas[idx].state == st.UNLOAD_REQUESTED:
             if f"{v.server}/{idx}" in self.agents:
                 self._send(v, idx, Op.UNLOAD)
@@ -293,6 +293,10 @@ class ModelManager:
             r.evicted = False
             routes = True
         self._refresh(m, v)
+        if ev.event == Ev.LOADED:
+            # An older version this one replaces has just left the routes: Envoy has that
+            # before a watcher hears "Available", so a request sent after it reaches this one.
+            await self.hub.publish_routes(changed_model=m.name)
         self.changed(m.name)
         return await self.hub.publish_routes() if routes else True
 
