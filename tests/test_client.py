@@ -50,7 +50,7 @@ class CountingCalls(grpc.UnaryUnaryClientInterceptor):
 
 
 def test_a_missing_resource_is_not_found_by_its_status_code(client):
-    with pytest.raises(NotFound, match="^Model nope not found$"):
+    with pytest.raises(NotFound, match=r"^Model nope not found$"):
         client.status("Model", "nope")
     assert client.get("Model", "nope") is None
     with pytest.raises(NotFound, match="Model nope"):
