@@ -125,6 +125,8 @@ def test_logs_prints_a_service_log_and_names_the_services_when_unknown(core2, en
     assert out == (env.platform.logs / "scheduler.log").read_text()
     code, out, _ = core2("logs", "scheduler", "--tail", "1")
     assert out == (env.platform.logs / "scheduler.log").read_text().splitlines(True)[-1]
+    code, out, _ = core2("logs", "scheduler", "--tail", "100000")  # more than it has: all
+    assert out == (env.platform.logs / "scheduler.log").read_text()
     code, _, err = core2("logs", "schedulr")
     assert code == 2 and "no service 'schedulr'" in err
     assert "scheduler" in err and "mlserver-0-agent" in err and "envoy" in err

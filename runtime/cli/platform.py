@@ -202,7 +202,7 @@ def logs(service: str, follow: bool, tail: int | None) -> None:
                                                     else f": no logs in {folder.resolve()}"), 2)
     with open(path, "rb") as f:
         lines = f.readlines()
-        click.echo(b"".join(lines if tail is None else lines[len(lines) - tail:]), nl=False)
+        click.echo(b"".join(lines if tail is None else lines[max(0, len(lines) - tail):]), nl=False)
         while follow:
             chunk = f.read()
             if chunk:

@@ -67,7 +67,7 @@ def stop(run_dir: Path, timeout: float = 30) -> Stopped | None:
     supervisor = state.get("supervisor")
     supervised = bool(supervisor and is_ours(supervisor, recorded))
     if supervisor and supervised:
-        _end(supervisor, os.kill, timeout)  # it stops every service it started
+        _end([supervisor], os.kill, timeout)  # it stops every service it started
         state = read_state(run_dir) or state  # restarts may have changed pids meanwhile
         recorded = state.get("startTimes", recorded)
     elif supervisor and pid_alive(supervisor):
@@ -76,13 +76,7 @@ def stop(run_dir: Path, timeout: float = 30) -> Stopped | None:
     ours = {n: p for n, p in pids.items() if is_ours(p, recorded)}
     foreign = {n: p for n, p in pids.items() if n not in ours and pid_alive(p)}
     done.foreign += foreign.values()
-    for pid in reversed(list(ours.values())):
-        _signal(os.killpg, pid, signal.SIGTERM)
-    _wait_gone(list(ours.values()), 10)
-    for pid in ours.values():
-        if pid_alive(pid):
-            _signal(os.killpg, pid, signal.SIGKILL)
-    _wait_gone(list(ours.values()), 5)
+    _end(list(reversed(ours.values())), os.killpg, 10)  # their process groups
     done.survivors = [p for p in ours.values() if pid_alive(p)]
     if not done.survivors:
         (Path(run_dir) / STATE_FILE).unlink(missing_ok=True)
@@ -91,11 +85,15 @@ def stop(run_dir: Path, timeout: float = 30) -> Stopped | None:
     return done
 
 
-def _end(pid: int, kill: Callable[[int, int], None], timeout: float) -> None:
-    _signal(kill, pid, signal.SIGTERM)
-    if not _wait_gone([pid], timeout):
-        _signal(kill, pid, signal.SIGKILL)
-        _wait_gone([pid], 5)
+def _end(pids: list[int], kill: Callable[[int, int], None], timeout: float) -> None:
+    """SIGTERM each, then SIGKILL what is still alive after `timeout` seconds."""
+    for pid in pids:
+        _signal(kill, pid, signal.SIGTERM)
+    if not _wait_gone(pids, timeout):
+        for pid in pids:
+            if pid_alive(pid):
+                _signal(kill, pid, signal.SIGKILL)
+        _wait_gone(pids, 5)
 
 
 def _signal(kill: Callable[[int, int], None], pid: int, sig: int) -> None:

@@ -17,6 +17,12 @@ def read_state(run_dir: Path) -> dict | None:
         return None
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields from field 3 (state) on: those after the parenthesised
+    command name, which may itself hold spaces. OSError without procfs or process."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
 def pid_alive(pid: int | None) -> bool:
     """Running, not a zombie: a killed service stays a zombie until the supervisor (its
     parent) reaps it, and `core2 status` must not call it Ready meanwhile."""
@@ -26,8 +32,8 @@ def pid_alive(pid: int | None) -> bool:
         os.kill(pid, 0)
     except OSError:
         return False
-    try:  # state is the field after the parenthesised command name
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    try:
+        return _stat(pid)[0] != "Z"
     except (OSError, IndexError):
         return True  # no procfs: the signal test is all there is
 
@@ -37,8 +43,8 @@ def start_time(pid: int | None) -> int | None:
     (no such process, or no procfs)."""
     if not pid or pid <= 0:
         return None
-    try:  # fields after the command name start at field 3 (state)
-        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+    try:
+        return int(_stat(pid)[19])
     except (OSError, IndexError, ValueError):
         return None
 
