@@ -1,5 +1,5 @@
-"""Envoy terminating TLS: REST over HTTPS, gRPC over TLS, and pipelines whose model gateway
-calls the models through the same TLS listener."""
+"""Envoy terminating TLS: REST over HTTPS, gRPC over TLS, and pipelines whose engine calls the
+models through the same TLS listener."""
 
 import json
 import ssl
@@ -57,7 +57,7 @@ def test_inference_and_pipelines_over_tls(make_env, sample_models, certs):
     assert reply.model_name == "iris_1" and list(reply.outputs[0].contents.int64_contents) == [
         IRIS_CLASS]
 
-    # The model gateway reaches the models through the TLS listener.
+    # The engine reaches the models through the TLS listener.
     for r in load_file(ROOT / "samples/pipelines/models.yaml"):
         if r.name in ("add10", "mul10"):
             env.scheduler.apply_resource(r)

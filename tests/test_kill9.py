@@ -26,9 +26,9 @@ from tests.traffic import AsyncLoad, Grpc, Rest, SyncLoad, tensor
 
 # the order they are killed in: the broker last, it takes the pipelines' topics with it
 SERVICES = ["scheduler", "envoy", "mlserver-0-mlserver", "mlserver-0-agent", "dataflow-engine",
-            "model-gateway", "pipeline-gateway", "kafka-broker"]
+            "pipeline-gateway", "kafka-broker"]
 # killing these takes the pipeline's dataflow or topics away: it must not be PipelineReady
-HONEST = ("dataflow-engine", "model-gateway", "pipeline-gateway", "kafka-broker")
+HONEST = ("dataflow-engine", "pipeline-gateway", "kafka-broker")
 # seconds of synchronous errors tolerated after each kill (measured on a loaded 2-core machine)
 WINDOW_BOUND_S = {"mlserver-0-mlserver": 30.0, "kafka-broker": 45.0}
 DEFAULT_BOUND_S = 20.0

@@ -134,7 +134,6 @@ def test_every_metric_on_the_dashboard_is_served_after_traffic(env):
     p = env.platform
     ports = {"agent": agent_port(env),
              "pipeline gateway": p.ports["pipelineGatewayHttp"],
-             "model gateway": flag(p.services["model-gateway"].argv, "--metrics-port"),
              "dataflow engine": flag(p.services["dataflow-engine"].argv, "--metrics-port"),
              "scheduler": p.ports["schedulerMetrics"]}
     served = {name: exported_names(scrape(port)) for name, port in ports.items()}

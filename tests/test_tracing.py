@@ -1,6 +1,6 @@
 """Tracing: one pipeline request is one trace, received by an OTLP collector (a real OTLP/gRPC
 TraceService in the test), with a span for each hop and step: Envoy, the pipeline gateway, the
-engine's steps, the model gateway's model calls, Envoy again and MLServer, per step."""
+engine's steps and its model calls, Envoy again and MLServer, per step."""
 
 import secrets
 import threading
@@ -81,8 +81,8 @@ def test_one_pipeline_request_is_one_trace_with_a_span_per_hop_and_step(traced):
         ("core2-pipelinegateway", "pipeline chain"),
         ("core2-engine", "pipeline chain step add10"),
         ("core2-engine", "pipeline chain step mul10"),
-        ("core2-modelgateway", "model add10"),
-        ("core2-modelgateway", "model mul10"),
+        ("core2-engine", "model add10"),   # the engine's in-process model gateway
+        ("core2-engine", "model mul10"),
     }
 
     def complete() -> bool:

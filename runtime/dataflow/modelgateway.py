@@ -1,37 +1,29 @@
-"""Model gateway: consumes the input topics of every model used by a pipeline, calls the model
-over HTTP (through Envoy: `seldon-model` header), and produces the response to the model's
-output topic, or an error naming the step to the errors topic. Records keep their headers, so
-pipelines sharing a model are told apart. Steps with `batch` send their model one request
-for several records (runtime.dataflow.batching).
-
-    python -m runtime.dataflow.modelgateway --scheduler H:P --kafka-bootstrap H:P --envoy URL
+"""The model gateway: calls a pipeline step's model over HTTP through Envoy (`seldon-model`
+header), retrying transient failures until the request's deadline, and batches the calls of
+steps with `batch` (runtime.dataflow.batching). It runs inside the engine's process: the
+engine hands it each step's request and is given the answer back, so a step costs one HTTP
+call and no Kafka round trip (the engine still writes the model's topics for `inspect`).
 """
 
 import asyncio
 import logging
-import os
 import ssl
 import sys
-import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import aiohttp
-from confluent_kafka import Message, Producer
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Histogram
-from pydantic import Field
 
 from runtime import tracing
-from runtime.dataflow import service
 from runtime.dataflow.batching import Batcher, merge, split
-from runtime.dataflow.offsets import OffsetTracker, Token
-from runtime.dataflow.reader import Reader
-from runtime.dataflow.records import IDLE_WAIT_S, decode, encode, headers_of, key_of, position
-from runtime.dataflow.validate import InvalidInput, check_request
-from runtime.kafka import H_DEADLINE, H_ERROR, H_MODEL, H_PIPELINE, H_STEP, KafkaConfig
+from runtime.dataflow.records import decode, encode
+from runtime.dataflow.service import Tasks
+from runtime.kafka import H_DEADLINE
 from runtime.retry import GaveUp, Retry, retry_async
-from runtime.settings import load
-from runtime.specs.pipeline import Batch, PipelineSpec
+from runtime.specs.pipeline import Batch
 
 log = logging.getLogger("modelgateway")
 MODEL_CALLS = Counter("seldon_modelgateway_calls_total", "model calls from pipelines",
@@ -40,7 +32,6 @@ MODEL_SECONDS = Histogram("seldon_modelgateway_call_seconds", "model call latenc
                           buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30))
 MODEL_RETRIES = Counter("seldon_modelgateway_retries_total",
                         "model calls retried after a transient failure", ["model", "code"])
-GROUP = "seldon-modelgateway"
 # Worth another try until the request's deadline: the model server is away or restarting
 # (502: no connection, 503: Envoy has no healthy upstream, 404: the model is being (re)loaded)
 # or too busy to answer in time (504: seen for a burst of calls on an overloaded machine).
@@ -48,172 +39,93 @@ TRANSIENT = frozenset({404, 429, 502, 503, 504})
 # Stock MLServer answers 400 "Model <name> is not ready yet." while a model is being loaded
 # again: transient too, unlike other 400s (core2's name hook makes it a 503 already)
 NOT_READY = "is not ready yet"
-MAX_IN_FLIGHT = 20_000  # records taken but not finished: stop fetching beyond this
 # A pooled keep-alive connection closed by the server under a new request (not a refused
 # connect, a ClientConnectorError): the request is sent again at once on a fresh connection.
 STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 Answer = tuple[int, bytes | str]   # (HTTP status, the body, or the reason it failed)
 
 
-class ModelGatewaySettings(service.MetricsSettings):
-    envoy: str = Field(description="base URL models are called on")
-    envoy_ca: str = Field("", description=(
-        "CA file to verify an https Envoy with (default: env CORE2_ENVOY_TLS_CA, else the "
-        "system's trust store)"))
-    model_timeout: float = Field(30, description="seconds per model call")
-    retry_seconds: float = Field(120, description=(
-        "how long a model call failing for a transient reason (no connection, 503, 404 "
-        "while the model loads) is retried, at most; a request through the pipeline gateway "
-        "is retried until its own deadline"))
+@dataclass
+class StepCall:
+    """One step's request: `value` is its OIP request body, `headers` the record headers it
+    travels with (pipeline, step, deadline, trace context), `hold` what the engine keeps
+    uncommitted until the answer is handled."""
 
-    def envoy_ca_file(self) -> str | None:
-        return self.envoy_ca or os.environ.get("CORE2_ENVOY_TLS_CA") or None
+    pipeline: str
+    step: str
+    model: str
+    key: str
+    value: bytes
+    headers: list[tuple[str, str]]
+    hold: list = field(default_factory=list)
+
+
+# (call, status, body or the reason it failed, headers for the answer's records)
+OnAnswer = Callable[[StepCall, int, bytes | str, list[tuple[str, str]]], None]
 
 
 class _Transient(Exception):
     """A model answer worth another try (TRANSIENT)."""
 
 
-class ModelGateway(service.Role):
-    component = "modelgateway"
-
-    def __init__(self, cfg: KafkaConfig, envoy: str, timeout_s: float = 30,
-                 concurrency: int = 256, group: str = GROUP, envoy_ca: str | None = None,
-                 retry_s: float = 120):
-        self.cfg, self.envoy = cfg, envoy.rstrip("/")
+class ModelGateway:
+    def __init__(self, envoy: str, on_answer: OnAnswer, timeout_s: float = 30,
+                 concurrency: int = 256, envoy_ca: str | None = None, retry_s: float = 120):
+        self.envoy, self.on_answer = envoy.rstrip("/"), on_answer
         # https Envoy: verify it with this CA file (else the system's trust store)
         self.ssl = ssl.create_default_context(cafile=envoy_ca) if envoy_ca else None
-        self.timeout_s, self.group = timeout_s, group
-        self.retry_s = retry_s  # retry budget of a record that carries no deadline
-        self._lock = threading.Lock()
-        self._pipelines: dict[str, tuple[int, set[str]]] = {}
-        self._batching: dict[tuple[str, str], Batch] = {}  # (pipeline, step) -> batch spec
+        self.timeout_s = timeout_s
+        self.retry_s = retry_s  # retry budget of a request that carries no deadline
         self._batcher = Batcher(self._flush)
-        self._dirty = threading.Event()
-        self._unready: set[str] = set()
-        # made by run (the consuming thread makes the reader)
-        self.reader: Reader
-        self.tracker: OffsetTracker
-        self.producer: Producer
-        self.session: aiohttp.ClientSession
-        self._calls = service.Tasks()   # the model calls under way
+        self._calls = Tasks()   # the model calls under way
         self._sem = asyncio.Semaphore(concurrency)
-        self._closing = False
+        self.closing = False
+        self.session: aiohttp.ClientSession   # made by open(), on the event loop
 
-    # -- control --------------------------------------------------------------------------
-    def set_pipeline(self, name: str, version: int, spec: PipelineSpec) -> None:
-        with self._lock:
-            self._pipelines[name] = (version, {s.name for s in spec.steps})
-            self._batching = {k: b for k, b in self._batching.items() if k[0] != name}
-            self._batching.update({(name, s.name): s.batch for s in spec.steps if s.batch})
-            self._unready.add(name)
-        self._dirty.set()
+    def open(self) -> None:
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            connector=aiohttp.TCPConnector(limit=128, keepalive_timeout=60,
+                                           ssl=self.ssl or True))
 
-    def remove_pipeline(self, name: str) -> None:
-        with self._lock:
-            self._pipelines.pop(name, None)
-            self._batching = {k: b for k, b in self._batching.items() if k[0] != name}
-            self._unready.discard(name)
-        self._dirty.set()
+    async def close(self) -> None:
+        """Calls still under way are cancelled and their answers never given: the engine's
+        records for them stay uncommitted and are read again after a restart."""
+        self.closing = True
+        await self._calls.close()
+        await self.session.close()
 
-    def _topics_of(self, models: set[str]) -> set[str]:
-        return {self.cfg.model_inputs(m) for m in models}
+    def in_flight(self) -> int:
+        return len(self._calls)
 
-    # -- consuming (its own thread) -------------------------------------------------------
-    def consume(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
-        """Read the model input topics and hand the records to the event loop (_dispatch)."""
-        self.reader = reader = Reader(self.cfg, self.group, self._written, stop)
-        self.tracker = reader.tracker
-        try:
-            while not stop.is_set():
-                reader.reread_if_lost()
-                if self._dirty.is_set():
-                    self._dirty.clear()
-                    with self._lock:
-                        models = set().union(*(m for _, m in self._pipelines.values()))
-                    wanted = sorted(self._topics_of(models))
-                    produced = [self.cfg.model_outputs(m) for m in models] + [self.cfg.errors()]
-                    if not ((not wanted or reader.ensure(wanted + produced))
-                            and reader.read(wanted)):
-                        self._dirty.set()
-                        continue
-                if self.tracker.in_flight() > MAX_IN_FLIGHT:
-                    stop.wait(0.05)
-                    continue
-                msgs = [(m, self.tracker.begin(*position(m)))
-                        for m in reader.fetch(IDLE_WAIT_S)]  # a record ends the wait
-                if msgs:
-                    loop.call_soon_threadsafe(self._dispatch, msgs)
-                reader.end_pass()
-                self._report_ready(reader.guard.stall)
-        finally:
-            reader.close()
+    # -- taking calls (event loop) ---------------------------------------------------------
+    def submit(self, call: StepCall, batch: Batch | None) -> None:
+        if batch:
+            self._batcher.add((call.pipeline, call.step, call.model), call, batch.size,
+                              batch.windowMs)
+        else:
+            self._calls.spawn(self._infer(call))
 
-    def _written(self) -> set[str]:
-        with self._lock:
-            models = set().union(*(m for _, m in self._pipelines.values()))
-        return {self.cfg.model_outputs(m) for m in models} | {self.cfg.errors()}
-
-    def _report_ready(self, stall: str | None) -> None:
-        """Ready once a pipeline's model topics are read; not Ready (PipelineFailed, with
-        the reason) while the broker stopped giving records, and Ready again after."""
-        if stall:
-            with self._lock:
-                stalled = [(n, v) for n, (v, _) in self._pipelines.items()
-                           if n not in self._unready]
-                self._unready |= {n for n, _ in stalled}
-            for name, version in stalled:
-                log.error("pipeline %s v%d: %s", name, version, stall)
-                self.report(name, version, False, stall)
-            return
-        with self._lock:
-            done = [(n, self._pipelines[n][0]) for n in self._unready
-                    if self._topics_of(self._pipelines[n][1]) <= self.reader.sub.assigned]
-            self._unready -= {n for n, _ in done}
-        for name, version in done:
-            self.report(name, version, True, "")
-
-    # -- calling models (event loop) ------------------------------------------------------
-    def _dispatch(self, msgs: list[tuple[Message, Token]]) -> None:
-        for m, token in msgs:
-            parsed = self.cfg.parse_topic(position(m)[0])
-            if parsed is None:
-                self.tracker.release(token)
-                continue
-            model, headers = parsed[1], headers_of(m)
-            step = headers.get(H_STEP, model)
-            try:
-                check_request(decode(m.value()))
-            except InvalidInput as e:
-                self._error(token, key_of(m), list(headers.items()), step, model, 400,
-                            f"invalid request record: {e}")
-                self.tracker.release(token)
-                continue
-            batch = self._batching.get((headers.get(H_PIPELINE, ""), step))
-            if batch:
-                self._batcher.add((headers.get(H_PIPELINE, ""), step, model), (m, token),
-                                  batch.size, batch.windowMs)
-            else:
-                self._calls.spawn(self._infer(m, token, model, step, headers))
+    def end_of_fetch(self) -> None:
+        """The calls handed over together are all in: a batch with no window goes now."""
         self._batcher.end_of_fetch()
 
-    def _flush(self, group: tuple, items: list) -> None:
-        _, step, model = group
-        if len(items) == 1:
-            m, token = items[0]
-            self._calls.spawn(self._infer(m, token, model, step, headers_of(m)))
+    def _flush(self, _group: tuple, calls: list[StepCall]) -> None:
+        if len(calls) == 1:
+            self._calls.spawn(self._infer(calls[0]))
         else:
-            self._calls.spawn(self._infer_batch(items, model, step))
+            self._calls.spawn(self._infer_batch(calls))
 
-    def _deadline(self, headers: dict) -> float:
+    def _deadline(self, headers: list[tuple[str, str]]) -> float:
         """The monotonic time until which a failed call may be retried: the caller's deadline
-        when the record carries one, else retry_s from now."""
+        when the request carries one, else retry_s from now."""
         try:
-            left = float(headers[H_DEADLINE]) / 1000 - time.time()
+            left = float(dict(headers)[H_DEADLINE]) / 1000 - time.time()
         except (KeyError, ValueError):
             left = self.retry_s
         return time.monotonic() + min(left, self.retry_s)
 
+    # -- calling ---------------------------------------------------------------------------
     async def _call_retrying(self, model: str, key: str, value: bytes, deadline: float,
                              trace: dict[str, str] | None = None) -> Answer:
         """_call, again with backoff while it fails for a transient reason and the deadline
@@ -233,7 +145,7 @@ class ModelGateway(service.Role):
         try:
             return await retry_async(attempt, Retry(
                 f"model {model}", retry_on=(_Transient,), timeout=deadline - time.monotonic(),
-                first=0.05, cap=1.0, stop=lambda: self._closing,
+                first=0.05, cap=1.0, stop=lambda: self.closing,
                 quiet_tries=sys.maxsize))  # counted in MODEL_RETRIES, not logged per try
         except GaveUp:
             return answer
@@ -275,119 +187,65 @@ class ModelGateway(service.Role):
                          "x-request-id": key, **(trace or {})}) as r:
             return r.status, await r.read()
 
-    async def _infer(self, msg, token: Token, model: str, step: str, headers: dict) -> None:
-        key = key_of(msg)
-        span = tracing.start(f"model {model}", headers, SpanKind.CLIENT, model=model, step=step,
-                             pipeline=headers.get(H_PIPELINE, ""))
-        out_headers = tracing.with_carrier(list(headers.items()), span)
-        status = 500
+    def _answer(self, call: StepCall, status: int, body: bytes | str,
+                headers: list[tuple[str, str]]) -> None:
+        if self.closing:  # the session closed under the call: replayed after a restart
+            return
         try:
-            status, body = await self._call_retrying(model, key, msg.value(),
-                                                     self._deadline(headers),
+            self.on_answer(call, status, body, headers)
+        except Exception:
+            log.exception("pipeline %s request %s: handling the answer of model %s",
+                          call.pipeline, call.key, call.model)
+
+    async def _infer(self, call: StepCall) -> None:
+        span = tracing.start(f"model {call.model}", dict(call.headers), SpanKind.CLIENT,
+                             model=call.model, step=call.step, pipeline=call.pipeline)
+        out_headers = tracing.with_carrier(list(call.headers), span)
+        status: int = 500
+        body: bytes | str
+        try:
+            status, body = await self._call_retrying(call.model, call.key, call.value,
+                                                     self._deadline(call.headers),
                                                      tracing.carrier(span))
-            if isinstance(body, bytes):
-                self.tracker.produce(self.producer, token, self.cfg.model_outputs(model),
-                                     key=key, value=body, headers=out_headers)
-            else:
-                self._error(token, key, out_headers, step, model, status, body)
         except Exception as e:
-            if self._closing:  # the session closed under the call: replayed after a restart
+            if self.closing:
                 return
-            log.exception("request %s to model %s", key, model)
-            self._error(token, key, out_headers, step, model, 500,
-                        f"the model gateway failed: {e!r}")
+            log.exception("request %s to model %s", call.key, call.model)
+            body = f"the model gateway failed: {e!r}"
         finally:
             tracing.end(span, None if status < 400 else f"HTTP {status}")
-            if not self._closing:  # unreleased, its offset is not committed
-                self.tracker.release(token)
-        self.producer.poll(0)
+        self._answer(call, status, body, out_headers)
 
-    async def _infer_batch(self, items: list, model: str, step: str) -> None:
-        """One call for all records: outputs split back per record; any failure to each."""
-        msgs = [m for m, _ in items]
-        docs = [d for m in msgs if (d := decode(m.value()))]
-        merged = merge(docs) if len(docs) == len(msgs) else None
+    async def _infer_batch(self, calls: list[StepCall]) -> None:
+        """One call for all requests: outputs split back per request; a failure to each."""
+        docs = [d for c in calls if (d := decode(c.value))]
+        merged = merge(docs) if len(docs) == len(calls) else None
         if merged is None:  # not batchable together: one by one
-            for m, token in items:
-                self._calls.spawn(self._infer(m, token, model, step, headers_of(m)))
+            for c in calls:
+                self._calls.spawn(self._infer(c))
             return
         request, sizes = merged
-        keys = [key_of(m) for m in msgs]
-        deadline = min(self._deadline(headers_of(m)) for m in msgs)
-        produced: set[int] = set()
+        first = calls[0]
+        deadline = min(self._deadline(c.headers) for c in calls)
+        answers: list[bytes | str]
         try:
             status, body = await self._call_retrying(
-                model, keys[0], encode({"id": keys[0], **request}), deadline)
-            parts, reason = None, body if isinstance(body, str) else ""
-            if isinstance(body, bytes):
-                doc = decode(body) or {}
-                parts = split(doc, sizes)
-                if parts is None:
-                    status, reason = 502, (f"the batched response of {len(msgs)} requests "
-                                           "does not split along the first dimension")
-            for i, (m, token) in enumerate(items):
-                out_headers = list(headers_of(m).items())
-                if parts is None:
-                    self._error(token, keys[i], out_headers, step, model, status,
-                                f"{reason} (batch of {len(msgs)})")
-                else:
-                    value = encode({**doc, "id": keys[i], "outputs": parts[i]})
-                    self.tracker.produce(self.producer, token, self.cfg.model_outputs(model),
-                                         key=keys[i], value=value, headers=out_headers)
-                produced.add(i)
-        except Exception as e:
-            if self._closing:  # the session closed under the call: replayed after a restart
+                first.model, first.key, encode({"id": first.key, **request}), deadline)
+            if isinstance(body, str):
+                answers = [body] * len(calls)
+            elif (parts := split(doc := decode(body) or {}, sizes)) is None:
+                status = 502
+                answers = [f"the batched response of {len(calls)} requests does not split "
+                           "along the first dimension"] * len(calls)
+            else:
+                answers = [encode({**doc, "id": c.key, "outputs": part})
+                           for c, part in zip(calls, parts, strict=True)]
+        except Exception as e:   # each request still gets an answer: its error
+            if self.closing:
                 return
-            log.exception("batch of %d requests to model %s", len(msgs), model)
-            for i, (m, token) in enumerate(items):
-                if i not in produced:
-                    self._error(token, keys[i], list(headers_of(m).items()), step, model, 500,
-                                f"the model gateway failed: {e!r} (batch of {len(msgs)})")
-        finally:
-            for _, token in items:
-                if not self._closing:
-                    self.tracker.release(token)
-        self.producer.poll(0)
-
-    def _error(self, token, key, headers, step, model, status, reason) -> None:
-        pipeline = dict(headers).get(H_PIPELINE, "")
-        msg = f"step {step} (model {model}): {reason}"
-        log.info("pipeline %s request %s: %s", pipeline, key, msg)
-        self.tracker.produce(
-            self.producer, token, self.cfg.errors(), key=key,
-            value=encode({"error": msg, "status": status, "step": step, "model": model,
-                          "pipeline": pipeline}),
-            headers=[*headers, (H_ERROR, msg), (H_MODEL, model), ("status", str(status))])
-
-    async def run(self, stop: threading.Event) -> None:
-        loop = asyncio.get_running_loop()
-        self.producer = Producer(self.cfg.producer())
-        self.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            connector=aiohttp.TCPConnector(limit=128, keepalive_timeout=60,
-                                           ssl=self.ssl or True))
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(service.in_thread(lambda: self.consume(loop, stop),
-                                                    "consumer", stop))
-                # deliveries after the last call's own poll
-                group.create_task(service.poll_producer(self.producer, stop))
-        finally:
-            stop.set()
-            # the consumer has left, so calls still under way are cancelled: unfinished,
-            # their records' offsets were not committed and are read again after a restart
-            self._closing = True
-            await self._calls.close()
-            await self.session.close()
-            self.producer.flush(5)
-
-
-def main(argv: list[str] | None = None) -> None:
-    s = load(ModelGatewaySettings, "python -m runtime.dataflow.modelgateway", argv)
-    service.run("model-gateway", s, ModelGateway(
-        s.kafka_config(), s.envoy, s.model_timeout, envoy_ca=s.envoy_ca_file(),
-        retry_s=s.retry_seconds))
-
-
-if __name__ == "__main__":
-    main()
+            log.exception("batch of %d requests to model %s", len(calls), first.model)
+            status, answers = 500, [f"the model gateway failed: {e!r}"] * len(calls)
+        for c, answer in zip(calls, answers, strict=True):
+            if isinstance(answer, str):
+                answer = f"{answer} (batch of {len(calls)})"
+            self._answer(c, status, answer, c.headers)

@@ -4,7 +4,7 @@ on SIGTERM/SIGINT. A service is a `Role` (what it does with pipelines and record
 runs roles in one process, each with its own scheduler link, until one ends or a signal
 stops them all.
 
-    python -m runtime.dataflow.engine|modelgateway|pipelinegateway --scheduler H:P ...
+    python -m runtime.dataflow.engine|pipelinegateway --scheduler H:P ...
 """
 
 import asyncio
@@ -56,7 +56,7 @@ class Role(ABC):
     it runs them (`report`), and works in `run` until `stop` is set. `run` must return soon
     after `stop` is set, having closed its clients, and must not leave a task behind."""
 
-    component: ClassVar[str]   # how the scheduler knows it: engine, modelgateway, gateway
+    component: ClassVar[str]   # how the scheduler knows it: engine, gateway
     report: Report = staticmethod(_no_report)   # serve sets the scheduler link's
 
     @abstractmethod

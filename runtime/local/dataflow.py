@@ -1,5 +1,6 @@
 """Local mode's pipeline half: the embedded broker or Apache Kafka (unless an existing Kafka is
-named) and the dataflow services (engine, model gateway, pipeline gateway)."""
+named) and the dataflow services (the engine, which calls the step models, and the pipeline
+gateway)."""
 
 import shutil
 
@@ -29,16 +30,15 @@ def start_dataflow(platform) -> None:
               "--kafka-bootstrap", platform.kafka_bootstrap,
               "--kafka-prefix", cfg.kafkaPrefix, "--kafka-namespace", cfg.kafkaNamespace,
               "--kafka-fetch-wait-ms", str(cfg.fetch_wait_ms())]
-    for name, module, extra in (
-        ("dataflow-engine", "runtime.dataflow.engine", []),
-        ("model-gateway", "runtime.dataflow.modelgateway", ["--envoy", platform.inference_url] + (
-            ["--envoy-ca", platform.inference_ca] if platform.inference_ca else [])),
-    ):
-        metrics = free_port()
-        platform.metrics_ports[name] = metrics
-        platform._add(name, python_module(module, *common, *extra, "--metrics-port",
-                                          str(metrics), "--metrics-host", "127.0.0.1"),
-                      lambda metrics=metrics: http_ok(f"http://127.0.0.1:{metrics}/metrics"))
+    # the engine calls step models itself (its in-process model gateway), through Envoy
+    envoy = ["--envoy", platform.inference_url] + (
+        ["--envoy-ca", platform.inference_ca] if platform.inference_ca else [])
+    metrics = free_port()
+    platform.metrics_ports["dataflow-engine"] = metrics
+    platform._add("dataflow-engine", python_module(
+        "runtime.dataflow.engine", *common, *envoy, "--metrics-port", str(metrics),
+        "--metrics-host", "127.0.0.1"),
+        lambda: http_ok(f"http://127.0.0.1:{metrics}/metrics"))
     platform._add("pipeline-gateway", python_module(
         "runtime.dataflow.pipelinegateway", *common, "--host", "127.0.0.1",
         "--http-port", str(p["pipelineGatewayHttp"]), "--grpc-port", str(p["pipelineGatewayGrpc"]),

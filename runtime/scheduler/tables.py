@@ -167,8 +167,7 @@ def _members(spec: ExperimentSpec) -> list[str]:
 
 
 # Every dataflow service must run a pipeline for it to be Ready (reports, by component name).
-DATAFLOW = {"engine": "the dataflow engine", "modelgateway": "the model gateway",
-            "gateway": "the pipeline gateway"}
+DATAFLOW = {"engine": "the dataflow engine", "gateway": "the pipeline gateway"}
 
 
 class Pipelines(Table):

@@ -1,6 +1,6 @@
 """Fixtures for the dataflow tests: a real broker (each test that needs one runs against the
 embedded Tansu and against Apache Kafka), a real MLServer with the sample models, an in-test
-scheduler, and the three dataflow services as real processes."""
+scheduler, and the two dataflow services (engine, pipeline gateway) as real processes."""
 
 import glob
 import json
@@ -108,7 +108,7 @@ def scheduler_per_broker(broker_kind):
 
 
 class Dataflow:
-    """The three services as processes, restartable one by one."""
+    """The dataflow services as processes, restartable one by one."""
 
     def __init__(self, logs: Path, scheduler: FakeScheduler, bootstrap: str, envoy: str,
                  kafka_args: tuple[str, ...] = ()):
@@ -120,11 +120,8 @@ class Dataflow:
         common = ["--scheduler", scheduler.address, "--kafka-bootstrap", bootstrap,
                   "--kafka-fetch-wait-ms", str(fetch_wait), *kafka_args]
         self.services = {
-            "engine": Service("engine", python_module("runtime.dataflow.engine", *common),
-                              logs, cwd=str(ROOT)),
-            "modelgateway": Service("modelgateway", python_module(
-                "runtime.dataflow.modelgateway", *common, "--envoy", envoy), logs,
-                cwd=str(ROOT)),
+            "engine": Service("engine", python_module(
+                "runtime.dataflow.engine", *common, "--envoy", envoy), logs, cwd=str(ROOT)),
             "gateway": Service("gateway", python_module(
                 "runtime.dataflow.pipelinegateway", *common, "--host", "127.0.0.1",
                 "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)),

@@ -45,7 +45,7 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
             for q in self._watchers:
                 q.put(pb.ResourceStatus(kind=pb.PIPELINE, name=name, state="PipelineTerminated"))
 
-    def is_ready(self, name: str, components=("engine", "modelgateway", "gateway")) -> bool:
+    def is_ready(self, name: str, components=("engine", "gateway")) -> bool:
         status = self.pipelines.get(name)
         return status is not None and all(
             (r := self.reports.get((name, status.version, c))) is not None and r.ready

@@ -1,15 +1,17 @@
 """Which partition assignment a dataflow service uses, and the at-least-once bookkeeping."""
 
 import asyncio
+import threading
 from concurrent.futures import Future
 from types import SimpleNamespace
 
 import pytest
 from confluent_kafka import TopicPartition
 
-from runtime.dataflow.modelgateway import ModelGateway
+from runtime.dataflow.engine import Engine
 from runtime.dataflow.offsets import OffsetTracker
 from runtime.dataflow.pipelinegateway import InferError, PipelineGateway
+from runtime.dataflow.plan import build_plan
 from runtime.dataflow.subscription import STALL_S, Subscription
 from runtime.kafka import KafkaConfig
 from runtime.specs.pipeline import PipelineSpec
@@ -123,18 +125,23 @@ def test_a_stalled_pipeline_gateway_fails_its_pipelines_fast_and_recovers():
     assert gw._todo == {"chain"}
 
 
-def test_a_stalled_model_gateway_reports_its_pipelines_failed_once_then_ready_again():
-    gw = ModelGateway(KafkaConfig(bootstrap="127.0.0.1:9"), "http://127.0.0.1:9")
+def test_a_stalled_engine_reports_its_pipelines_failed_once_then_ready_again():
+    engine = Engine(KafkaConfig(bootstrap="127.0.0.1:9"), "http://127.0.0.1:9")
     reports = []
-    gw.report = lambda *report: reports.append(report)
-    gw.set_pipeline("chain", 3, PipelineSpec.model_validate(
-        {"steps": [{"name": "add10"}], "output": {"steps": ["add10"]}}))
-    gw.reader = SimpleNamespace(sub=SimpleNamespace(assigned={gw.cfg.model_inputs("add10")}))
-    gw._report_ready(None)
+    engine.report = lambda *report: reports.append(report)
+    engine.flow.set_plan(build_plan("chain", 3, PipelineSpec.model_validate(
+        {"steps": [{"name": "add10"}], "output": {"steps": ["add10"]}})))
+    engine._unready["chain"] = engine.flow.plans["chain"]
+    guard = SimpleNamespace(down=threading.Event(), stall=None)
+    engine.reader = SimpleNamespace(  # type: ignore[assignment]
+        guard=guard, sub=SimpleNamespace(assigned={engine.cfg.pipeline_inputs("chain")}))
+    engine._report_ready()
     assert reports == [("chain", 3, True, "")]
 
-    gw._report_ready(STALL)
-    gw._report_ready(STALL)
+    guard.stall = STALL
+    engine._report_ready()
+    engine._report_ready()
     assert reports[1:] == [("chain", 3, False, STALL)]
-    gw._report_ready(None)
+    guard.stall = None
+    engine._report_ready()
     assert reports[2:] == [("chain", 3, True, "")]

@@ -4,6 +4,7 @@ problem, and every dataflow service keeps running (real processes, the session's
 import json
 import time
 import uuid
+from types import SimpleNamespace
 
 import grpc
 import httpx
@@ -11,8 +12,13 @@ import pytest
 from confluent_kafka import Producer
 
 from runtime.cli.inspect import read_records
+from runtime.dataflow.engine import Engine
+from runtime.dataflow.modelgateway import StepCall
+from runtime.dataflow.plan import build_plan
+from runtime.kafka import KafkaConfig
 from runtime.procs import wait_until
-from tests.dataflow.conftest import outputs_of, tensor
+from runtime.specs.pipeline import PipelineSpec
+from tests.dataflow.conftest import outputs_of, sample_pipelines, tensor
 from tests.dataflow.malformed import grpc_cases, rest_cases
 
 CRASHER = b'{"inputs":[{"nam,e":"x","shape":[1],"datatype":"FP32","data":[1]}]}'
@@ -165,16 +171,36 @@ def test_poison_records_on_the_input_topic_become_error_records(dataflow, value,
     assert_all_alive(dataflow)
 
 
-def test_poison_record_on_a_model_input_topic_names_the_step(dataflow):
-    cfg, rid = dataflow.kafka, uuid.uuid4().hex
-    producer = Producer(cfg.producer())
-    producer.produce(cfg.model_inputs("add10"), key=rid,
-                     value=json.dumps({"inputs": [{"name": 1}]}).encode(),
-                     headers=[("pipeline", "chain"), ("step", "add10")])
-    assert producer.flush(10) == 0
-    [record] = _errors_for(dataflow, "chain", rid)
-    assert record.value["step"] == "add10" and record.value["status"] == 400
-    assert record.value["error"] == ("step add10 (model add10): invalid request record: "
-                                     "inputs[0].name: a non-empty string is required")
-    assert outputs_of(dataflow.infer("chain", [tensor("x", [3.0])])) == {"OUTPUT": [130.0]}
-    assert_all_alive(dataflow)
+class _Produced:
+    """Stands in for the engine's offset tracker: keeps what it was asked to produce."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str, bytes]] = []
+
+    def produce(self, _producer, _hold, topic: str, key: str, value: bytes, headers) -> None:
+        self.records.append((topic, key, value))
+
+    def acked(self, _token) -> None:
+        pass
+
+
+@pytest.mark.parametrize("answer, reason", [
+    (b'{"outputs": [{"name": 1}]}', "outputs[0].name: a non-empty string is required"),
+    (b"<html>not json</html>", "the record is not a JSON object"),
+])
+def test_a_model_answer_that_is_not_oip_becomes_an_error_naming_the_step(answer, reason):
+    """Fast layer: the engine's handling of a model's answer (a real model answers OIP)."""
+    cfg = KafkaConfig(bootstrap="127.0.0.1:9")
+    engine = Engine(cfg, "http://127.0.0.1:9")
+    spec = PipelineSpec.model_validate(sample_pipelines()["chain"])
+    engine.flow.set_plan(build_plan("chain", 1, spec))
+    engine.reader = SimpleNamespace(tracker=(produced := _Produced()))  # type: ignore[assignment]
+    engine.producer = None  # type: ignore[assignment]
+    call = StepCall("chain", "add10", "add10", "r1", b"{}", [("pipeline", "chain")])
+    engine._answered(call, 200, answer, call.headers)
+    # the answer is kept on the model's topic as it came (inspect shows it), then refused
+    assert [(topic, key) for topic, key, _ in produced.records] == \
+        [(cfg.model_outputs("add10"), "r1"), (cfg.errors(), "r1")]
+    error = json.loads(produced.records[1][2])
+    assert (error["status"], error["step"], error["error"]) == \
+        (502, "add10", f"step add10 (model add10) outputs: {reason}")

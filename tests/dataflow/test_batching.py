@@ -85,40 +85,25 @@ def test_a_failed_batched_call_fails_each_of_its_requests(dataflow):
     assert len(failed) >= 2, [r.text for r in responses]  # batched with the bad one
 
 
-class _Msg:
-    def __init__(self, key: str):
-        self._key = key
-
-    def value(self) -> bytes:
-        return b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}'
-
-    def key(self) -> bytes:
-        return self._key.encode()
-
-    def headers(self) -> list:
-        return [("pipeline", b"p")]
-
-
-def test_a_batch_that_fails_inside_the_gateway_answers_each_record_with_an_error():
-    """A bug while splitting a batched answer must not release its records unanswered (their
-    offsets would be committed and the requests lost)."""
+def test_a_batch_that_fails_inside_the_gateway_answers_each_request_with_an_error():
+    """A bug while splitting a batched answer must not leave its requests unanswered (the
+    callers would wait out their timeouts)."""
     import asyncio
 
-    from runtime.dataflow.modelgateway import ModelGateway
-    from runtime.kafka import KafkaConfig
+    from runtime.dataflow.modelgateway import ModelGateway, StepCall
 
-    produced, released = [], []
-    gw = ModelGateway(KafkaConfig(bootstrap="127.0.0.1:1"), "http://127.0.0.1:1")
-    gw.producer = type("P", (), {"poll": lambda self, t: 0})()
-    gw.tracker = type("T", (), {
-        "produce": lambda self, producer, token, topic, key, value, headers:
-            produced.append((topic, key)),
-        "release": lambda self, token: released.append(token)})()
+    answered: list[tuple[str, int, bytes | str]] = []
+    gw = ModelGateway("http://127.0.0.1:1",
+                      lambda call, status, body, _headers: answered.append(
+                          (call.key, status, body)))
 
     async def answer(*_):
         return 200, b'{"outputs": [5]}'  # not tensors: splitting it raises
 
-    gw._call_retrying = answer
-    asyncio.run(gw._infer_batch([(_Msg("a"), 1), (_Msg("b"), 2)], "rows", "rows"))
-    assert sorted(produced) == [(gw.cfg.errors(), "a"), (gw.cfg.errors(), "b")]
-    assert sorted(released) == [1, 2]
+    gw._call_retrying = answer  # type: ignore[method-assign]
+    value = b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}'
+    calls = [StepCall("p", "rows", "rows", key, value, [("pipeline", "p")]) for key in "ab"]
+    asyncio.run(gw._infer_batch(calls))
+    assert [(key, status) for key, status, _ in answered] == [("a", 500), ("b", 500)]
+    assert all(isinstance(body, str) and "the model gateway failed" in body
+               and "(batch of 2)" in body for _, _, body in answered)

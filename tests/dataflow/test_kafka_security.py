@@ -108,7 +108,7 @@ def test_wrong_credentials_are_reported_naming_the_setting(logs, secured):
     want = (f"Kafka authentication failed for user '{USER}' "
             "(KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD")
     # no pipelines: each service's own clients meet the broker (the gateway reads the errors
-    # topic; the engine and model gateway have nothing assigned, yet report it too)
+    # topic; the engine has nothing assigned, yet reports it too)
     with contextlib.contextmanager(running_scheduler)() as scheduler:
         common = ("--scheduler", scheduler.address, "--kafka-bootstrap", kafka.sasl_bootstrap,
                   "--kafka-fetch-wait-ms", str(FETCH_WAIT_MS["apache"]),
@@ -119,10 +119,8 @@ def test_wrong_credentials_are_reported_naming_the_setting(logs, secured):
                 "--http-port", str(http), "--grpc-port", str(free_port())), logs,
                 cwd=str(ROOT)),
             Service("engine-bad-password", python_module(
-                "runtime.dataflow.engine", *common), logs, cwd=str(ROOT)),
-            Service("modelgateway-bad-password", python_module(
-                "runtime.dataflow.modelgateway", *common, "--envoy", "http://127.0.0.1:9"),
-                logs, cwd=str(ROOT))]
+                "runtime.dataflow.engine", *common, "--envoy", "http://127.0.0.1:9"), logs,
+                cwd=str(ROOT))]
         try:
             for svc in services:
                 svc.start()

@@ -1,12 +1,11 @@
-"""The model gateway's pooled connections to Envoy: a kept-alive connection the server closed
-under the next request costs that request nothing but a second send."""
+"""The model gateway's pooled connections to Envoy (in the engine's process): a kept-alive
+connection the server closed under the next request costs it nothing but a second send."""
 
 import asyncio
 
 import aiohttp
 
 from runtime.dataflow.modelgateway import MODEL_RETRIES, ModelGateway
-from runtime.kafka import KafkaConfig
 
 ANSWER = b'{"outputs":[]}'
 
@@ -41,7 +40,7 @@ def test_a_connection_closed_by_the_server_is_replaced_at_once():
     async def scenario() -> None:
         server, per_connection = await closing_server()
         port = server.sockets[0].getsockname()[1]
-        gw = ModelGateway(KafkaConfig(bootstrap="127.0.0.1:9"), f"http://127.0.0.1:{port}")
+        gw = ModelGateway(f"http://127.0.0.1:{port}", lambda *_answer: None)
         gw.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
         resets = MODEL_RETRIES.labels("m", "reset")
         before = resets._value.get()
@@ -66,7 +65,7 @@ def test_a_refused_connection_is_not_sent_again_at_once():
         port = server.sockets[0].getsockname()[1]
         server.close()
         await server.wait_closed()
-        gw = ModelGateway(KafkaConfig(bootstrap="127.0.0.1:9"), f"http://127.0.0.1:{port}")
+        gw = ModelGateway(f"http://127.0.0.1:{port}", lambda *_answer: None)
         gw.session = aiohttp.ClientSession()
         resets = MODEL_RETRIES.labels("gone", "reset")
         try:

@@ -95,7 +95,8 @@ def test_pipelines_keep_running_while_the_scheduler_is_away(dataflow, scheduler)
         assert outputs_of(dataflow.infer("chain", [tensor("x", [4.0])])) == {"OUTPUT": [140.0]}
     finally:
         scheduler.start(port)
-    wait_until(lambda: scheduler.watcher_count() == 3, 30, "services watching again")
+    wait_until(lambda: scheduler.watcher_count() == len(dataflow.services), 30,
+               "services watching again")
 
 
 def test_pipeline_loaded_and_unloaded_at_runtime(dataflow, scheduler):

@@ -11,7 +11,6 @@ import pytest
 
 from runtime.dataflow import service
 from runtime.dataflow.engine import EngineSettings
-from runtime.dataflow.modelgateway import ModelGatewaySettings
 from runtime.dataflow.pipelinegateway import PipelineGatewaySettings
 from runtime.procs import free_port
 from runtime.settings import load
@@ -23,16 +22,17 @@ COMMON = ["--scheduler", "127.0.0.1:9004", "--kafka-bootstrap", "127.0.0.1:9092"
 
 def test_each_service_takes_the_flags_it_is_launched_with():
     engine = load(EngineSettings, "engine", [*COMMON, "--metrics-port", "9006",
-                                             "--metrics-host", "127.0.0.1"])
+                                             "--metrics-host", "127.0.0.1",
+                                             "--envoy", "https://envoy:9000",
+                                             "--envoy-ca", "/ca.pem"])
     assert (engine.scheduler, engine.metrics_port, engine.metrics_host) == \
         ("127.0.0.1:9004", 9006, "127.0.0.1")
     cfg = engine.kafka_config()
     assert (cfg.namespace, cfg.fetch_wait_ms, cfg.replication, cfg.partitions) == \
         ("ns1", 500, 3, 4)
-    gw = load(ModelGatewaySettings, "mgw", [*COMMON, "--envoy", "https://envoy:9000",
-                                           "--envoy-ca", "/ca.pem"])
-    assert (gw.envoy, gw.envoy_ca_file(), gw.model_timeout, gw.retry_seconds) == \
-        ("https://envoy:9000", "/ca.pem", 30, 120)
+    # how it calls the step models (its in-process model gateway)
+    assert (engine.envoy, engine.envoy_ca_file(), engine.model_timeout,
+            engine.retry_seconds) == ("https://envoy:9000", "/ca.pem", 30, 120)
     pgw = load(PipelineGatewaySettings, "pgw", [*COMMON, "--host", "127.0.0.1", "--http-port",
                                                "9010", "--grpc-port", "9011",
                                                "--max-request-bytes", "1024"])
@@ -44,8 +44,8 @@ def test_settings_read_their_environment_variables(monkeypatch):
     monkeypatch.setenv("KAFKA_BOOTSTRAP", "broker:9093")
     monkeypatch.setenv("CORE2_METRICS_HOST", "127.0.0.2")
     monkeypatch.setenv("CORE2_ENVOY_TLS_CA", "/env-ca.pem")
-    gw = load(ModelGatewaySettings, "mgw", ["--scheduler", "s:1", "--envoy", "http://e"])
-    assert (gw.kafka_bootstrap, gw.metrics_host, gw.envoy_ca_file()) == \
+    engine = load(EngineSettings, "engine", ["--scheduler", "s:1", "--envoy", "http://e"])
+    assert (engine.kafka_bootstrap, engine.metrics_host, engine.envoy_ca_file()) == \
         ("broker:9093", "127.0.0.2", "/env-ca.pem")
 
 
@@ -108,7 +108,7 @@ class Waits(service.Role):
 
 
 class Fails(Waits):
-    component = "modelgateway"
+    component = "gateway"
 
     async def run(self, stop: threading.Event) -> None:
         raise RuntimeError("role failed")

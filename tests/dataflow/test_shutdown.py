@@ -30,10 +30,11 @@ NOT_ORDERLY = ("Task was destroyed but it is pending", "Traceback", "was never a
 
 class HeldModels:
     """A real HTTP hop in front of MLServer that holds every model call until `release()`,
-    so the model gateway's calls are surely in flight when it is told to stop."""
+    so the engine's model calls are surely in flight when it is told to stop."""
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, only: str | None = None):
         self.upstream, self.port = upstream, free_port()
+        self.only = only   # hold only this model's calls
         self.url = f"http://127.0.0.1:{self.port}"
         self.seen = 0
         self._open = threading.Event()
@@ -60,9 +61,10 @@ class HeldModels:
         self._loop.run_forever()
 
     async def _forward(self, request: web.Request) -> web.Response:
-        self.seen += 1
-        while not self._open.is_set():
-            await asyncio.sleep(0.02)
+        if self.only is None or f"/models/{self.only}/" in request.path:
+            self.seen += 1
+            while not self._open.is_set():
+                await asyncio.sleep(0.02)
         async with aiohttp.ClientSession() as session, session.post(
                 self.upstream + request.path, data=await request.read(),
                 headers={"content-type": "application/json"}) as r:
@@ -106,7 +108,7 @@ def sigterm_and_wait(dataflow, name: str) -> str:
     return log
 
 
-def test_model_gateway_stopped_with_calls_in_flight_loses_none(dataflow, held):
+def test_engine_stopped_with_model_calls_in_flight_loses_none(dataflow, held):
     held.hold()
     seen = held.seen
     try:
@@ -114,13 +116,13 @@ def test_model_gateway_stopped_with_calls_in_flight_loses_none(dataflow, held):
             pending = [pool.submit(dataflow.infer, "chain", [tensor("x", [float(i)])], 90,
                                    **{"seldon-timeout-ms": "80000"}) for i in range(4)]
             wait_until(lambda: held.seen >= seen + 4, 60, "4 model calls held in flight")
-            sigterm_and_wait(dataflow, "modelgateway")
+            sigterm_and_wait(dataflow, "engine")
             held.release()
-            dataflow.start("modelgateway")
+            dataflow.start("engine")
             answers = [f.result() for f in pending]
     finally:
         held.release()
-        dataflow.start("modelgateway")
+        dataflow.start("engine")
     assert [outputs_of(a) for a in answers] == [{"OUTPUT": [(i + 10.0) * 10]} for i in range(4)]
 
 
