@@ -102,9 +102,11 @@ class KafkaConfig:
             conf["ssl.ca.location"] = self.ssl_ca_location
         return conf
 
-    def producer(self) -> dict:
-        # Latency over batching: every hop of a pipeline waits on this.
-        return {**self.common(), "linger.ms": 0, "acks": 1,
+    def producer(self, linger_ms: int = 0) -> dict:
+        """Latency over batching by default: every hop of a pipeline waits on this. Records
+        no hop waits for (a step's request and answer, kept for `inspect`) may linger, so the
+        broker takes them in batches."""
+        return {**self.common(), "linger.ms": linger_ms, "acks": 1,
                 # topics are created by the services with the configured partitions; a broker
                 # that auto-creates one on a produce (after a restart lost it) would give it
                 # its own default count, which the static readers would not all be reading

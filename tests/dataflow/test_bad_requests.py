@@ -195,7 +195,7 @@ def test_a_model_answer_that_is_not_oip_becomes_an_error_naming_the_step(answer,
     spec = PipelineSpec.model_validate(sample_pipelines()["chain"])
     engine.flow.set_plan(build_plan("chain", 1, spec))
     engine.reader = SimpleNamespace(tracker=(produced := _Produced()))  # type: ignore[assignment]
-    engine.producer = None  # type: ignore[assignment]
+    engine.producer = engine.records = None  # type: ignore[assignment]
     call = StepCall("chain", "add10", "add10", "r1", b"{}", [("pipeline", "chain")])
     engine._answered(call, 200, answer, call.headers)
     # the answer is kept on the model's topic as it came (inspect shows it), then refused
