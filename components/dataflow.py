@@ -44,8 +44,10 @@ EXTRA_ARGS = {
     GATEWAY: lambda ns: ["--http-port", str(GATEWAY_HTTP), "--grpc-port", str(GATEWAY_GRPC)],
 }
 DEFAULT_RESOURCES = {
-    # the joins plus every step's model call, each request and response held in memory
-    # while in flight: what the engine and the model gateway had apart, less one interpreter
+    # the joins plus every step's model call (each request and response held in memory while
+    # in flight): near the separate engine and model gateway together (bench/pipelines.py:
+    # the gateway took twice the engine's CPU per request, both peaked near 80 MiB RSS), less
+    # one interpreter and the two Kafka hops per step the merge removes
     ENGINE: Resources("300m", "384Mi", "2", "1536Mi"),
     GATEWAY: Resources("200m", "256Mi", "1", "1Gi"),
 }
