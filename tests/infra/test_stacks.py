@@ -305,7 +305,7 @@ def _selects(selector: dict, labels: dict) -> bool:
         for e in selector.get("matchExpressions", []))
 
 
-def admitted(policies: list[dict], to: dict, port: int, source: dict | None,
+def _admits(policies: list[dict], to: dict, port: int, source: dict | None,
              source_namespace: str) -> bool:
     """Kubernetes' ingress semantics: a pod no policy selects takes everything; otherwise a
     connection needs a rule of a policy selecting the pod whose peers and ports both match.
@@ -336,16 +336,16 @@ def test_the_engine_reaches_envoy_and_the_scheduler_and_takes_only_scrapes():
     ns = render.config.namespace
     engine, envoy, scheduler, gateway = (pods[n] for n in (
         "engine", "envoy", "scheduler", "pipelinegateway"))
-    assert admitted(policies, envoy, 9000, engine, ns)
-    assert admitted(policies, scheduler, 9004, engine, ns)
+    assert _admits(policies, envoy, 9000, engine, ns)
+    assert _admits(policies, scheduler, 9004, engine, ns)
     prometheus = {"app.kubernetes.io/name": "prometheus"}
-    assert admitted(policies, engine, 9006, prometheus, "monitoring")
+    assert _admits(policies, engine, 9006, prometheus, "monitoring")
     # guards the helper: what the policies deny, it denies
-    assert not admitted(policies, scheduler, 9002, engine, ns)  # xDS is Envoy's alone
-    assert not admitted(policies, pods["mlserver"], 9500, engine, ns)  # models: through Envoy
+    assert not _admits(policies, scheduler, 9002, engine, ns)  # xDS is Envoy's alone
+    assert not _admits(policies, pods["mlserver"], 9500, engine, ns)  # models: through Envoy
     for source, source_ns in ((envoy, ns), (gateway, ns), (prometheus, "elsewhere"),
                               (None, "")):
-        assert not admitted(policies, engine, 9006, source, source_ns)
+        assert not _admits(policies, engine, 9006, source, source_ns)
 
 
 def test_servers_get_gpus_node_selectors_and_their_agent_flags():
