@@ -1,7 +1,14 @@
-"""Pipeline dataflow: engine, model gateway and pipeline gateway, all Kafka clients."""
+"""Pipeline dataflow: the engine and the pipeline gateway, both Kafka clients.
+
+The engine runs the pipelines' steps (joins, triggers) and calls each step's model itself
+through Envoy's Service (it still writes the model topics `core2 pipeline inspect` reads);
+the pipeline gateway takes pipeline requests from Envoy and answers them from the output topic.
+"""
 
 from typing import Any
 
+from components.envoy import LISTEN_PORT as ENVOY_PORT
+from components.envoy import NAME as ENVOY
 from components.k8s import (
     RESTRICTED_CONTAINER,
     RESTRICTED_POD,
@@ -21,26 +28,33 @@ from runtime.kafka import FETCH_WAIT_MS
 from runtime.limits import DEFAULT_LIMITS
 from runtime.tracing import TracingConfig
 
+ENGINE, GATEWAY = "engine", "pipelinegateway"
 SERVICES = {
-    "engine": "runtime.dataflow.engine",
-    "modelgateway": "runtime.dataflow.modelgateway",
-    "pipelinegateway": "runtime.dataflow.pipelinegateway",
+    ENGINE: "runtime.dataflow.engine",
+    GATEWAY: "runtime.dataflow.pipelinegateway",
 }
-GATEWAY = "pipelinegateway"
 GATEWAY_HTTP, GATEWAY_GRPC = 9010, 9011
 METRICS_PORT = 9006
 # Where each serves /metrics (the pipeline gateway on its HTTP port).
-METRICS_PORTS = {"engine": METRICS_PORT, "modelgateway": METRICS_PORT,
-                 "pipelinegateway": GATEWAY_HTTP}
-# Per service: the model gateway calls models through Envoy's Service.
+METRICS_PORTS = {ENGINE: METRICS_PORT, GATEWAY: GATEWAY_HTTP}
+# Per service: the engine calls the step models through Envoy's Service.
 EXTRA_ARGS = {
-    "engine": lambda ns: ["--metrics-port", str(METRICS_PORT)],
-    "modelgateway": lambda ns: ["--envoy", f"http://envoy.{ns}.svc:9000",
-                                "--metrics-port", str(METRICS_PORT)],
-    "pipelinegateway": lambda ns: ["--http-port", str(GATEWAY_HTTP),
-                                   "--grpc-port", str(GATEWAY_GRPC)],
+    ENGINE: lambda ns: ["--envoy", envoy_url("http", ns),
+                        "--metrics-port", str(METRICS_PORT)],
+    GATEWAY: lambda ns: ["--http-port", str(GATEWAY_HTTP), "--grpc-port", str(GATEWAY_GRPC)],
 }
-DEFAULT_RESOURCES = Resources("200m", "256Mi", "1", "1Gi")
+DEFAULT_RESOURCES = {
+    # the joins plus every step's model call (each request and response held in memory while
+    # in flight): near the separate engine and model gateway together (bench/pipelines.py:
+    # the gateway took twice the engine's CPU per request, both peaked near 80 MiB RSS), less
+    # one interpreter and the two Kafka hops per step the merge removes
+    ENGINE: Resources("300m", "384Mi", "2", "1536Mi"),
+    GATEWAY: Resources("200m", "256Mi", "1", "1Gi"),
+}
+
+
+def envoy_url(scheme: str, namespace: str) -> str:
+    return f"{scheme}://{ENVOY}.{namespace}.svc:{ENVOY_PORT}"
 
 
 def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int],
@@ -52,8 +66,8 @@ def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int
            max_request_bytes: int = DEFAULT_LIMITS.maxRequestBytes,
            tracing: TracingConfig | None = None) -> list[dict]:
     """`env`: added to every service (the scheduler token); `envoy_tls_secret`: Envoy serves
-    TLS, so the model gateway calls https and verifies with the Secret's ca.crt; `tracing`:
-    the services send spans to its collector."""
+    TLS, so the engine calls the models on https and verifies Envoy with the Secret's ca.crt
+    (only that key is mounted); `tracing`: the services send spans to its collector."""
     trace_env = [{"name": k, "value": v} for k, v in (tracing.env() if tracing else {}).items()]
     out = []
     for name, module in SERVICES.items():
@@ -78,9 +92,9 @@ def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int
             "volumeMounts": [tmp_mount, *kafka_mounts],
         }
         volumes = [tmp, *kafka_volumes]
-        if name == "modelgateway" and envoy_tls_secret:
+        if name == ENGINE and envoy_tls_secret:
             args = container["args"]
-            args[args.index("--envoy") + 1] = f"https://envoy.{namespace}.svc:9000"
+            args[args.index("--envoy") + 1] = envoy_url("https", namespace)
             container["env"].append({"name": ENVOY_CA_ENV, "value": f"{ENVOY_CA_DIR}/ca.crt"})
             container["volumeMounts"].append({"name": "envoy-ca", "mountPath": ENVOY_CA_DIR,
                                               "readOnly": True})
@@ -93,8 +107,8 @@ def render(namespace: str, image: str, pull_policy: str, replicas: dict[str, int
             container["livenessProbe"] = http_probe(GATEWAY_HTTP, "/v2/health/live",
                                                     initial=15, failures=6)
         else:
-            # the engine and model gateway serve nothing but /metrics (prometheus_client's
-            # server, started first): its answer is the sign of a live process
+            # the engine serves nothing but /metrics (prometheus_client's server, started
+            # first): its answer is the sign of a live process
             container["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT}]
             container["readinessProbe"] = http_probe(METRICS_PORT, "/metrics", period=10)
             container["livenessProbe"] = http_probe(METRICS_PORT, "/metrics", initial=15,

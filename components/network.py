@@ -3,10 +3,12 @@
 Envoy is the only entry point from outside; the scheduler takes xDS from Envoy, the API from
 the dataflow services and the controller, and agent streams from server pods; servers take
 traffic from Envoy; Prometheus (in the configured monitoring namespace) may scrape metrics ports.
+The policies restrict ingress only: the engine's model calls to Envoy (port 9000, open to
+every source), and every client's connections to Kafka, are not limited here.
 """
 
 from components.controller import NAME as CONTROLLER
-from components.dataflow import GATEWAY, GATEWAY_GRPC, GATEWAY_HTTP, SERVICES
+from components.dataflow import ENGINE, GATEWAY, GATEWAY_GRPC, GATEWAY_HTTP, SERVICES
 from components.dataflow import METRICS_PORT as DATAFLOW_METRICS
 from components.envoy import HEALTH_PORT, LISTEN_PORT
 from components.envoy import NAME as ENVOY
@@ -35,15 +37,6 @@ def _policy(name: str, namespace: str, pods: dict, rules: list[dict]) -> dict:
 
 def _ports(*ports: int) -> list[dict]:
     return [{"protocol": "TCP", "port": p} for p in ports]
-
-
-def _dataflow_metrics(namespace: str, monitoring: list[dict]) -> dict:
-    """The engine and model gateway take no traffic but Prometheus' scrapes."""
-    policy = _policy("core2-dataflow-metrics", namespace, {}, [
-        {"from": monitoring, "ports": _ports(DATAFLOW_METRICS)}])
-    policy["spec"]["podSelector"] = {"matchExpressions": [{
-        "key": "app.kubernetes.io/name", "operator": "In", "values": ["engine", "modelgateway"]}]}
-    return policy
 
 
 def render(namespace: str, monitoring_namespace: str | None) -> list[dict]:
@@ -75,7 +68,10 @@ def render(namespace: str, monitoring_namespace: str | None) -> list[dict]:
             {"from": [envoy], "ports": _ports(GATEWAY_HTTP, GATEWAY_GRPC)},
             *scrape(GATEWAY_HTTP),
         ]),
-        *([_dataflow_metrics(namespace, monitoring)] if monitoring else []),
+        # the engine takes no traffic but Prometheus' scrapes: it only calls out (Kafka, the
+        # scheduler, Envoy)
+        *([_policy("core2-dataflow-metrics", namespace, selector(ENGINE),
+                   scrape(DATAFLOW_METRICS))] if monitoring else []),
         _policy("core2-servers", namespace, SERVER_ROLE, [
             {"from": [envoy], "ports": _ports(SERVER_PORTS["http"], SERVER_PORTS["grpc"],
                                               SERVER_PORTS["agent-http"],

@@ -111,7 +111,7 @@ class Platform(pulumi.ComponentResource):
         after_kafka = pulumi.ResourceOptions(parent=self, depends_on=deps + self.kafka.ready)
         self._add(name, dataflow.render(
             ns, args.image, args.image_pull_policy, args.dataflow_replicas,
-            {s: Resources.from_config(res.get(s), dataflow.DEFAULT_RESOURCES)
+            {s: Resources.from_config(res.get(s), dataflow.DEFAULT_RESOURCES[s])
              for s in dataflow.SERVICES},
             self.kafka.bootstrap_servers, args.kafka_prefix, args.kafka.client_env(),
             volumes, mounts, rbac.ACCOUNTS["dataflow"], args.kafka.topic_replication(),

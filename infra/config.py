@@ -7,11 +7,14 @@ are validated here. Defaults below must match Pulumi.yaml (a test checks that).
 
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from components.dataflow import ENGINE
+from components.dataflow import SERVICES as DATAFLOW_SERVICES
 from runtime.limits import DEFAULT_LIMITS, InferenceLimits
 from runtime.specs.common import SpecError, describe
 from runtime.specs.manifest import KINDS, Resource, load_file
@@ -27,6 +30,12 @@ PROVIDER_OPTIONS = {"renderYamlToDirectory", "deleteUnreachable", "skipUpdateUnr
                     "enableConfigMapMutable", "enableSecretMutable", "clusterIdentifier",
                     "suppressDeprecationWarnings", "suppressHelmHookWarnings",
                     "kubeClientSettings", "helmReleaseSettings"}
+# The services a stack may size (`resources`) and the fields it may set for each
+# (components.k8s.Resources.from_config reads them).
+SIZED_SERVICES = ("scheduler", "envoy", "controller", *DATAFLOW_SERVICES)
+RESOURCE_FIELDS = ("cpuRequest", "memoryRequest", "cpuLimit", "memoryLimit")
+# Services a stack may name that no longer exist: what to set instead.
+MERGED_SERVICES = {"modelgateway": ("the model gateway runs inside the engine now", ENGINE)}
 
 
 class _Strict(BaseModel):
@@ -135,7 +144,7 @@ class StackConfig(_Strict):
     strimziInstallOperator: bool = True
     strimziGlobalResources: bool = False
     kubernetesProvider: dict[str, Any] = {}
-    dataflowReplicas: dict[str, int] = {}
+    dataflowReplicas: dict[str, Annotated[int, Field(ge=1)]] = {}
     resources: dict[str, dict[str, str]] = {}
     deployerSubjects: list[dict[str, str]] = []
     servers: list[ServerEntry] = []
@@ -169,6 +178,17 @@ class StackConfig(_Strict):
         if unknown:
             raise ValueError(f"kubernetesProvider: unknown option(s) {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(PROVIDER_OPTIONS))}")
+        return self
+
+    @model_validator(mode="after")
+    def _service_keys(self):
+        _check_services("dataflowReplicas", self.dataflowReplicas, DATAFLOW_SERVICES, "scale")
+        _check_services("resources", self.resources, SIZED_SERVICES, "size")
+        for service, fields in self.resources.items():
+            unknown = sorted(set(fields) - set(RESOURCE_FIELDS))
+            if unknown:
+                raise ValueError(f"resources.{service}: unknown field(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(RESOURCE_FIELDS)}")
         return self
 
     def kubeconfig_ref(self) -> str | None:
@@ -205,6 +225,16 @@ class StackConfig(_Strict):
 
 
 ServerEntry.model_rebuild()
+
+
+def _check_services(key: str, services: dict, known: Collection[str], verb: str) -> None:
+    """Refuse a service the platform does not run, saying what to set instead."""
+    for service in services:
+        if service in MERGED_SERVICES:
+            why, instead = MERGED_SERVICES[service]
+            raise ValueError(f"{key}.{service}: {why}; {verb} {key}.{instead} instead")
+        if service not in known:
+            raise ValueError(f"{key}.{service}: unknown service; known: {', '.join(known)}")
 
 
 def parse(values: dict[str, Any]) -> StackConfig:

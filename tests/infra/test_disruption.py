@@ -41,8 +41,7 @@ def matches(selector: dict, labels: dict) -> bool:
 def test_replicated_servers_and_dataflow_get_a_one_at_a_time_disruption_budget():
     render = rendered("prod-aws")  # mlserver (HPA), triton-gpu x2, dataflow x2, envoy x3
     budgets = objects(render, "PodDisruptionBudget")
-    assert set(budgets) == {"mlserver", "triton-gpu", "engine", "modelgateway",
-                            "pipelinegateway", "envoy"}
+    assert set(budgets) == {"mlserver", "triton-gpu", "engine", "pipelinegateway", "envoy"}
     loads = workloads(render)
     for name, pdb in budgets.items():
         assert pdb["spec"]["maxUnavailable"] == 1

@@ -52,9 +52,9 @@ def test_images_must_be_pinned():
     cfg = values("staging")
     cfg["image"] = "ghcr.io/core2/core2:latest"
     violations = [v for t, p in resources("staging", cfg) for v in images_pinned(t, p)]
-    # scheduler, three dataflow services, the controller, the mlserver server container and
-    # its agent
-    assert len(violations) == 7 and all("latest" in v for v in violations)
+    # scheduler, two dataflow services (engine, pipeline gateway), the controller, the
+    # mlserver server container and its agent
+    assert len(violations) == 6 and all("latest" in v for v in violations)
 
 
 def test_containers_need_limits():

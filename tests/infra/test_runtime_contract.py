@@ -20,7 +20,6 @@ MAINS = {  # `python -m X` -> the function that parses its flags
     "runtime.agent": "runtime.agent.main",
     "runtime.agent.modelserver": "runtime.agent.modelserver",
     "runtime.dataflow.engine": "runtime.dataflow.engine",
-    "runtime.dataflow.modelgateway": "runtime.dataflow.modelgateway",
     "runtime.dataflow.pipelinegateway": "runtime.dataflow.pipelinegateway",
 }
 DOWNWARD_API = {"$(REPLICA_IDX)": "2", "$(POD_IP)": "10.1.2.3"}
@@ -95,6 +94,9 @@ def test_every_runtime_container_passes_flags_its_cli_accepts(renders):
         flags = parse_flags(module, list(argv))
         if module == "runtime.agent":
             assert flags["replica_idx"] == 2 and flags["host"] == "10.1.2.3"
+        if module == "runtime.dataflow.engine":  # it calls the step models through Envoy
+            assert flags["envoy"].split("://")[1] in ("envoy.core2.svc:9000",
+                                                      "envoy.core2-staging.svc:9000")
         # reachable from Envoy, other pods and the kubelet, not only from inside the pod
         if "host" in flags and module != "runtime.agent":
             assert flags["host"] == "0.0.0.0", module

@@ -129,7 +129,10 @@ def test_strimzi_resources_have_what_they_need(stack):
 def test_external_kafka_takes_credentials_from_secrets(stack):
     render = rendered(stack)
     assert not by_kind(render, "Kafka") and not render.of_type("kubernetes:helm.sh")
-    for name in ("engine", "modelgateway", "pipelinegateway"):
+    assert {d["metadata"]["name"] for d in by_kind(render, "Deployment")} >= {
+        "engine", "pipelinegateway"}
+    assert not by_kind(render, "Deployment", "modelgateway")  # it runs inside the engine
+    for name in ("engine", "pipelinegateway"):
         (dep,) = by_kind(render, "Deployment", name)
         container = dep["spec"]["template"]["spec"]["containers"][0]
         args = container["args"]
@@ -162,8 +165,7 @@ def test_scheduler_token_and_envoy_tls_reach_every_service_that_needs_them():
             ref = env["CORE2_SCHEDULER_TOKEN"]["valueFrom"]["secretKeyRef"]
             assert ref == {"name": cfg.schedulerTokenSecret, "key": "token"}
             token_users.add(c["name"])
-    assert token_users == {"scheduler", "engine", "modelgateway", "pipelinegateway", "agent",
-                           "controller"}
+    assert token_users == {"scheduler", "engine", "pipelinegateway", "agent", "controller"}
 
     (envoy,) = by_kind(render, "Deployment", "envoy")
     pod = envoy["spec"]["template"]["spec"]
@@ -177,23 +179,37 @@ def test_scheduler_token_and_envoy_tls_reach_every_service_that_needs_them():
     assert tls_context["tls_certificates"][0]["private_key"]["filename"] == \
         "/etc/envoy/tls/tls.key"
 
-    (gw,) = by_kind(render, "Deployment", "modelgateway")
-    pod = gw["spec"]["template"]["spec"]
-    c = pod["containers"][0]
-    assert c["args"][c["args"].index("--envoy") + 1] == "https://envoy.core2.svc:9000"
-    env = {e["name"]: e.get("value") for e in c["env"]}
-    [ca] = [v for v in pod["volumes"] if v.get("secret")]
-    # the gateway gets the CA only, never the key
-    assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
-    mount = next(m for m in c["volumeMounts"] if m["name"] == ca["name"])
-    assert env["CORE2_ENVOY_TLS_CA"] == f"{mount['mountPath']}/ca.crt"
-
     staging = rendered("staging")
     assert not any("CORE2_SCHEDULER_TOKEN" in {e["name"] for e in c.get("env", [])}
                    for c in _containers(staging))
-    (gw,) = by_kind(staging, "Deployment", "modelgateway")
-    args = gw["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[args.index("--envoy") + 1] == f"http://envoy.{staging.config.namespace}.svc:9000"
+
+
+def test_the_engine_calls_models_on_envoys_https_and_verifies_it_with_the_ca_alone():
+    """With envoyTlsSecret the engine (which calls the step models) dials https and gets the
+    Secret's ca.crt, mounted read-only and named by CORE2_ENVOY_TLS_CA; no other dataflow
+    service gets it, and without TLS it dials plain http."""
+    render = rendered("prod-aws")
+    (engine,) = by_kind(render, "Deployment", "engine")
+    pod = engine["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["args"][c["args"].index("--envoy") + 1] == "https://envoy.core2.svc:9000"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    [ca] = [v for v in pod["volumes"] if v.get("secret")]
+    assert ca["secret"]["secretName"] == render.config.envoyTlsSecret
+    # the CA only, never the key
+    assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == ca["name"])
+    assert mount["readOnly"] is True
+    assert env["CORE2_ENVOY_TLS_CA"] == f"{mount['mountPath']}/ca.crt"
+    (gateway,) = by_kind(render, "Deployment", "pipelinegateway")
+    assert not [v for v in gateway["spec"]["template"]["spec"]["volumes"] if v.get("secret")]
+
+    staging = rendered("staging")
+    (engine,) = by_kind(staging, "Deployment", "engine")
+    (c,) = engine["spec"]["template"]["spec"]["containers"]
+    assert c["args"][c["args"].index("--envoy") + 1] == \
+        f"http://envoy.{staging.config.namespace}.svc:9000"
+    assert "CORE2_ENVOY_TLS_CA" not in {e["name"] for e in c["env"]}
 
 
 def envoy_bootstrap(render) -> tuple[dict, dict]:
@@ -265,19 +281,71 @@ def test_network_policies_admit_only_what_each_service_needs():
     assert admitted[9002]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "envoy"
     assert admitted[9005]["podSelector"]["matchLabels"] == {"core2.io/role": "server"}
     assert set(admitted[9004]["podSelector"]["matchExpressions"][0]["values"]) == {
-        "engine", "modelgateway", "pipelinegateway"}
+        "engine", "pipelinegateway"}
     assert admitted[9006]["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": "monitoring"}
-    # Prometheus may scrape the dataflow services, which take no other traffic
+    # Prometheus may scrape the engine, which takes no other traffic
     scrape = policies["core2-dataflow-metrics"]
-    assert scrape["podSelector"]["matchExpressions"][0]["values"] == ["engine", "modelgateway"]
-    assert scrape["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 9006}]
+    assert scrape["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "engine",
+                                                     "app.kubernetes.io/part-of": "core2"}}
+    assert scrape["ingress"] == [{"from": [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}}],
+        "ports": [{"protocol": "TCP", "port": 9006}]}]
     (engine,) = by_kind(render, "Deployment", "engine")
     assert engine["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9006"
     # every server pod carries the label the policies select on
     for sts in by_kind(render, "StatefulSet"):
         if sts["metadata"]["name"] != "scheduler":
             assert sts["spec"]["template"]["metadata"]["labels"]["core2.io/role"] == "server"
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()) and all(
+        (labels.get(e["key"]) in e["values"]) == (e["operator"] == "In")
+        for e in selector.get("matchExpressions", []))
+
+
+def _admits(policies: list[dict], to: dict, port: int, source: dict | None,
+             source_namespace: str) -> bool:
+    """Kubernetes' ingress semantics: a pod no policy selects takes everything; otherwise a
+    connection needs a rule of a policy selecting the pod whose peers and ports both match.
+    `source`: the client pod's labels (None: outside the cluster, e.g. a load balancer)."""
+    own = [p for p in policies if _selects(p["spec"]["podSelector"], to)]
+    ns_labels = {"kubernetes.io/metadata.name": source_namespace}
+    namespace = policies[0]["metadata"]["namespace"]
+
+    def peer(p: dict) -> bool:
+        if "namespaceSelector" in p:
+            return source is not None and _selects(p["namespaceSelector"], ns_labels)
+        return source is not None and source_namespace == namespace and _selects(
+            p["podSelector"], source)
+
+    return not own or any(
+        ("from" not in rule or any(peer(f) for f in rule["from"]))
+        and ("ports" not in rule or any(x["port"] == port for x in rule["ports"]))
+        for p in own for rule in p["spec"]["ingress"])
+
+
+def test_the_engine_reaches_envoy_and_the_scheduler_and_takes_only_scrapes():
+    """The engine calls the step models through Envoy and the scheduler's API; nothing but
+    Prometheus (in the monitoring namespace) connects to it."""
+    render = rendered("prod-aws")
+    policies = by_kind(render, "NetworkPolicy")
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+            for d in by_kind(render, "Deployment") + by_kind(render, "StatefulSet")}
+    ns = render.config.namespace
+    engine, envoy, scheduler, gateway = (pods[n] for n in (
+        "engine", "envoy", "scheduler", "pipelinegateway"))
+    assert _admits(policies, envoy, 9000, engine, ns)
+    assert _admits(policies, scheduler, 9004, engine, ns)
+    prometheus = {"app.kubernetes.io/name": "prometheus"}
+    assert _admits(policies, engine, 9006, prometheus, "monitoring")
+    # guards the helper: what the policies deny, it denies
+    assert not _admits(policies, scheduler, 9002, engine, ns)  # xDS is Envoy's alone
+    assert not _admits(policies, pods["mlserver"], 9500, engine, ns)  # models: through Envoy
+    for source, source_ns in ((envoy, ns), (gateway, ns), (prometheus, "elsewhere"),
+                              (None, "")):
+        assert not _admits(policies, engine, 9006, source, source_ns)
 
 
 def test_servers_get_gpus_node_selectors_and_their_agent_flags():
@@ -339,6 +407,44 @@ def test_bad_config_names_the_field():
     values["models"] = [{"name": "iris", "spec": {"storageUri": "s3://x", "replicas": -1}}]
     with pytest.raises(SpecError, match=r"models\[0\]\.spec\.replicas"):
         render_values("staging", values)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("dataflowReplicas", {"engine": 2, "modelgateway": 2},
+     "dataflowReplicas.modelgateway: the model gateway runs inside the engine now; "
+     "scale dataflowReplicas.engine instead"),
+    ("resources", {"modelgateway": {"cpuLimit": "2"}},
+     "resources.modelgateway: the model gateway runs inside the engine now; "
+     "size resources.engine instead"),
+    ("dataflowReplicas", {"engines": 2},
+     "dataflowReplicas.engines: unknown service; known: engine, pipelinegateway"),
+    ("resources", {"pipelinegatway": {}}, "resources.pipelinegatway: unknown service; "
+     "known: scheduler, envoy, controller, engine, pipelinegateway"),
+    ("resources", {"engine": {"memoryLimt": "2Gi"}}, "resources.engine: unknown field(s) "
+     "memoryLimt; known: cpuRequest, memoryRequest, cpuLimit, memoryLimit"),
+    ("dataflowReplicas", {"engine": 0}, "dataflowReplicas.engine: Input should be greater "
+     "than or equal to 1"),
+])
+def test_dataflow_services_the_platform_does_not_run_are_refused(key, value, message):
+    """A stack written for the separate model gateway (or with a typo) fails at preview,
+    naming the key, instead of deploying without the setting."""
+    with pytest.raises(SpecError) as refused:
+        render_values("staging", {**_values("staging"), key: value})
+    assert message in str(refused.value)
+
+
+def test_resources_size_the_engine_which_defaults_to_room_for_the_model_calls():
+    values = {**_values("staging"), "resources": {"engine": {"memoryLimit": "3Gi"}}}
+    (engine,) = by_kind(render_values("staging", values), "Deployment", "engine")
+    limits = engine["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["memory"] == "3Gi" and limits["cpu"] == "2"  # the rest: the defaults
+    (gateway,) = by_kind(rendered("staging"), "Deployment", "pipelinegateway")
+    (engine,) = by_kind(rendered("staging"), "Deployment", "engine")
+    sizes = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["resources"]
+             for d in (engine, gateway)}
+    assert sizes["engine"] == {"requests": {"cpu": "300m", "memory": "384Mi"},
+                               "limits": {"cpu": "2", "memory": "1536Mi"}}
+    assert sizes["pipelinegateway"]["limits"] == {"cpu": "1", "memory": "1Gi"}
 
 
 def test_model_version_key_changes_with_the_model_but_not_with_scaling():

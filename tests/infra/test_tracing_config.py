@@ -25,7 +25,7 @@ def _containers(render, kind: str, name: str) -> dict[str, dict]:
     return {c["name"]: c for c in obj["spec"]["template"]["spec"]["containers"]}
 
 
-def _envoy_hcm(render) -> dict:
+def _envoy_hcm(render) -> tuple[dict, list[str]]:
     (cm,) = [o.manifest for o in render.kubernetes_objects()
              if o.manifest["kind"] == "ConfigMap"
              and o.manifest["metadata"]["name"].startswith("envoy-bootstrap-")]
@@ -39,7 +39,7 @@ def test_stack_tracing_reaches_envoy_the_dataflow_and_mlserver():
     hcm, clusters = _envoy_hcm(render)
     assert hcm["tracing"]["random_sampling"] == {"value": 10}
     assert "otlp_collector" in clusters
-    for service in ("engine", "modelgateway", "pipelinegateway"):
+    for service in ("engine", "pipelinegateway"):
         assert ENDPOINT in _containers(render, "Deployment", service)[service]["env"]
     mlserver = _containers(render, "StatefulSet", "mlserver")["mlserver"]
     assert ENDPOINT in mlserver["env"]
