@@ -106,6 +106,11 @@ class ApacheKafka:
             # threads for a 2-core machine, not a server
             "num.network.threads": 2, "num.io.threads": 2, "background.threads": 2,
             "num.recovery.threads.per.data.dir": 1, "log.cleaner.threads": 1,
+            # idle cost: no no-op record in the metadata log every 500 ms (one node has no
+            # follower to prove itself to) and a heartbeat every 4 s instead of 2 (a bare
+            # broker idled at 3.4-5.4 % of a core, 1.7-3.3 % with both)
+            "metadata.max.idle.interval.ms": 0,
+            "broker.heartbeat.interval.ms": 4000, "broker.session.timeout.ms": 18000,
         }
         if self.ssl_port:
             conf |= {"ssl.keystore.type": "PEM", "ssl.keystore.location": self.keystore,
