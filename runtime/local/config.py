@@ -55,8 +55,8 @@ class EnvoyTls(BaseModel):
     model_config = ConfigDict(extra="forbid")
     certFile: Path
     keyFile: Path
-    # what the model gateway and `core2 model infer` verify Envoy with (default: certFile,
-    # right for a self-signed certificate)
+    # what the engine's model calls and `core2 model infer` verify Envoy with (default:
+    # certFile, right for a self-signed certificate)
     caFile: Path | None = None
 
     @property
