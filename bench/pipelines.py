@@ -2,13 +2,14 @@
 embedded Tansu and Apache Kafka (`scripts/tools` fetches its jars).
 
 Starts a real MLServer with the sample models (plus copies add10b, mul10b), and per broker its
-own broker, an in-process scheduler stand-in and the three dataflow services, with a 2-step
-chain (add10 -> mul10) and a 4-step chain (add10 -> mul10 -> add10b -> mul10b). Prints, per
-chain and concurrency (1, 8, 32): p50/p99 latency, throughput and errors of both paths (one
-right after the other), the pipeline/direct throughput ratio and the per-step overhead at
-concurrency 1; the median and p99 ms between a request's records on consecutive topics
-(producer timestamps); and the idle
-CPU of broker + dataflow services (% of one core, from /proc).
+own broker, an in-process scheduler stand-in and the dataflow services (the engine, which calls
+the models, and the pipeline gateway), with a 2-step chain (add10 -> mul10) and a 4-step chain
+(add10 -> mul10 -> add10b -> mul10b). Prints, per chain and concurrency (1, 8, 32): p50/p99
+latency, throughput and errors of both paths (one right after the other), the pipeline/direct
+throughput ratio and the per-step overhead at concurrency 1; the median and p99 ms between a
+request's records on consecutive topics (producer timestamps: a model topic's pair brackets the
+model call); the CPU each process spends per request; and the idle CPU of broker + dataflow
+services (% of one core, from /proc).
 
     .venv/bin/python bench/pipelines.py [--requests 300] [--kafka embedded|apache|both]
                                         [--idle-seconds 20] [--quick]
