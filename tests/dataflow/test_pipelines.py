@@ -79,6 +79,29 @@ def test_pipeline_to_pipeline_chaining(dataflow):
     assert {t["name"]: t["data"] for t in found[0].tensors()} == {"OUTPUT": [120.0]}
 
 
+def test_a_pipeline_fed_by_another_pipelines_step(dataflow, scheduler):
+    """`<pipeline>.step.<step>.outputs`: the engine made that step's model call, and takes its
+    answer on to the other pipeline in-process (nothing reads the model's topic back)."""
+    from runtime.cli.inspect import read_records
+    from runtime.procs import wait_until
+
+    scheduler.set_pipeline("tap-add10", {
+        "input": {"externalInputs": ["chain.step.add10.outputs"]},
+        "steps": [{"name": "mul10"}], "output": {"steps": ["mul10"]}})
+    try:
+        scheduler.wait_ready(["tap-add10"], timeout=60)
+        r = dataflow.infer("chain", [tensor("x", [2.0])])
+        assert outputs_of(r) == {"OUTPUT": [120.0]}
+        rid, cfg, found = r.headers["x-request-id"], dataflow.kafka, []
+        wait_until(lambda: found.extend(read_records(
+            cfg, [cfg.pipeline_outputs("tap-add10")], "tap-add10", rid)) or found, 15,
+            "tap-add10's output for the chain request")
+        # add10's answer (12) went on to tap-add10's own mul10 call
+        assert {t["name"]: t["data"] for t in found[0].tensors()} == {"OUTPUT": [120.0]}
+    finally:
+        scheduler.delete_pipeline("tap-add10")
+
+
 def test_tensor_map_renames_inputs_and_outputs(dataflow):
     r = dataflow.infer("rename", [tensor("x", [1.0, 2.0]), tensor("y", [10.0, 20.0])])
     assert outputs_of(r) == {"total": [11.0, 22.0]}
