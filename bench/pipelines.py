@@ -12,7 +12,7 @@ model call); the CPU each process spends per request; and the idle CPU of broker
 services (% of one core, from /proc).
 
     .venv/bin/python bench/pipelines.py [--requests 300] [--kafka embedded|apache|both]
-                                        [--idle-seconds 20] [--quick]
+                                        [--idle-seconds 20] [--warmup 2000] [--quick]
 """
 
 import argparse
@@ -195,6 +195,11 @@ def run(kind: str, args, logs: Path, mlserver: Service, mlserver_url: str) -> di
         scheduler.wait_ready(list(names.values()), timeout=120)
         time.sleep(3)  # let start-up work settle before the idle sample
         out["idle"] = idle_cpu({"broker": broker, **df.services}, args.idle_seconds)
+        # steady state, as a running broker is: Apache Kafka's JIT warms over its first
+        # thousands of records (a produce -> consume hop took 1.7 ms over the first 300 and
+        # 0.44 ms after 2,500)
+        for name in names.values():
+            asyncio.run(measure(lambda s, n=name: pipeline(s, df.url, n), args.warmup, 8))
         for steps, name in names.items():
             models = CHAINS[steps]
             for c in CONCURRENCY:
@@ -221,7 +226,7 @@ def run(kind: str, args, logs: Path, mlserver: Service, mlserver_url: str) -> di
 
 def report(results: dict, args) -> None:
     kinds = list(results)
-    print(f"\n{args.requests} requests per cell; fetch wait (ms): "
+    print(f"\n{args.requests} requests per cell after {args.warmup} per chain; fetch wait (ms): "
           + ", ".join(f"{k} {FETCH_WAIT_MS[k]}" for k in kinds)
           + f"; load average {os.getloadavg()[0]:.1f}")
     head = "".join(f"{k + ' p50':>16}{'p99':>8}{'req/s':>8}{'err':>5}" for k in kinds)
@@ -275,11 +280,14 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--requests", type=int, default=300)
     p.add_argument("--idle-seconds", type=float, default=20)
+    p.add_argument("--warmup", type=int, default=2000,
+                   help="pipeline requests per chain before the measured cells")
     p.add_argument("--kafka", choices=(*BROKER_KINDS, "both"), default="both")
-    p.add_argument("--quick", action="store_true", help="100 requests per cell, 5 s idle")
+    p.add_argument("--quick", action="store_true",
+                   help="100 requests per cell, 5 s idle, 300 warm-up requests")
     args = p.parse_args()
     if args.quick:
-        args.requests, args.idle_seconds = 100, 5
+        args.requests, args.idle_seconds, args.warmup = 100, 5, 300
     kinds = BROKER_KINDS if args.kafka == "both" else (args.kafka,)
     logs = Path(tempfile.mkdtemp(prefix="bench-pipelines-"))
     ml, mlserver_url = start_mlserver(logs, model_repo(logs))
