@@ -370,6 +370,12 @@ class Engine(service.Role):
                            dict(headers))
         except BadRecord as bad:
             self._refuse(call.hold, call.key, bad)
+        except Exception as e:   # the caller gets an error, not a wait for its timeout
+            log.exception("pipeline %s request %s: step %s's answer", call.pipeline, call.key,
+                          call.step)
+            self._refuse(call.hold, call.key, BadRecord(
+                call.pipeline, "engine", 500,
+                f"pipeline {call.pipeline}: the engine failed: {e!r}"))
         finally:
             for t in call.hold:
                 tracker.acked(t)

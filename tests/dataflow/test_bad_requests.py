@@ -204,3 +204,25 @@ def test_a_model_answer_that_is_not_oip_becomes_an_error_naming_the_step(answer,
     error = json.loads(produced.records[1][2])
     assert (error["status"], error["step"], error["error"]) == \
         (502, "add10", f"step add10 (model add10) outputs: {reason}")
+
+
+def test_an_engine_bug_on_a_model_answer_answers_the_caller_with_an_error():
+    """A failure while taking an answer on must still give the caller an error record (its
+    input's offset is committed once the call's hold is dropped, so silence would lose it)."""
+    cfg = KafkaConfig(bootstrap="127.0.0.1:9")
+    engine = Engine(cfg, "http://127.0.0.1:9")
+    spec = PipelineSpec.model_validate(sample_pipelines()["chain"])
+    engine.flow.set_plan(build_plan("chain", 1, spec))
+    engine.reader = SimpleNamespace(tracker=(produced := _Produced()))  # type: ignore[assignment]
+    engine.producer = engine.records = None  # type: ignore[assignment]
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug")
+    engine.flow.on_event = broken  # type: ignore[method-assign]
+    call = StepCall("chain", "add10", "add10", "r1", b"{}", [("pipeline", "chain")])
+    engine._answered(call, 200, b'{"outputs": []}', call.headers)
+    assert [topic for topic, _, _ in produced.records] == \
+        [cfg.model_outputs("add10"), cfg.errors()]
+    error = json.loads(produced.records[1][2])
+    assert (error["status"], error["step"]) == (500, "engine")
+    assert error["error"] == "pipeline chain: the engine failed: RuntimeError('a bug')"
