@@ -344,9 +344,11 @@ def test_a_server_cr_scales_its_statefulset_unless_pulumi_owns_it(make_env, kube
                    30, "the owned Server's scaling condition", ctl)
         assert "owned by Pulumi" in k.condition("Server", "owned", "ReplicasScaled")["message"]
         assert apps.read_namespaced_stateful_set("owned", namespace).spec.replicas == 1
-        # the scheduler knows both servers' specs (no agent connected: not Ready)
+        # the scheduler knows both servers' specs (no agent connected: not Ready); the status
+        # comes by its own watch, not with the scaling above, so it may come a little later
         assert env.scheduler.get("Server", "plain") is not None
-        assert k.condition("Server", "plain", "ServerReady").get("status") == "False"
+        wait_until(lambda: k.condition("Server", "plain", "ServerReady").get("status")
+                   == "False", 30, "the plain Server's ServerReady condition (False)", ctl)
     finally:
         ctl.stop()
 
