@@ -87,6 +87,15 @@ class EngineSettings(service.MetricsSettings):
         return self.envoy_ca or os.environ.get("CORE2_ENVOY_TLS_CA") or None
 
 
+def _tensors_of(value: bytes | None, field: str, strict: bool = False) -> list[dict]:
+    """The checked tensors under `field` of a JSON record (a pipeline's input or output, a
+    model's answer); InvalidInput with the reason otherwise."""
+    doc = decode(value)
+    if doc is None:
+        raise InvalidInput("the record is not a JSON object")
+    return check_tensors(doc.get(field, []), field, strict=strict)
+
+
 def _tokens(held: list) -> Hold:
     """The tokens of the holds a join gave back (each a Hold)."""
     return [t for hold in held for t in hold]
@@ -106,7 +115,7 @@ class Engine(service.Role):
         self._unready: dict[str, Plan] = {}
         # pipeline changes (consumer thread) against records and answers (event loop)
         self._lock = threading.Lock()
-        self._batching: dict[tuple[str, str], Batch] = {}  # (pipeline, step) -> batch spec
+        self._batching: dict[str, dict[str, Batch]] = {}  # pipeline -> step -> batch spec
         self._expiry: asyncio.TimerHandle | None = None
         self.reader: Reader   # made by the consuming thread (consume)
         self.producer: Producer   # made by run: what the next hop waits for
@@ -167,7 +176,7 @@ class Engine(service.Role):
             if op[0] == "remove":
                 with self._lock:
                     self.flow.remove(op[1])
-                    self._batching = {k: b for k, b in self._batching.items() if k[0] != op[1]}
+                    self._batching.pop(op[1], None)
                 self._unready.pop(op[1], None)
                 continue
             _, name, version, spec = op
@@ -187,8 +196,7 @@ class Engine(service.Role):
                 break
             with self._lock:
                 self.flow.set_plan(plan)
-                self._batching = {k: b for k, b in self._batching.items() if k[0] != name}
-                self._batching.update({(name, s.name): s.batch for s in spec.steps if s.batch})
+                self._batching[name] = {s.name: s.batch for s in spec.steps if s.batch}
             self._unready[name] = plan
         if changed:
             with self._lock:
@@ -264,15 +272,10 @@ class Engine(service.Role):
             return None
         _, name, direction = parsed
         RECORDS.labels("pipeline").inc()
-        where = f"pipeline {name} {direction}"
-        doc = decode(msg.value())
-        if doc is None:
-            raise BadRecord(name, direction, 400, f"{where}: the record is not a JSON object")
         try:
-            tensors = check_tensors(doc.get(direction, []), direction,
-                                    strict=direction == "inputs")
+            tensors = _tensors_of(msg.value(), direction, strict=direction == "inputs")
         except InvalidInput as e:
-            raise BadRecord(name, direction, 400, f"{where}: {e}") from None
+            raise BadRecord(name, direction, 400, f"pipeline {name} {direction}: {e}") from None
         return (name, None, direction), tensors
 
     def _handle(self, msg: Message, token: Token) -> None:
@@ -336,7 +339,7 @@ class Engine(service.Role):
         for t in tokens:
             tracker.produced(t)   # given back by _answered
         self.models.submit(StepCall(e.pipeline, e.step, e.step, e.key, value, headers, tokens),
-                           self._batching.get((e.pipeline, e.step)))
+                           self._batching.get(e.pipeline, {}).get(e.step))
 
     def _on_answer(self, call: StepCall, status: int, body: bytes | str,
                    headers: list[tuple[str, str]]) -> None:
@@ -357,15 +360,11 @@ class Engine(service.Role):
                             key=call.key, value=body, headers=headers)
             if call.pipeline not in self.flow.plans:
                 return   # unloaded meanwhile
-            doc = decode(body)
-            where = f"step {call.step} (model {call.model}) outputs"
-            if doc is None:
-                raise BadRecord(call.pipeline, call.step, 502,
-                                f"{where}: the record is not a JSON object")
             try:
-                tensors = check_tensors(doc.get("outputs", []), "outputs")
+                tensors = _tensors_of(body, "outputs")
             except InvalidInput as e:
-                raise BadRecord(call.pipeline, call.step, 502, f"{where}: {e}") from None
+                raise BadRecord(call.pipeline, call.step, 502,
+                                f"step {call.step} (model {call.model}) outputs: {e}") from None
             self._on_event((call.pipeline, call.step, "outputs"), call.key, tensors, call.hold,
                            dict(headers))
         except BadRecord as bad:

@@ -95,9 +95,6 @@ class ModelGateway:
         await self._calls.close()
         await self.session.close()
 
-    def in_flight(self) -> int:
-        return len(self._calls)
-
     # -- taking calls (event loop) ---------------------------------------------------------
     def submit(self, call: StepCall, batch: Batch | None) -> None:
         if batch:
