@@ -184,18 +184,24 @@ class _Produced:
         pass
 
 
+def _engine_running_chain() -> tuple[Engine, _Produced]:
+    """An engine with the sample `chain` loaded and no broker: what it would produce is kept."""
+    engine = Engine(KafkaConfig(bootstrap="127.0.0.1:9"), "http://127.0.0.1:9")
+    spec = PipelineSpec.model_validate(sample_pipelines()["chain"])
+    engine.flow.set_plan(build_plan("chain", 1, spec))
+    engine.reader = SimpleNamespace(tracker=(produced := _Produced()))  # type: ignore[assignment]
+    engine.producer = engine.records = None  # type: ignore[assignment]
+    return engine, produced
+
+
 @pytest.mark.parametrize("answer, reason", [
     (b'{"outputs": [{"name": 1}]}', "outputs[0].name: a non-empty string is required"),
     (b"<html>not json</html>", "the record is not a JSON object"),
 ])
 def test_a_model_answer_that_is_not_oip_becomes_an_error_naming_the_step(answer, reason):
     """Fast layer: the engine's handling of a model's answer (a real model answers OIP)."""
-    cfg = KafkaConfig(bootstrap="127.0.0.1:9")
-    engine = Engine(cfg, "http://127.0.0.1:9")
-    spec = PipelineSpec.model_validate(sample_pipelines()["chain"])
-    engine.flow.set_plan(build_plan("chain", 1, spec))
-    engine.reader = SimpleNamespace(tracker=(produced := _Produced()))  # type: ignore[assignment]
-    engine.producer = engine.records = None  # type: ignore[assignment]
+    engine, produced = _engine_running_chain()
+    cfg = engine.cfg
     call = StepCall("chain", "add10", "add10", "r1", b"{}", [("pipeline", "chain")])
     engine._answered(call, 200, answer, call.headers)
     # the answer is kept on the model's topic as it came (inspect shows it), then refused
@@ -209,12 +215,8 @@ def test_a_model_answer_that_is_not_oip_becomes_an_error_naming_the_step(answer,
 def test_an_engine_bug_on_a_model_answer_answers_the_caller_with_an_error():
     """A failure while taking an answer on must still give the caller an error record (its
     input's offset is committed once the call's hold is dropped, so silence would lose it)."""
-    cfg = KafkaConfig(bootstrap="127.0.0.1:9")
-    engine = Engine(cfg, "http://127.0.0.1:9")
-    spec = PipelineSpec.model_validate(sample_pipelines()["chain"])
-    engine.flow.set_plan(build_plan("chain", 1, spec))
-    engine.reader = SimpleNamespace(tracker=(produced := _Produced()))  # type: ignore[assignment]
-    engine.producer = engine.records = None  # type: ignore[assignment]
+    engine, produced = _engine_running_chain()
+    cfg = engine.cfg
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("a bug")
