@@ -24,6 +24,7 @@ from pydantic import Field
 
 from runtime import kafka, tracing
 from runtime.dataflow import service
+from runtime.dataflow.pacing import Pacer
 from runtime.dataflow.records import IDLE_WAIT_S, decode, encode, headers_of, key_of, next_batch
 from runtime.dataflow.subscription import StallWatch
 from runtime.dataflow.topicguard import TopicGuard
@@ -148,6 +149,7 @@ class PipelineGateway(service.Role):
         # the partitions as assigned here: consumer.assignment() from the guard thread would
         # wait for the poll under way (StallWatch)
         guard.progress = watch = StallWatch(consumer, lambda: list(self._reading))
+        pacer = Pacer(consumer, self.cfg.fetch_wait_ms)
         stalled: str | None = None
         try:
             if not self._read_errors(consumer):
@@ -192,10 +194,13 @@ class PipelineGateway(service.Role):
                     stalled = guard.stall
                     self._stalled(stalled)
                 batch = []
+                if self._waiters:   # answers are awaited: no dozing (runtime.dataflow.pacing)
+                    pacer.wake()
                 # an answer ends the wait at once; the timeout bounds how soon a new
                 # pipeline's outputs are read
-                for m in next_batch(consumer, IDLE_WAIT_S, 1000):
+                for m in next_batch(consumer, pacer.timeout(IDLE_WAIT_S), 1000):
                     batch.append((m.topic() == errors, key_of(m), headers_of(m), m.value()))
+                pacer.read(len(batch))
                 if batch:
                     loop.call_soon_threadsafe(self._resolve, batch)
                 watch.sample()

@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, KafkaError, Message
 
 from runtime import kafka
 from runtime.dataflow.offsets import OffsetTracker
+from runtime.dataflow.pacing import Pacer
 from runtime.dataflow.records import IDLE_WAIT_S, next_batch
 from runtime.dataflow.subscription import Subscription
 from runtime.dataflow.topicguard import TopicGuard
@@ -33,6 +34,7 @@ class Reader:
         self.sub = Subscription(self.consumer, cfg.resolved_assignment(),
                                 on_revoked=self.tracker.forget, admin=self.guard.admin)
         self.guard.progress = self.sub.stalled
+        self.pacer = Pacer(self.consumer, cfg.fetch_wait_ms)
         log.info("partition assignment: %s", self.sub.mode)
         self.guard.start(stop)
 
@@ -79,13 +81,15 @@ class Reader:
             self.guard.lost.set()
 
     def fetch(self, timeout: float) -> list[Message]:
-        """The records of one poll (waiting up to `timeout` for the first). With nothing to
-        read the poll still serves the clients' error callbacks (a wrong password is reported
-        before any pipeline)."""
+        """The records of one poll (waiting up to `timeout` for the first; less while the
+        consumer dozes, runtime.dataflow.pacing). With nothing to read the poll still serves
+        the clients' error callbacks (a wrong password is reported before any pipeline)."""
         if not self.sub.wanted:
             self.consumer.poll(IDLE_WAIT_S)
             return []
-        return next_batch(self.consumer, timeout)
+        msgs = next_batch(self.consumer, self.pacer.timeout(timeout))
+        self.pacer.read(len(msgs))
+        return msgs
 
     def end_pass(self) -> None:
         """Between polls: the positions the stall watch asked for, and the offsets finished."""
