@@ -9,7 +9,7 @@ latency, throughput and errors of both paths (one right after the other), the pi
 throughput ratio and the per-step overhead at concurrency 1; the median and p99 ms between a
 request's records on consecutive topics (producer timestamps: a model topic's pair brackets the
 model call); the CPU each process spends per request; and the idle CPU of broker + dataflow
-services (% of one core, from /proc).
+services (% of one core, from /proc) after start and again after the cells.
 
     .venv/bin/python bench/pipelines.py [--requests 300] [--kafka embedded|apache|both]
                                         [--idle-seconds 20] [--warmup 2000] [--quick]
@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.soak import tree  # noqa: E402
 from runtime.broker import BROKER_KINDS, start_kafka  # noqa: E402
+from runtime.dataflow.pacing import IDLE_S  # noqa: E402
 from runtime.kafka import FETCH_WAIT_MS  # noqa: E402
 from runtime.procs import Service, free_port, http_ok, wait_until  # noqa: E402
 from tests.dataflow.conftest import BROKER_KIND_OF, Dataflow, start_mlserver  # noqa: E402
@@ -217,6 +218,10 @@ def run(kind: str, args, logs: Path, mlserver: Service, mlserver_url: str) -> di
             # sequential calls again, so the last records are free of queueing
             asyncio.run(measure(lambda s, n=name: pipeline(s, df.url, n), 100, 1))
             out["hops"][steps] = hop_breakdown(df.kafka, name, models, 100)
+        # idle again after the traffic: the embedded broker's fetches cost more with every
+        # record it keeps, and its clients doze only after IDLE_S without records
+        time.sleep(IDLE_S + 1)
+        out["idle after"] = idle_cpu({"broker": broker, **df.services}, args.idle_seconds)
     finally:
         for svc in (df.services.values() if df else []):
             svc.stop()
@@ -269,13 +274,15 @@ def report(results: dict, args) -> None:
                 print(f"  {k + ' ' + str(steps) + ' ' + path:<24}"
                       + "".join(f"{cpu[n]:>13.2f}" for n in names)
                       + f"{sum(cpu.values()):>9.2f}")
-    print(f"\nidle CPU, % of one core over {args.idle_seconds:g} s (two pipelines loaded):")
+    print(f"\nidle CPU, % of one core over {args.idle_seconds:g} s (two pipelines loaded), "
+          "after start and after the cells:")
     names = list(results[kinds[0]]["idle"])
-    print(f"  {'':<10}" + "".join(f"{n:>14}" for n in names) + f"{'total':>10}")
+    print(f"  {'':<26}" + "".join(f"{n:>14}" for n in names) + f"{'total':>10}")
     for k in kinds:
-        idle = results[k]["idle"]
-        print(f"  {k:<10}" + "".join(f"{idle[n]:>14.1f}" for n in names)
-              + f"{sum(idle.values()):>10.1f}")
+        for when, label in (("idle", "after start"), ("idle after", "after the cells")):
+            idle = results[k][when]
+            print(f"  {k + ', ' + label:<26}" + "".join(f"{idle[n]:>14.1f}" for n in names)
+                  + f"{sum(idle.values()):>10.1f}")
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Apache Kafka under load and at rest: 2,000 pipeline requests at concurrency 32, every one
-answered right; requests in a row never wait out the consumers' 500 ms fetch wait
+answered right; requests in a row never wait out the consumers' 1 s fetch wait
 (runtime.kafka.FETCH_WAIT_MS); idle services all but asleep. (Apache Kafka only: the embedded
-broker is known to stall after a few thousand batches in a partition, and needs a 2 ms fetch
-wait, so its clients keep polling; bench/pipelines.py measures both.)"""
+broker is known to stall after a few thousand batches in a partition; its idle clients doze
+instead of polling every 2 ms: test_pacing.py. bench/pipelines.py measures both.)"""
 
 import asyncio
 import time
@@ -17,7 +17,7 @@ REQUESTS, CONCURRENCY = 2000, 32
 # % of one core each idle dataflow service may use: measured 0.6-1.2 % with the samples'
 # pipelines (it was ~4 %: a thread spinning on the consumer, 500 empty fetches a second)
 IDLE_LIMIT = 2.0
-SLOW_S = 0.45  # a request that waited out a 500 ms fetch
+SLOW_S = 0.45  # a request that waited on a fetch (up to 1 s)
 
 
 @pytest.fixture(scope="module")
