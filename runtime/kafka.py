@@ -110,6 +110,11 @@ class KafkaConfig:
         no hop waits for (a step's request and answer, kept for `inspect`) may linger, so the
         broker takes them in batches."""
         return {**self.common(), "linger.ms": linger_ms, "acks": 1,
+                # one produce request at a time: records that come while it is answered go
+                # together in the next, so batches grow with load and none waits at low load
+                # (a 2-step chain at concurrency 32 on Apache Kafka: broker 1.13-1.26 -> 1.03
+                # ms of CPU per request, throughput/direct 0.53-0.54 -> 0.57)
+                "max.in.flight.requests.per.connection": 1,
                 # topics are created by the services with the configured partitions; a broker
                 # that auto-creates one on a produce (after a restart lost it) would give it
                 # its own default count, which the static readers would not all be reading
