@@ -194,7 +194,8 @@ def run(kind: str, args, logs: Path, mlserver: Service, mlserver_url: str) -> di
         for name in df.services:
             df.start(name)
         scheduler.wait_ready(list(names.values()), timeout=120)
-        time.sleep(3)  # let start-up work settle before the idle sample
+        # start-up work settles, and the embedded broker's idle consumers begin to doze
+        time.sleep(IDLE_S + 1)
         out["idle"] = idle_cpu({"broker": broker, **df.services}, args.idle_seconds)
         # steady state, as a running broker is: Apache Kafka's JIT warms over its first
         # thousands of records (a produce -> consume hop took 1.7 ms over the first 300 and

@@ -23,7 +23,9 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 # fetch waits up to this are polling: the broker is taken to hold no fetch open
 POLLING_FETCH_MS = 20
-IDLE_S = 2.0        # nothing read for this long: doze
+# nothing read for this long: doze (long enough that a person's calls a few seconds apart
+# never wait for a probe)
+IDLE_S = 10.0
 PROBE_S = 0.2       # a dozing consumer looks for records this often
 
 

@@ -24,9 +24,9 @@ from tests.dataflow.conftest import (
     tensor,
 )
 
-# idle CPU of the embedded broker + engine + pipeline gateway, % of one core: measured 3.3 %
-# (27.9 % unpaced: each client fetched every 2 ms)
-IDLE_LIMIT = 10.0
+# idle CPU of the embedded broker + engine + pipeline gateway, % of one core: measured 3.3 % on
+# a quiet machine and 7.4 % on a slow one (27.9 % unpaced: each client fetched every 2 ms)
+IDLE_LIMIT = 12.0
 
 
 @pytest.fixture(scope="module")
