@@ -63,6 +63,9 @@ class Pacer:
         if now < self._next_probe:
             # librdkafka waits whole milliseconds: 0.4 ms would be no wait, and a spin
             return max(0.001, min(wanted, self._next_probe - now))
+        # the next probe is timed from this one's start, so a probe that could not be made
+        # (no partitions, the broker away) is not tried again on every pass
+        self._next_probe = now + PROBE_S
         self._probing = self._resume()
         return 0.0   # what the probe's fetch brought is queued already
 
@@ -77,7 +80,7 @@ class Pacer:
         if self._dozing:
             if self._probing:   # the probe found nothing
                 self._pause()
-                self._probing, self._next_probe = False, now + PROBE_S
+                self._probing = False
         elif now - self._last_read >= IDLE_S:
             self._pause()
             self._dozing, self._next_probe = True, now + PROBE_S

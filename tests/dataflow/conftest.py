@@ -46,11 +46,17 @@ def broker_kind(request) -> str:
     return request.param
 
 
-def running_broker(logs, broker_kind):
+def broker_service(logs, broker_kind):
+    """A broker of `broker_kind`: (its service, its bootstrap)."""
     svc, bootstrap = start_kafka(broker_kind, logs)
     BROKER_KIND_OF[bootstrap] = broker_kind
-    yield bootstrap
+    yield svc, bootstrap
     svc.stop()
+
+
+def running_broker(logs, broker_kind):
+    for _svc, bootstrap in broker_service(logs, broker_kind):
+        yield bootstrap
 
 
 broker = pytest.fixture(scope="session", name="broker")(running_broker)

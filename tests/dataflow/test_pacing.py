@@ -11,22 +11,17 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.pipelines import idle_cpu
-from runtime.broker import start_kafka
 from runtime.dataflow import pacing
 from runtime.dataflow.pacing import Pacer
 from runtime.dataflow.records import next_batch
 from runtime.kafka import FETCH_WAIT_MS, KafkaConfig, ensure_topics
 from tests.dataflow.conftest import (
-    BROKER_KIND_OF,
+    broker_service,
     outputs_of,
     running_dataflow,
     running_scheduler,
     tensor,
 )
-
-# idle CPU of the embedded broker + engine + pipeline gateway, % of one core: measured 3.3 % on
-# a quiet machine and 7.4 % on a slow one (27.9 % unpaced: each client fetched every 2 ms)
-IDLE_LIMIT = 12.0
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +29,17 @@ def broker_kind() -> str:
     return "embedded"
 
 
-@pytest.fixture(scope="module")
-def tansu(logs):
-    svc, bootstrap = start_kafka("embedded", logs)
-    BROKER_KIND_OF[bootstrap] = "embedded"
-    yield svc, bootstrap
-    svc.stop()
+tansu = pytest.fixture(scope="module", name="tansu")(broker_service)  # (service, bootstrap)
 
 
 @pytest.fixture(scope="module")
 def broker(tansu) -> str:
     return tansu[1]
 
+
+# idle CPU of the embedded broker + engine + pipeline gateway, % of one core: measured 3.3 % on
+# a quiet machine and 7.4 % on a slow one (27.9 % unpaced: each client fetched every 2 ms)
+IDLE_LIMIT = 12.0
 
 scheduler = pytest.fixture(scope="module", name="scheduler")(running_scheduler)
 dataflow = pytest.fixture(scope="module", name="dataflow")(running_dataflow)
@@ -101,11 +95,12 @@ def test_a_dozing_consumer_fetches_rarely_and_still_reads_a_new_record(broker):
 class Recorder:
     """A consumer's pause/resume calls (no broker): the pacer's decisions alone."""
 
-    def __init__(self):
+    def __init__(self, partitions: list[TopicPartition] | None = None):
         self.calls: list[str] = []
+        self.partitions = [TopicPartition("t", 0)] if partitions is None else partitions
 
     def assignment(self):
-        return [TopicPartition("t", 0)]
+        return self.partitions
 
     def pause(self, _parts):
         self.calls.append("pause")
@@ -148,6 +143,22 @@ def test_a_woken_consumer_stops_dozing_at_its_next_poll(monkeypatch):
     pacer.read(0)
     idle_for(pacer, 0.2)   # the callers were answered: it dozes again
     assert pacer.dozing and consumer.calls == ["pause", "resume", "pause"]
+
+
+def test_a_probe_that_cannot_be_made_is_not_tried_on_every_pass(monkeypatch):
+    monkeypatch.setattr(pacing, "IDLE_S", 0.05)
+    monkeypatch.setattr(pacing, "PROBE_S", 0.05)
+    consumer = Recorder(partitions=[])   # between an unassign and the next assign
+    pacer = Pacer(consumer, FETCH_WAIT_MS["embedded"])  # type: ignore[arg-type]
+    idle_for(pacer, 0.2)
+    assert pacer.dozing
+    probes, end = 0, time.monotonic() + 0.3
+    while time.monotonic() < end:
+        wait = pacer.timeout(0.25)
+        probes += wait == 0   # a probe's poll does not wait
+        time.sleep(wait)
+        pacer.read(0)
+    assert probes <= 8, f"{probes} probes in 0.3 s (one per {pacing.PROBE_S}s expected)"
 
 
 def test_idle_broker_and_dataflow_services_cost_little(dataflow, tansu):
