@@ -93,6 +93,12 @@ class KafkaConfig:
     # -- client configs -------------------------------------------------------------------
     def common(self) -> dict:
         conf = {"bootstrap.servers": self.bootstrap, "socket.nagle.disable": True,
+                # topics are created by the services with the configured partitions. A
+                # client that lets the broker auto-create one (a metadata request about a
+                # topic a broker restart lost; librdkafka allows it by default for producers
+                # and admin clients) gets the broker's default count (Tansu: 4), of which the
+                # static readers and a reader of partition 0 read one
+                "allow.auto.create.topics": False,
                 "error_cb": lambda err: report_error(self, err), **self.extra}
         if self.security_protocol:
             conf["security.protocol"] = self.security_protocol
@@ -115,10 +121,6 @@ class KafkaConfig:
                 # (a 2-step chain at concurrency 32 on Apache Kafka: broker 1.13-1.26 -> 1.03
                 # ms of CPU per request, throughput/direct 0.53-0.54 -> 0.57)
                 "max.in.flight.requests.per.connection": 1,
-                # topics are created by the services with the configured partitions; a broker
-                # that auto-creates one on a produce (after a restart lost it) would give it
-                # its own default count, which the static readers would not all be reading
-                "allow.auto.create.topics": False,
                 "enable.idempotence": False, "compression.type": "none",
                 # Seen with Tansu under load: a produce request left unanswered. Retry it
                 # after 5 s rather than librdkafka's default 30 s.

@@ -105,6 +105,8 @@ class PipelineGateway(service.Role):
         A topic created again (broker restart) is read from its start instead: it holds only
         answers produced since, some perhaps to calls still waiting."""
         meta = self.admin.list_topics(topic, timeout=10).topics[topic]
+        if meta.error is not None or not meta.partitions:  # lost again since it was ensured
+            raise RuntimeError(f"topic {topic}: {meta.error or 'no partitions'}")
         # asked through the admin client: the consumer's requests would wait behind its fetch
         spec = OffsetSpec.earliest() if from_start else OffsetSpec.latest()
         found = self.admin.list_offsets({TopicPartition(topic, p): spec for p in meta.partitions},

@@ -1,5 +1,6 @@
 """Kafka helpers: client settings from flags/env, topic names, topic creation."""
 
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from runtime.kafka import KafkaConfig, KafkaSettings, ensure_topics
@@ -33,3 +34,21 @@ def test_topics_are_created_with_the_configured_partitions(broker):
     ensure_topics(cfg, [topic])  # idempotent
     meta = AdminClient(cfg.common()).list_topics(topic, timeout=10)
     assert len(meta.topics[topic].partitions) == 3
+
+
+def test_no_client_of_the_services_makes_the_broker_create_a_topic(broker):
+    """A broker restart loses the embedded broker's topics; until the services create them
+    again (with the configured partitions), their clients keep asking about them. A broker
+    that auto-created one on such a question would give it its own partition count (Tansu:
+    4), and a reader of the configured partitions would miss most records."""
+    cfg = KafkaConfig(bootstrap=broker, namespace="no-auto-create")
+    admin = AdminClient(cfg.common())
+    clients = {"admin": admin, "producer": Producer(cfg.producer()),
+               "consumer": Consumer(cfg.consumer(None))}
+    try:
+        for name, client in clients.items():
+            topic = cfg.pipeline_outputs(name)
+            client.list_topics(topic, timeout=10)
+            assert topic not in admin.list_topics(timeout=10).topics, name
+    finally:
+        clients["consumer"].close()
