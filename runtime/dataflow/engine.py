@@ -27,6 +27,7 @@ from pydantic import Field
 from runtime import tracing
 from runtime.dataflow import service
 from runtime.dataflow.flow import INPUT, OUTPUT, STEP, Dataflow, Emit
+from runtime.dataflow.kafkastats import KAFKA_REQUESTS
 from runtime.dataflow.modelgateway import ModelGateway, StepCall
 from runtime.dataflow.offsets import Token
 from runtime.dataflow.plan import Plan, build_plan
@@ -420,8 +421,9 @@ class Engine(service.Role):
 
     async def run(self, stop: threading.Event) -> None:
         loop = asyncio.get_running_loop()
-        self.producer = Producer(self.cfg.producer())
-        self.records = Producer(self.cfg.producer(linger_ms=RECORD_LINGER_MS))
+        self.producer = Producer({**self.cfg.producer(), **KAFKA_REQUESTS.config("producer")})
+        self.records = Producer({**self.cfg.producer(linger_ms=RECORD_LINGER_MS),
+                                 **KAFKA_REQUESTS.config("records")})
         self.models.open()
         try:
             async with asyncio.TaskGroup() as group:

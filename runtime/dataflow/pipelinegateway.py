@@ -24,6 +24,7 @@ from pydantic import Field
 
 from runtime import kafka, tracing
 from runtime.dataflow import service
+from runtime.dataflow.kafkastats import KAFKA_REQUESTS
 from runtime.dataflow.pacing import Pacer
 from runtime.dataflow.records import IDLE_WAIT_S, decode, encode, headers_of, key_of, next_batch
 from runtime.dataflow.subscription import StallWatch
@@ -137,7 +138,8 @@ class PipelineGateway(service.Role):
             return False
 
     def _consume(self, loop: asyncio.AbstractEventLoop) -> None:
-        consumer = Consumer(self.cfg.consumer(None, offset_reset="latest"))
+        consumer = Consumer({**self.cfg.consumer(None, offset_reset="latest"),
+                             **KAFKA_REQUESTS.config("consumer")})
         assigned: set[str] = set()
         from_start = False  # after topics were created again, until all are read again
         errors = self.cfg.errors()
@@ -369,7 +371,7 @@ class PipelineGateway(service.Role):
     async def run(self, stop: threading.Event) -> None:
         self._stop = stop
         loop = asyncio.get_running_loop()
-        self.producer = Producer(self.cfg.producer())
+        self.producer = Producer({**self.cfg.producer(), **KAFKA_REQUESTS.config("producer")})
         runner = web.AppRunner(self.app(), access_log=None)
         server = grpc.aio.server(options=[
             ("grpc.so_reuseport", 0),  # a taken port fails

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, KafkaError, Message
 
 from runtime import kafka
+from runtime.dataflow.kafkastats import KAFKA_REQUESTS
 from runtime.dataflow.offsets import OffsetTracker
 from runtime.dataflow.pacing import Pacer
 from runtime.dataflow.records import IDLE_WAIT_S, next_batch
@@ -29,7 +30,8 @@ class Reader:
         # the guard checks what is read and `written` exist, and hears of a lost broker from
         # the consumer at once (readiness follows it)
         self.guard = TopicGuard(cfg, lambda: set(self.sub.wanted), written)
-        self.consumer = Consumer({**cfg.consumer(group), "error_cb": self._on_error})
+        self.consumer = Consumer({**cfg.consumer(group), "error_cb": self._on_error,
+                                  **KAFKA_REQUESTS.config("consumer")})
         self.tracker = OffsetTracker(self.consumer)
         self.sub = Subscription(self.consumer, cfg.resolved_assignment(),
                                 on_revoked=self.tracker.forget, admin=self.guard.admin)

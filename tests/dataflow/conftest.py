@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from runtime.broker import BROKER_KINDS, start_kafka
 from runtime.kafka import FETCH_WAIT_MS, KafkaConfig
@@ -120,14 +121,17 @@ class Dataflow:
                  kafka_args: tuple[str, ...] = ()):
         self.scheduler, self.bootstrap = scheduler, bootstrap
         self.kafka = KafkaConfig(bootstrap=bootstrap)
-        self.http_port, self.grpc_port = free_port(), free_port()
+        self.http_port, self.grpc_port, metrics_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
+        self.metrics = {"engine": f"http://127.0.0.1:{metrics_port}/metrics",
+                        "gateway": f"{self.url}/metrics"}
         fetch_wait = FETCH_WAIT_MS[BROKER_KIND_OF.get(bootstrap, "embedded")]
         common = ["--scheduler", scheduler.address, "--kafka-bootstrap", bootstrap,
                   "--kafka-fetch-wait-ms", str(fetch_wait), *kafka_args]
         self.services = {
             "engine": Service("engine", python_module(
-                "runtime.dataflow.engine", *common, "--envoy", envoy), logs, cwd=str(ROOT)),
+                "runtime.dataflow.engine", *common, "--envoy", envoy, "--metrics-host",
+                "127.0.0.1", "--metrics-port", str(metrics_port)), logs, cwd=str(ROOT)),
             "gateway": Service("gateway", python_module(
                 "runtime.dataflow.pipelinegateway", *common, "--host", "127.0.0.1",
                 "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)),
@@ -144,6 +148,14 @@ class Dataflow:
 
     def stop(self, name: str) -> None:
         self.services[name].stop()
+
+    def kafka_requests(self, name: str) -> int:
+        """Requests the service's Kafka clients sent so far, as its /metrics counts them
+        (runtime.dataflow.kafkastats: updated every few seconds)."""
+        text = httpx.get(self.metrics[name], timeout=10).text
+        return int(sum(s.value for f in text_string_to_metric_families(text)
+                       if f.name == "core2_kafka_requests" for s in f.samples
+                       if s.name == "core2_kafka_requests_total"))
 
     def infer(self, pipeline: str, inputs: list[dict], timeout: float = 30, **headers):
         return httpx.post(f"{self.url}/v2/pipelines/{pipeline}/infer",
