@@ -12,13 +12,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
-import aiohttp
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Histogram
 
 from runtime import tracing
 from runtime.dataflow.batching import Batcher, merge, split
+from runtime.dataflow.httpclient import HttpClient, HttpError, StaleConnection
 from runtime.dataflow.records import decode, encode
 from runtime.dataflow.service import Tasks
 from runtime.kafka import H_DEADLINE
@@ -39,9 +40,6 @@ TRANSIENT = frozenset({404, 429, 502, 503, 504})
 # Stock MLServer answers 400 "Model <name> is not ready yet." while a model is being loaded
 # again: transient too, unlike other 400s (core2's name hook makes it a 503 already)
 NOT_READY = "is not ready yet"
-# A pooled keep-alive connection closed by the server under a new request (not a refused
-# connect, a ClientConnectorError): the request is sent again at once on a fresh connection.
-STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 Answer = tuple[int, bytes | str]   # (HTTP status, the body, or the reason it failed)
 
 
@@ -80,20 +78,17 @@ class ModelGateway:
         self._calls = Tasks()   # the model calls under way
         self._sem = asyncio.Semaphore(concurrency)
         self.closing = False
-        self.session: aiohttp.ClientSession   # made by open(), on the event loop
+        self.client: HttpClient   # made by open(), on the event loop
 
     def open(self) -> None:
-        self.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            connector=aiohttp.TCPConnector(limit=128, keepalive_timeout=60,
-                                           ssl=self.ssl or True))
+        self.client = HttpClient(self.envoy, limit=128, ssl_context=self.ssl)
 
     async def close(self) -> None:
         """Calls still under way are cancelled and their answers never given: the engine's
         records for them stay uncommitted and are read again after a restart."""
         self.closing = True
         await self._calls.close()
-        await self.session.close()
+        await self.client.close()
 
     # -- taking calls (event loop) ---------------------------------------------------------
     def submit(self, call: StepCall, batch: Batch | None) -> None:
@@ -155,13 +150,11 @@ class ModelGateway:
             async with self._sem:
                 try:
                     status, body = await self._post(model, key, value, trace)
-                except STALE_CONNECTION as e:
-                    if isinstance(e, aiohttp.ClientConnectorError):
-                        raise
+                except StaleConnection:
                     # a kept-alive connection the server had closed: at once on a new one
                     MODEL_RETRIES.labels(model, "reset").inc()
                     status, body = await self._post(model, key, value, trace)
-        except (TimeoutError, aiohttp.ClientError) as e:
+        except (TimeoutError, HttpError) as e:
             timed_out = isinstance(e, TimeoutError)
             MODEL_CALLS.labels(model, "504" if timed_out else "502").inc()
             reason = f"no answer within {self.timeout_s:g}s" if timed_out else str(e) or repr(e)
@@ -178,11 +171,11 @@ class ModelGateway:
 
     async def _post(self, model: str, key: str, value: bytes,
                     trace: dict[str, str] | None) -> tuple[int, bytes]:
-        async with self.session.post(
-                f"{self.envoy}/v2/models/{model}/infer", data=value,
-                headers={"seldon-model": model, "content-type": "application/json",
-                         "x-request-id": key, **(trace or {})}) as r:
-            return r.status, await r.read()
+        async with asyncio.timeout(self.timeout_s):
+            return await self.client.post(
+                f"/v2/models/{quote(model, safe='')}/infer", value,
+                {"seldon-model": model, "content-type": "application/json", "x-request-id": key,
+                 **(trace or {})})
 
     def _answer(self, call: StepCall, status: int, body: bytes | str,
                 headers: list[tuple[str, str]]) -> None:

@@ -3,8 +3,6 @@ connection the server closed under the next request costs it nothing but a secon
 
 import asyncio
 
-import aiohttp
-
 from runtime.dataflow.modelgateway import MODEL_RETRIES, ModelGateway
 
 ANSWER = b'{"outputs":[]}'
@@ -41,7 +39,7 @@ def test_a_connection_closed_by_the_server_is_replaced_at_once():
         server, per_connection = await closing_server()
         port = server.sockets[0].getsockname()[1]
         gw = ModelGateway(f"http://127.0.0.1:{port}", lambda *_answer: None)
-        gw.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
+        gw.open()
         resets = MODEL_RETRIES.labels("m", "reset")
         before = resets._value.get()
         try:
@@ -51,7 +49,7 @@ def test_a_connection_closed_by_the_server_is_replaced_at_once():
             assert per_connection == [2, 1]
             assert resets._value.get() == before + 1
         finally:
-            await gw.session.close()
+            await gw.client.close()
             server.close()
             await server.wait_closed()
 
@@ -66,13 +64,13 @@ def test_a_refused_connection_is_not_sent_again_at_once():
         server.close()
         await server.wait_closed()
         gw = ModelGateway(f"http://127.0.0.1:{port}", lambda *_answer: None)
-        gw.session = aiohttp.ClientSession()
+        gw.open()
         resets = MODEL_RETRIES.labels("gone", "reset")
         try:
             status, body = await gw._call("gone", "r1", b"{}")
             assert status == 502 and "calling the model failed" in body
             assert resets._value.get() == 0
         finally:
-            await gw.session.close()
+            await gw.client.close()
 
     asyncio.run(scenario())

@@ -1,0 +1,221 @@
+"""The engine's model-call client (runtime.dataflow.httpclient) against raw HTTP servers that
+answer as Envoy does, and as a broken upstream might: every answer comes back whole, a
+connection is kept only while the server keeps it, and a failure is an error that says what
+happened, never a hang or a wrong answer."""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from runtime.dataflow.httpclient import ConnectFailed, HttpClient, HttpError, StaleConnection
+
+Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]  # False: stop serving
+
+
+async def serve(handler: Handler) -> tuple[asyncio.Server, str, list[bytes]]:
+    """A loopback server handing each request (head + body) to `handler`; returns the server,
+    its base URL and the requests it received."""
+    seen: list[bytes] = []
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                request = head + await reader.readexactly(length)
+                seen.append(request)
+                if not await handler(request, writer):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(connection, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+
+
+def answer(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(scenario())
+
+
+def test_answers_come_back_whole_on_one_kept_alive_connection():
+    async def handler(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        body = request.split(b"\r\n\r\n", 1)[1]
+        half = len(body) // 2 or 1   # the answer in two writes: split across reads
+        writer.write(answer(body)[:-half])
+        await writer.drain()
+        writer.write(answer(body)[-half:])
+        return True
+
+    async def scenario() -> None:
+        server, base, seen = await serve(handler)
+        client = HttpClient(base + "/prefix")
+        try:
+            for i in range(20):
+                body = b'{"n": %d}' % i * 100
+                assert await client.post("/v2/models/m/infer", body, {"x": "y"}) == (200, body)
+            assert len(client._idle) == 1   # one connection, kept
+            head = seen[0].split(b"\r\n\r\n")[0].split(b"\r\n")
+            assert head[0] == b"POST /prefix/v2/models/m/infer HTTP/1.1"
+            assert b"x: y" in head and b"Host: " + base[7:].encode() in head
+        finally:
+            await client.close()
+            server.close()
+
+    run(scenario)
+
+
+def test_a_chunked_answer_is_joined():
+    async def handler(_request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n"
+                     b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        return True
+
+    async def scenario() -> None:
+        server, base, _ = await serve(handler)
+        client = HttpClient(base)
+        try:
+            assert await client.post("/", b"", {}) == (503, b"hello world")
+        finally:
+            await client.close()
+            server.close()
+
+    run(scenario)
+
+
+def test_a_connection_the_server_closes_after_answering_is_not_reused():
+    async def handler(_request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(answer(b"ok", b"connection: close\r\n"))
+        await writer.drain()
+        return False
+
+    async def scenario() -> None:
+        server, base, seen = await serve(handler)
+        client = HttpClient(base)
+        try:
+            for _ in range(3):   # each on a new connection, none sent into a closed one
+                assert await client.post("/", b"", {}) == (200, b"ok")
+            assert len(seen) == 3 and not client._idle
+        finally:
+            await client.close()
+            server.close()
+
+    run(scenario)
+
+
+def test_a_connection_closed_before_any_answer_is_stale_and_mid_answer_is_an_error():
+    async def handler(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        if b"/mid" in request:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
+            await writer.drain()
+        return False   # closed without (a whole) answer
+
+    async def scenario() -> None:
+        server, base, _ = await serve(handler)
+        client = HttpClient(base)
+        try:
+            with pytest.raises(StaleConnection):
+                await client.post("/", b"", {})
+            with pytest.raises(HttpError, match="mid-answer") as failed:
+                await client.post("/mid", b"", {})
+            assert not isinstance(failed.value, StaleConnection)  # never sent again blindly
+        finally:
+            await client.close()
+            server.close()
+
+    run(scenario)
+
+
+def test_a_malformed_answer_is_an_error_and_the_connection_is_dropped():
+    async def handler(_request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        return True
+
+    async def scenario() -> None:
+        server, base, _ = await serve(handler)
+        client = HttpClient(base)
+        try:
+            with pytest.raises(HttpError, match="malformed HTTP answer"):
+                await client.post("/", b"", {})
+            assert not client._idle
+        finally:
+            await client.close()
+            server.close()
+
+    run(scenario)
+
+
+def test_a_call_that_times_out_leaves_no_connection_behind():
+    """The late answer of a timed-out call must never be taken for the next call's."""
+    async def handler(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        if b"/slow" in request:
+            await asyncio.sleep(0.5)
+        writer.write(answer(request.split(b" ")[1]))
+        return True
+
+    async def scenario() -> None:
+        server, base, _ = await serve(handler)
+        client = HttpClient(base)
+        try:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await client.post("/slow", b"", {})
+            assert not client._idle
+            assert await client.post("/fast", b"", {}) == (200, b"/fast")
+        finally:
+            await client.close()
+            server.close()
+
+    run(scenario)
+
+
+def test_calls_at_once_share_at_most_limit_connections():
+    async def handler(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(0.01)
+        writer.write(answer(request.split(b"\r\n\r\n", 1)[1]))
+        return True
+
+    async def scenario() -> None:
+        opened: list[int] = []
+        server, base, _ = await serve(handler)
+        client = HttpClient(base, limit=4)
+        original = client._connection
+
+        async def counting():
+            conn = await original()
+            opened.append(id(conn))
+            return conn
+        client._connection = counting  # type: ignore[method-assign]
+        try:
+            bodies = [b"%d" % i for i in range(40)]
+            got = await asyncio.gather(*(client.post("/", b, {}) for b in bodies))
+            assert got == [(200, b) for b in bodies]
+            assert len(set(opened)) <= 4
+        finally:
+            await client.close()
+            server.close()
+
+    run(scenario)
+
+
+def test_no_server_is_a_connect_failure_and_a_line_break_in_a_header_is_refused():
+    async def scenario() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        client = HttpClient(f"http://127.0.0.1:{port}")
+        with pytest.raises(ConnectFailed, match=f"127.0.0.1:{port}"):
+            await client.post("/", b"", {})
+        with pytest.raises(ValueError, match="x-request-id"):
+            await client.post("/", b"", {"x-request-id": "r1\r\nevil: yes"})
+
+    run(scenario)
+    with pytest.raises(ValueError, match="not an http"):
+        HttpClient("ftp://host")
