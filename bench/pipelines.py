@@ -12,7 +12,8 @@ model call); the CPU each process spends per request; and the idle CPU of broker
 services (% of one core, from /proc) after start and again after the cells.
 
     .venv/bin/python bench/pipelines.py [--requests 300] [--kafka embedded|apache|both]
-                                        [--idle-seconds 20] [--warmup 2000] [--quick]
+                                        [--idle-seconds 20] [--warmup 2000] [--broker-jit full|c1]
+                                        [--quick]
 """
 
 import argparse
@@ -36,6 +37,7 @@ from bench.soak import tree  # noqa: E402
 from runtime.broker import BROKER_KINDS, start_kafka  # noqa: E402
 from runtime.dataflow.pacing import IDLE_S  # noqa: E402
 from runtime.kafka import FETCH_WAIT_MS  # noqa: E402
+from runtime.kafka_apache import ApacheKafka, start_apache_kafka  # noqa: E402
 from runtime.procs import Service, free_port, http_ok, wait_until  # noqa: E402
 from tests.dataflow.conftest import BROKER_KIND_OF, Dataflow, start_mlserver  # noqa: E402
 from tests.dataflow.fake_scheduler import FakeScheduler  # noqa: E402
@@ -182,7 +184,11 @@ def run(kind: str, args, logs: Path, mlserver: Service, mlserver_url: str) -> di
     logs = logs / kind
     scheduler = FakeScheduler().start(port := free_port())
     scheduler.address = f"127.0.0.1:{port}"
-    broker, bootstrap = start_kafka(kind, logs)
+    if kind == "apache":
+        broker, bootstrap = start_apache_kafka(logs, kafka=ApacheKafka(
+            logs / "apache-kafka", full_jit=args.broker_jit == "full"))
+    else:
+        broker, bootstrap = start_kafka(kind, logs)
     BROKER_KIND_OF[bootstrap] = kind  # the services' fetch wait follows the broker
     df = None
     out: dict[str, dict] = {"cells": {}, "hops": {}, "cpu": {}}
@@ -233,7 +239,8 @@ def run(kind: str, args, logs: Path, mlserver: Service, mlserver_url: str) -> di
 
 def report(results: dict, args) -> None:
     kinds = list(results)
-    print(f"\n{args.requests} requests per cell (Apache Kafka after {args.warmup} per chain); "
+    print(f"\n{args.requests} requests per cell (Apache Kafka after {args.warmup} per chain, "
+          f"{args.broker_jit} JIT); "
           "fetch wait (ms): "
           + ", ".join(f"{k} {FETCH_WAIT_MS[k]}" for k in kinds)
           + f"; load average {os.getloadavg()[0]:.1f}")
@@ -294,6 +301,9 @@ def main() -> None:
                    help="pipeline requests per chain before the measured cells (Apache "
                    "Kafka only)")
     p.add_argument("--kafka", choices=(*BROKER_KINDS, "both"), default="both")
+    p.add_argument("--broker-jit", choices=("full", "c1"), default="full",
+                   help="Apache Kafka's JIT: full, as a production broker runs (default), or "
+                   "C1 only, as the tests start it (quicker start, more CPU per request)")
     p.add_argument("--quick", action="store_true",
                    help="100 requests per cell, 5 s idle, 300 warm-up requests")
     args = p.parse_args()
