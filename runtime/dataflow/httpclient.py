@@ -2,10 +2,12 @@
 at a time on each, answers parsed by httptools (llhttp, the parser Node.js uses). Every step
 of every pipeline request is one call, so its cost is on the hot path: aiohttp's client
 spends 96-195 us of CPU per call, this one 22-51 (bench/httpclient.py). It does only what a
-model call needs: POST with a body, an answer with Content-Length or chunked."""
+model call needs: POST with a body, an answer with Content-Length or chunked, plain or
+gzip/deflate-encoded (Triton compresses its answers)."""
 
 import asyncio
 import ssl
+import zlib
 from urllib.parse import urlsplit
 
 import httptools
@@ -31,6 +33,7 @@ class _Connection(asyncio.Protocol):
         self.answer: asyncio.Future[tuple[int, bytes]] | None = None
         self.body: list[bytes] = []
         self.status = 0
+        self.encoding = b""
         self.reusable = True
         self.answered_any = False   # a stale connection is one that never answered this call
 
@@ -53,6 +56,10 @@ class _Connection(asyncio.Protocol):
             self._fail(StaleConnection(f"the server closed the connection ({exc or 'idle'})"))
 
     # -- httptools callbacks ---------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"content-encoding":
+            self.encoding = value.strip().lower()
+
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.reusable = self.parser.should_keep_alive()
@@ -61,13 +68,22 @@ class _Connection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        if self.answer is not None and not self.answer.done():
-            self.answer.set_result((self.status, b"".join(self.body)))
+        if self.answer is None or self.answer.done():
+            return
+        body = b"".join(self.body)
+        if self.encoding not in (b"", b"identity"):
+            try:
+                body = _decoded(body, self.encoding)
+            except (zlib.error, ValueError) as e:
+                self._fail(HttpError(f"undecodable answer (content-encoding "
+                                     f"{self.encoding.decode(errors='replace')}): {e}"))
+                return
+        self.answer.set_result((self.status, body))
 
     # -- one call --------------------------------------------------------------------------
     def send(self, request: bytes) -> asyncio.Future[tuple[int, bytes]]:
         assert self.transport is not None
-        self.body, self.status, self.answered_any = [], 0, False
+        self.body, self.status, self.encoding, self.answered_any = [], 0, b"", False
         self.answer = asyncio.get_running_loop().create_future()
         self.transport.write(request)
         return self.answer
@@ -82,6 +98,17 @@ class _Connection(asyncio.Protocol):
     def idle_and_open(self) -> bool:
         return (self.reusable and self.transport is not None
                 and not self.transport.is_closing())
+
+
+def _decoded(body: bytes, encoding: bytes) -> bytes:
+    if encoding in (b"gzip", b"x-gzip"):
+        return zlib.decompress(body, wbits=16 + zlib.MAX_WBITS)
+    if encoding == b"deflate":   # zlib-wrapped, or raw as some servers send it
+        try:
+            return zlib.decompress(body)
+        except zlib.error:
+            return zlib.decompress(body, wbits=-zlib.MAX_WBITS)
+    raise ValueError("not gzip or deflate")
 
 
 class HttpClient:
@@ -127,7 +154,7 @@ class HttpClient:
 
     def _request(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
         lines = [f"POST {self._prefix}{path} HTTP/1.1", f"Host: {self._host_header}",
-                 f"Content-Length: {len(body)}"]
+                 f"Content-Length: {len(body)}", "Accept-Encoding: identity"]
         for name, value in headers.items():
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
                 raise ValueError(f"HTTP header {name!r}: a line break in its name or value")

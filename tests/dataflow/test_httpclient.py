@@ -4,6 +4,7 @@ connection is kept only while the server keeps it, and a failure is an error tha
 happened, never a hang or a wrong answer."""
 
 import asyncio
+import zlib
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -219,3 +220,33 @@ def test_no_server_is_a_connect_failure_and_a_line_break_in_a_header_is_refused(
     run(scenario)
     with pytest.raises(ValueError, match="not an http"):
         HttpClient("ftp://host")
+
+
+def test_an_encoded_answer_is_decoded_and_plain_ones_are_asked_for():
+    """Triton compresses its answers unless asked not to: the client asks for identity and
+    still reads a server that compresses anyway."""
+    bodies = {b"/gzip": (b"gzip", zlib.compress(b'{"g":1}', wbits=16 + zlib.MAX_WBITS)),
+              b"/deflate": (b"deflate", zlib.compress(b'{"d":1}')),
+              b"/raw": (b"deflate", zlib.compress(b'{"r":1}', wbits=-zlib.MAX_WBITS)),
+              b"/broken": (b"gzip", b"not gzip")}
+
+    async def handler(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        encoding, body = bodies[request.split(b" ")[1]]
+        writer.write(answer(body, b"content-encoding: " + encoding + b"\r\n"))
+        return True
+
+    async def scenario() -> None:
+        server, base, seen = await serve(handler)
+        client = HttpClient(base)
+        try:
+            assert await client.post("/gzip", b"", {}) == (200, b'{"g":1}')
+            assert await client.post("/deflate", b"", {}) == (200, b'{"d":1}')
+            assert await client.post("/raw", b"", {}) == (200, b'{"r":1}')
+            with pytest.raises(HttpError, match="content-encoding gzip"):
+                await client.post("/broken", b"", {})
+            assert all(b"\r\nAccept-Encoding: identity\r\n" in r for r in seen)
+        finally:
+            await client.close()
+            server.close()
+
+    run(scenario)
