@@ -187,6 +187,16 @@ class KafkaConfig:
         return None
 
 
+def partitions_of(client, topic: str, timeout: float = 10) -> list[int]:
+    """`topic`'s partitions from the broker's metadata, asked through `client` (an admin
+    client, a consumer or a producer); RuntimeError when the broker does not know it (lost
+    again since it was created, the broker restarted)."""
+    meta = client.list_topics(topic, timeout=timeout).topics[topic]
+    if meta.error is not None or not meta.partitions:
+        raise RuntimeError(f"topic {topic}: {meta.error or 'no partitions'}")
+    return sorted(meta.partitions)
+
+
 def ensure_topics(cfg: KafkaConfig, topics: list[str], timeout: float = 15) -> None:
     """Create the topics that do not exist yet (with cfg.partitions); existing ones are kept."""
     admin = AdminClient(cfg.common())

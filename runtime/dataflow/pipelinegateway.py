@@ -105,12 +105,10 @@ class PipelineGateway(service.Role):
         Explicit offsets (not OFFSET_END) so no answer slips in before the position is set.
         A topic created again (broker restart) is read from its start instead: it holds only
         answers produced since, some perhaps to calls still waiting."""
-        meta = self.admin.list_topics(topic, timeout=10).topics[topic]
-        if meta.error is not None or not meta.partitions:  # lost again since it was ensured
-            raise RuntimeError(f"topic {topic}: {meta.error or 'no partitions'}")
         # asked through the admin client: the consumer's requests would wait behind its fetch
         spec = OffsetSpec.earliest() if from_start else OffsetSpec.latest()
-        found = self.admin.list_offsets({TopicPartition(topic, p): spec for p in meta.partitions},
+        found = self.admin.list_offsets({TopicPartition(topic, p): spec
+                                         for p in kafka.partitions_of(self.admin, topic)},
                                         request_timeout=10)
         consumer.incremental_assign([TopicPartition(p.topic, p.partition, f.result().offset)
                                      for p, f in found.items()])

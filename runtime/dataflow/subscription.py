@@ -18,6 +18,8 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from runtime.kafka import partitions_of
+
 log = logging.getLogger(__name__)
 # a partition with records to read whose position has not moved for this long is stalled
 STALL_S = 10.0
@@ -121,10 +123,7 @@ class Subscription:
         if new:
             parts = []
             for t in new:
-                meta = self._meta.list_topics(t, timeout=10).topics[t]
-                if meta.error is not None or not meta.partitions:
-                    raise RuntimeError(f"topic {t}: {meta.error or 'no partitions'}")
-                parts += [TopicPartition(t, p) for p in sorted(meta.partitions)]
+                parts += [TopicPartition(t, p) for p in partitions_of(self._meta, t)]
             committed = self.consumer.committed(parts, timeout=10)
             for p in committed:
                 if p.topic in self._fresh:
