@@ -49,7 +49,6 @@ class _Connection(asyncio.Protocol):
             self._fail(HttpError(f"malformed HTTP answer: {e}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.reusable = False
         if self.answered_any:
             self._fail(HttpError(f"the connection closed mid-answer ({exc or 'by the server'})"))
         else:

@@ -10,39 +10,25 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from runtime.dataflow.httpclient import ConnectFailed, HttpClient, HttpError, StaleConnection
+from runtime.procs import free_port
+from tests.dataflow.rawhttp import Handler, answer, serve
 
-Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]  # False: stop serving
+Scenario = Callable[[HttpClient, list[bytes]], Awaitable[None]]
 
 
-async def serve(handler: Handler) -> tuple[asyncio.Server, str, list[bytes]]:
-    """A loopback server handing each request (head + body) to `handler`; returns the server,
-    its base URL and the requests it received."""
-    seen: list[bytes] = []
-
-    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def run(handler: Handler, scenario: Scenario, prefix: str = "", limit: int = 128) -> None:
+    """`scenario(client, requests the server received)` against a server answering with
+    `handler`; the client and the server are closed afterwards."""
+    async def main() -> None:
+        server, base, seen = await serve(handler)
+        client = HttpClient(base + prefix, limit=limit)
         try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                request = head + await reader.readexactly(length)
-                seen.append(request)
-                if not await handler(request, writer):
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        writer.close()
+            await scenario(client, seen)
+        finally:
+            await client.close()
+            server.close()
 
-    server = await asyncio.start_server(connection, "127.0.0.1", 0)
-    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
-
-
-def answer(body: bytes, extra: bytes = b"") -> bytes:
-    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(scenario())
+    asyncio.run(main())
 
 
 def test_answers_come_back_whole_on_one_kept_alive_connection():
@@ -54,22 +40,16 @@ def test_answers_come_back_whole_on_one_kept_alive_connection():
         writer.write(answer(body)[-half:])
         return True
 
-    async def scenario() -> None:
-        server, base, seen = await serve(handler)
-        client = HttpClient(base + "/prefix")
-        try:
-            for i in range(20):
-                body = b'{"n": %d}' % i * 100
-                assert await client.post("/v2/models/m/infer", body, {"x": "y"}) == (200, body)
-            assert len(client._idle) == 1   # one connection, kept
-            head = seen[0].split(b"\r\n\r\n")[0].split(b"\r\n")
-            assert head[0] == b"POST /prefix/v2/models/m/infer HTTP/1.1"
-            assert b"x: y" in head and b"Host: " + base[7:].encode() in head
-        finally:
-            await client.close()
-            server.close()
+    async def scenario(client: HttpClient, seen: list[bytes]) -> None:
+        for i in range(20):
+            body = b'{"n": %d}' % i * 100
+            assert await client.post("/v2/models/m/infer", body, {"x": "y"}) == (200, body)
+        assert len(client._idle) == 1   # one connection, kept
+        head = seen[0].split(b"\r\n\r\n")[0].split(b"\r\n")
+        assert head[0] == b"POST /prefix/v2/models/m/infer HTTP/1.1"
+        assert b"x: y" in head and b"Host: 127.0.0.1:%d" % client.port in head
 
-    run(scenario)
+    run(handler, scenario, prefix="/prefix")
 
 
 def test_a_chunked_answer_is_joined():
@@ -78,16 +58,10 @@ def test_a_chunked_answer_is_joined():
                      b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
         return True
 
-    async def scenario() -> None:
-        server, base, _ = await serve(handler)
-        client = HttpClient(base)
-        try:
-            assert await client.post("/", b"", {}) == (503, b"hello world")
-        finally:
-            await client.close()
-            server.close()
+    async def scenario(client: HttpClient, _seen: list[bytes]) -> None:
+        assert await client.post("/", b"", {}) == (503, b"hello world")
 
-    run(scenario)
+    run(handler, scenario)
 
 
 def test_a_connection_the_server_closes_after_answering_is_not_reused():
@@ -96,18 +70,12 @@ def test_a_connection_the_server_closes_after_answering_is_not_reused():
         await writer.drain()
         return False
 
-    async def scenario() -> None:
-        server, base, seen = await serve(handler)
-        client = HttpClient(base)
-        try:
-            for _ in range(3):   # each on a new connection, none sent into a closed one
-                assert await client.post("/", b"", {}) == (200, b"ok")
-            assert len(seen) == 3 and not client._idle
-        finally:
-            await client.close()
-            server.close()
+    async def scenario(client: HttpClient, seen: list[bytes]) -> None:
+        for _ in range(3):   # each on a new connection, none sent into a closed one
+            assert await client.post("/", b"", {}) == (200, b"ok")
+        assert len(seen) == 3 and not client._idle
 
-    run(scenario)
+    run(handler, scenario)
 
 
 def test_a_connection_closed_before_any_answer_is_stale_and_mid_answer_is_an_error():
@@ -117,20 +85,14 @@ def test_a_connection_closed_before_any_answer_is_stale_and_mid_answer_is_an_err
             await writer.drain()
         return False   # closed without (a whole) answer
 
-    async def scenario() -> None:
-        server, base, _ = await serve(handler)
-        client = HttpClient(base)
-        try:
-            with pytest.raises(StaleConnection):
-                await client.post("/", b"", {})
-            with pytest.raises(HttpError, match="mid-answer") as failed:
-                await client.post("/mid", b"", {})
-            assert not isinstance(failed.value, StaleConnection)  # never sent again blindly
-        finally:
-            await client.close()
-            server.close()
+    async def scenario(client: HttpClient, _seen: list[bytes]) -> None:
+        with pytest.raises(StaleConnection):
+            await client.post("/", b"", {})
+        with pytest.raises(HttpError, match="mid-answer") as failed:
+            await client.post("/mid", b"", {})
+        assert not isinstance(failed.value, StaleConnection)  # never sent again blindly
 
-    run(scenario)
+    run(handler, scenario)
 
 
 def test_a_malformed_answer_is_an_error_and_the_connection_is_dropped():
@@ -138,18 +100,12 @@ def test_a_malformed_answer_is_an_error_and_the_connection_is_dropped():
         writer.write(b"NOT HTTP AT ALL\r\n\r\n")
         return True
 
-    async def scenario() -> None:
-        server, base, _ = await serve(handler)
-        client = HttpClient(base)
-        try:
-            with pytest.raises(HttpError, match="malformed HTTP answer"):
-                await client.post("/", b"", {})
-            assert not client._idle
-        finally:
-            await client.close()
-            server.close()
+    async def scenario(client: HttpClient, _seen: list[bytes]) -> None:
+        with pytest.raises(HttpError, match="malformed HTTP answer"):
+            await client.post("/", b"", {})
+        assert not client._idle
 
-    run(scenario)
+    run(handler, scenario)
 
 
 def test_a_call_that_times_out_leaves_no_connection_behind():
@@ -160,20 +116,14 @@ def test_a_call_that_times_out_leaves_no_connection_behind():
         writer.write(answer(request.split(b" ")[1]))
         return True
 
-    async def scenario() -> None:
-        server, base, _ = await serve(handler)
-        client = HttpClient(base)
-        try:
-            with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0.1):
-                    await client.post("/slow", b"", {})
-            assert not client._idle
-            assert await client.post("/fast", b"", {}) == (200, b"/fast")
-        finally:
-            await client.close()
-            server.close()
+    async def scenario(client: HttpClient, _seen: list[bytes]) -> None:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await client.post("/slow", b"", {})
+        assert not client._idle
+        assert await client.post("/fast", b"", {}) == (200, b"/fast")
 
-    run(scenario)
+    run(handler, scenario)
 
 
 def test_calls_at_once_share_at_most_limit_connections():
@@ -182,10 +132,8 @@ def test_calls_at_once_share_at_most_limit_connections():
         writer.write(answer(request.split(b"\r\n\r\n", 1)[1]))
         return True
 
-    async def scenario() -> None:
+    async def scenario(client: HttpClient, _seen: list[bytes]) -> None:
         opened: list[int] = []
-        server, base, _ = await serve(handler)
-        client = HttpClient(base, limit=4)
         original = client._connection
 
         async def counting():
@@ -193,31 +141,24 @@ def test_calls_at_once_share_at_most_limit_connections():
             opened.append(id(conn))
             return conn
         client._connection = counting  # type: ignore[method-assign]
-        try:
-            bodies = [b"%d" % i for i in range(40)]
-            got = await asyncio.gather(*(client.post("/", b, {}) for b in bodies))
-            assert got == [(200, b) for b in bodies]
-            assert len(set(opened)) <= 4
-        finally:
-            await client.close()
-            server.close()
+        bodies = [b"%d" % i for i in range(40)]
+        got = await asyncio.gather(*(client.post("/", b, {}) for b in bodies))
+        assert got == [(200, b) for b in bodies]
+        assert len(set(opened)) <= 4
 
-    run(scenario)
+    run(handler, scenario, limit=4)
 
 
 def test_no_server_is_a_connect_failure_and_a_line_break_in_a_header_is_refused():
     async def scenario() -> None:
-        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        server.close()
-        await server.wait_closed()
+        port = free_port()   # nothing listens there
         client = HttpClient(f"http://127.0.0.1:{port}")
         with pytest.raises(ConnectFailed, match=f"127.0.0.1:{port}"):
             await client.post("/", b"", {})
         with pytest.raises(ValueError, match="x-request-id"):
             await client.post("/", b"", {"x-request-id": "r1\r\nevil: yes"})
 
-    run(scenario)
+    asyncio.run(scenario())
     with pytest.raises(ValueError, match="not an http"):
         HttpClient("ftp://host")
 
@@ -235,18 +176,12 @@ def test_an_encoded_answer_is_decoded_and_plain_ones_are_asked_for():
         writer.write(answer(body, b"content-encoding: " + encoding + b"\r\n"))
         return True
 
-    async def scenario() -> None:
-        server, base, seen = await serve(handler)
-        client = HttpClient(base)
-        try:
-            assert await client.post("/gzip", b"", {}) == (200, b'{"g":1}')
-            assert await client.post("/deflate", b"", {}) == (200, b'{"d":1}')
-            assert await client.post("/raw", b"", {}) == (200, b'{"r":1}')
-            with pytest.raises(HttpError, match="content-encoding gzip"):
-                await client.post("/broken", b"", {})
-            assert all(b"\r\nAccept-Encoding: identity\r\n" in r for r in seen)
-        finally:
-            await client.close()
-            server.close()
+    async def scenario(client: HttpClient, seen: list[bytes]) -> None:
+        assert await client.post("/gzip", b"", {}) == (200, b'{"g":1}')
+        assert await client.post("/deflate", b"", {}) == (200, b'{"d":1}')
+        assert await client.post("/raw", b"", {}) == (200, b'{"r":1}')
+        with pytest.raises(HttpError, match="content-encoding gzip"):
+            await client.post("/broken", b"", {})
+        assert all(b"\r\nAccept-Encoding: identity\r\n" in r for r in seen)
 
-    run(scenario)
+    run(handler, scenario)
