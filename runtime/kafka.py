@@ -37,6 +37,13 @@ H_DEADLINE = "seldon-deadline-ms"
 # metadata and watermarks, and those requests queued behind the waiting fetch; they go
 # through an admin client now: runtime.dataflow.subscription.)
 FETCH_WAIT_MS = {"embedded": 2, "apache": 1000}
+# A step's request and answer on the model's topics are a record of what flowed (`inspect`),
+# which nothing waits for: sent in batches, they cost the broker a fraction of one produce
+# request each (bench/pipelines.py, Apache Kafka, 2 steps at concurrency 32: the broker's CPU
+# per pipeline request 2.8 -> 1.5 ms). librdkafka lingers per partition, so a pipeline's model
+# topics (two per step) go out in separate requests: at 20 ms that was 0.68 produce requests
+# per 2-step pipeline request at 170 a second, at 100 ms 0.20 (core2_kafka_requests_total).
+RECORD_LINGER_MS = 100
 
 log = logging.getLogger("kafka")
 _reported: dict[str, float] = {}  # what a client's error_cb last said -> when

@@ -1,12 +1,13 @@
 """`core2 pipeline inspect`: read the latest records a pipeline left on each of its topics."""
 
 import json
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
 from runtime.dataflow.records import decode, headers_of, key_of
-from runtime.kafka import H_PIPELINE, KafkaConfig
+from runtime.kafka import H_PIPELINE, RECORD_LINGER_MS, KafkaConfig
 from runtime.specs.pipeline import PipelineSpec
 
 
@@ -24,6 +25,10 @@ class Record:
 
 class InspectError(ValueError):
     pass
+
+
+# how long a request's records are waited for: several times the engine's linger on them
+RECORD_SETTLE_S = 10 * RECORD_LINGER_MS / 1000
 
 
 def topics_for(cfg: KafkaConfig, pipeline: str, spec: PipelineSpec,
@@ -57,8 +62,11 @@ def read_records(cfg: KafkaConfig, topics: list[str], pipeline: str | None = Non
                  request_id: str | None = None, last: int = 1,
                  scan: int = 10_000, timeout: float = 10) -> list[Record]:
     """The latest `last` records per topic (of `pipeline`, with key `request_id` if given),
-    searching at most the last `scan` records of each partition."""
+    searching at most the last `scan` records of each partition. A request's records on a
+    model topic are written up to RECORD_LINGER_MS after its answer: a topic without one is
+    read again, for what came since, until RECORD_SETTLE_S after the start."""
     consumer = Consumer(cfg.consumer(None))
+    settled = time.monotonic() + (RECORD_SETTLE_S if request_id else 0)
     out: list[Record] = []
     try:
         for topic in topics:
@@ -66,30 +74,47 @@ def read_records(cfg: KafkaConfig, topics: list[str], pipeline: str | None = Non
             if meta is None or meta.error is not None:
                 continue
             found: list[Record] = []
-            for p in meta.partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                           timeout=timeout)
-                if high <= low:
-                    continue
-                consumer.assign([TopicPartition(topic, p, max(low, high - scan))])
-                pos = max(low, high - scan)
-                while pos < high:
-                    msg = consumer.poll(timeout)
-                    if msg is None:
-                        break
-                    if msg.error():
-                        continue
-                    pos = (msg.offset() or pos) + 1
-                    rec = Record(topic, key_of(msg), headers_of(msg), decode(msg.value()))
-                    if pipeline and rec.headers.get(H_PIPELINE, pipeline) != pipeline:
-                        continue
-                    if request_id and rec.key != request_id:
-                        continue
-                    found.append(rec)
+            read_to: dict[int, int] = {}   # partition -> the offset read up to
+            while True:
+                for p in meta.partitions:
+                    found += _read_partition(consumer, topic, p, read_to, scan, timeout,
+                                             pipeline, request_id)
+                if found or time.monotonic() >= settled:
+                    break
+                time.sleep(RECORD_SETTLE_S / 20)
             out += found[-last:]
     finally:
         consumer.close()
     return out
+
+
+def _read_partition(consumer: Consumer, topic: str, partition: int, read_to: dict[int, int],
+                    scan: int, timeout: float, pipeline: str | None,
+                    request_id: str | None) -> list[Record]:
+    """The partition's records from where the last call stopped (read_to) or the last `scan`
+    records, up to its current end."""
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                               timeout=timeout)
+    pos = max(low, high - scan, read_to.get(partition, 0))
+    read_to[partition] = max(pos, high)
+    if high <= pos:
+        return []
+    consumer.assign([TopicPartition(topic, partition, pos)])
+    found: list[Record] = []
+    while pos < high:
+        msg = consumer.poll(timeout)
+        if msg is None:
+            break
+        if msg.error():
+            continue
+        pos = (msg.offset() or pos) + 1
+        rec = Record(topic, key_of(msg), headers_of(msg), decode(msg.value()))
+        if pipeline and rec.headers.get(H_PIPELINE, pipeline) != pipeline:
+            continue
+        if request_id and rec.key != request_id:
+            continue
+        found.append(rec)
+    return found
 
 
 def _body(r: Record, tensor: str | None):

@@ -42,6 +42,7 @@ from runtime.kafka import (
     H_PIPELINE,
     H_STEP,
     H_VERSION,
+    RECORD_LINGER_MS,
     KafkaConfig,
 )
 from runtime.settings import load
@@ -54,11 +55,6 @@ EMITS = Counter("seldon_dataflow_engine_emits_total", "records produced", ["kind
 REFUSED = Counter("seldon_dataflow_engine_refused_total",
                   "records that could not be processed (sent to the errors topic)", ["kind"])
 MAX_IN_FLIGHT = 20_000  # records taken but not finished: stop fetching beyond this
-# A step's request and answer on the model's topics are a record of what flowed (`inspect`),
-# which nothing waits for: sent in batches, they cost the broker a fraction of one produce
-# request each (bench/pipelines.py, Apache Kafka, 2 steps at concurrency 32: the broker's CPU
-# per pipeline request 2.8 -> 1.5 ms).
-RECORD_LINGER_MS = 20
 Source = tuple[str, str | None, str]
 Hold = list[Token]   # the records a piece of data is on behalf of (uncommitted until done)
 
