@@ -172,11 +172,18 @@ def pct(values: list[float], q: float) -> float:
 
 
 def cpu_per_request(procs: dict[str, Service], n: int, work) -> tuple[object, dict]:
-    """work()'s result, and the CPU ms per call (n calls) each process used meanwhile."""
+    """work()'s result, and the CPU ms per call (n calls) each process used meanwhile, the
+    bench's own load generator ("client") included; "cores busy": all of it over the wall
+    time (2.0 on a 2-core machine: the cell is bound by CPU, not by any one process)."""
     before = {name: cpu_seconds([s.pid]) for name, s in procs.items()}
+    mine, start = os.times(), time.monotonic()
     result = work()
-    return result, {name: 1000 * (cpu_seconds([s.pid]) - before[name]) / n
-                    for name, s in procs.items()}
+    wall = time.monotonic() - start
+    cpu = {name: 1000 * (cpu_seconds([s.pid]) - before[name]) / n for name, s in procs.items()}
+    now = os.times()
+    cpu["client"] = 1000 * (now.user - mine.user + now.system - mine.system) / n
+    cpu["cores busy"] = sum(cpu.values()) * n / 1000 / wall
+    return result, cpu
 
 
 def run(kind: str, args, logs: Path, mlserver: Service, mlserver_url: str) -> dict:
@@ -272,16 +279,18 @@ def report(results: dict, args) -> None:
             print(f"  {label:<48}" + "".join(
                 f"{results[k]['hops'][steps][i][1]:>9.1f} /{results[k]['hops'][steps][i][2]:>5.0f}"
                 for k in kinds))
-    print("\nCPU ms per request at concurrency 32 (each process tree):")
+    print("\nCPU ms per request at concurrency 32 (each process tree; client: this bench's "
+          "load generator), and how many of the machine's cores the cell kept busy:")
     names = list(results[kinds[0]]["cpu"][2, 32]["pipeline"])
-    print(f"  {'':<24}" + "".join(f"{n:>13}" for n in names) + f"{'total':>9}")
+    names.remove("cores busy")
+    print(f"  {'':<24}" + "".join(f"{n:>13}" for n in names) + f"{'total':>9}{'cores busy':>12}")
     for k in kinds:
         for steps in CHAINS:
             for path in ("direct", "pipeline"):
                 cpu = results[k]["cpu"][steps, 32][path]
                 print(f"  {k + ' ' + str(steps) + ' ' + path:<24}"
                       + "".join(f"{cpu[n]:>13.2f}" for n in names)
-                      + f"{sum(cpu.values()):>9.2f}")
+                      + f"{sum(cpu[n] for n in names):>9.2f}{cpu['cores busy']:>12.2f}")
     print(f"\nidle CPU, % of one core over {args.idle_seconds:g} s (two pipelines loaded), "
           "after start and after the cells:")
     names = list(results[kinds[0]]["idle"])
