@@ -44,6 +44,9 @@ FETCH_WAIT_MS = {"embedded": 2, "apache": 1000}
 # topics (two per step) go out in separate requests: at 20 ms that was 0.68 produce requests
 # per 2-step pipeline request at 170 a second, at 100 ms 0.20 (core2_kafka_requests_total).
 RECORD_LINGER_MS = 100
+# Seen with Tansu under load: a produce request left unanswered. Producers send it again
+# after 5 s rather than librdkafka's default 30 s.
+PRODUCE_TIMEOUT_MS = 5000
 
 log = logging.getLogger("kafka")
 _reported: dict[str, float] = {}  # what a client's error_cb last said -> when
@@ -129,9 +132,7 @@ class KafkaConfig:
                 # ms of CPU per request, throughput/direct 0.53-0.54 -> 0.57)
                 "max.in.flight.requests.per.connection": 1,
                 "enable.idempotence": False, "compression.type": "none",
-                # Seen with Tansu under load: a produce request left unanswered. Retry it
-                # after 5 s rather than librdkafka's default 30 s.
-                "request.timeout.ms": 5000}
+                "request.timeout.ms": PRODUCE_TIMEOUT_MS}
 
     def consumer(self, group: str | None, offset_reset: str = "earliest") -> dict:
         conf = {**self.common(),

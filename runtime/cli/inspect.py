@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, TopicPartition
 
 from runtime.dataflow.records import decode, headers_of, key_of
-from runtime.kafka import H_PIPELINE, RECORD_LINGER_MS, KafkaConfig
+from runtime.kafka import H_PIPELINE, PRODUCE_TIMEOUT_MS, RECORD_LINGER_MS, KafkaConfig
 from runtime.specs.pipeline import PipelineSpec
 
 
@@ -27,8 +27,13 @@ class InspectError(ValueError):
     pass
 
 
-# how long a request's records are waited for: several times the engine's linger on them
+# How long `--request-id` waits for a request's records that are not on a topic yet: they
+# are written up to RECORD_LINGER_MS after the answer, later on a loaded machine. A request
+# whose records are on some of the topics but not the others waits longer, for a produce
+# request the broker left unanswered and the engine sends again (PRODUCE_TIMEOUT_MS): the
+# fresh-clone CI once found a join's last step's records but not its first steps'.
 RECORD_SETTLE_S = 10 * RECORD_LINGER_MS / 1000
+RECORD_LATE_S = RECORD_SETTLE_S + PRODUCE_TIMEOUT_MS / 1000
 
 
 def topics_for(cfg: KafkaConfig, pipeline: str, spec: PipelineSpec,
@@ -62,41 +67,47 @@ def read_records(cfg: KafkaConfig, topics: list[str], pipeline: str | None = Non
                  request_id: str | None = None, last: int = 1,
                  scan: int = 10_000, timeout: float = 10) -> list[Record]:
     """The latest `last` records per topic (of `pipeline`, with key `request_id` if given),
-    searching at most the last `scan` records of each partition. A request's records on a
-    model topic are written up to RECORD_LINGER_MS after its answer: a topic without one is
-    read again, for what came since, until RECORD_SETTLE_S after the start."""
+    searching at most the last `scan` records of each partition. With `request_id`, topics
+    without its record are read again, for what came since, until RECORD_SETTLE_S after the
+    start (RECORD_LATE_S once another topic had one)."""
     consumer = Consumer(cfg.consumer(None))
-    settled = time.monotonic() + (RECORD_SETTLE_S if request_id else 0)
-    out: list[Record] = []
+    start = time.monotonic()
+    found: dict[str, list[Record]] = {}
+    read_to: dict[tuple[str, int], int] = {}   # (topic, partition) -> the offset read up to
     try:
-        for topic in topics:
-            meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-            if meta is None or meta.error is not None:
-                continue
-            found: list[Record] = []
-            read_to: dict[int, int] = {}   # partition -> the offset read up to
-            while True:
-                for p in meta.partitions:
-                    found += _read_partition(consumer, topic, p, read_to, scan, timeout,
-                                             pipeline, request_id)
-                if found or time.monotonic() >= settled:
-                    break
-                time.sleep(RECORD_SETTLE_S / 20)
-            out += found[-last:]
+        partitions = {t: _partitions(consumer, t, timeout) for t in topics}
+        while True:
+            for topic, parts in partitions.items():
+                if not found.get(topic):
+                    found[topic] = [r for p in parts for r in _read_partition(
+                        consumer, topic, p, read_to, scan, timeout, pipeline, request_id)]
+            if not request_id or all(found[t] for t in partitions if partitions[t]):
+                break
+            wait = RECORD_LATE_S if any(found.values()) else RECORD_SETTLE_S
+            if time.monotonic() - start >= wait:
+                break
+            time.sleep(RECORD_SETTLE_S / 20)
     finally:
         consumer.close()
-    return out
+    return [r for t in topics for r in found.get(t, [])[-last:]]
 
 
-def _read_partition(consumer: Consumer, topic: str, partition: int, read_to: dict[int, int],
+def _partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
+    """The topic's partitions; none when it does not exist (a pipeline not loaded yet)."""
+    meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    return [] if meta is None or meta.error is not None else list(meta.partitions)
+
+
+def _read_partition(consumer: Consumer, topic: str, partition: int,
+                    read_to: dict[tuple[str, int], int],
                     scan: int, timeout: float, pipeline: str | None,
                     request_id: str | None) -> list[Record]:
     """The partition's records from where the last call stopped (read_to) or the last `scan`
     records, up to its current end."""
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
                                                timeout=timeout)
-    pos = max(low, high - scan, read_to.get(partition, 0))
-    read_to[partition] = max(pos, high)
+    pos = max(low, high - scan, read_to.get((topic, partition), 0))
+    read_to[topic, partition] = max(pos, high)
     if high <= pos:
         return []
     consumer.assign([TopicPartition(topic, partition, pos)])
@@ -105,8 +116,8 @@ def _read_partition(consumer: Consumer, topic: str, partition: int, read_to: dic
         msg = consumer.poll(timeout)
         if msg is None:
             break
-        if msg.error():
-            continue
+        if msg.error() or (msg.topic(), msg.partition()) != (topic, partition):
+            continue   # not a record, or one fetched for the partition read before
         pos = (msg.offset() or pos) + 1
         rec = Record(topic, key_of(msg), headers_of(msg), decode(msg.value()))
         if pipeline and rec.headers.get(H_PIPELINE, pipeline) != pipeline:

@@ -1,8 +1,15 @@
 """`core2 pipeline infer` and `core2 pipeline inspect` against the running dataflow."""
 
 import json
+import threading
+import time
+import uuid
+
+from confluent_kafka import Producer
 
 from runtime.cli import main
+from runtime.cli.inspect import RECORD_SETTLE_S, read_records
+from runtime.kafka import H_PIPELINE
 from tests.dataflow.conftest import outputs_of, tensor
 
 
@@ -48,6 +55,34 @@ def test_inspect_shows_each_steps_inputs_and_outputs_for_a_request(capsys, dataf
     code, _, err = run_cli(capsys, dataflow, "pipeline", "inspect", "join.nope",
                            "--kafka-bootstrap", dataflow.bootstrap)
     assert code == 2 and "'nope' is not a step of join" in err
+
+
+def test_inspect_waits_for_a_requests_record_that_is_late_on_one_topic(dataflow):
+    """The CI once showed a join's last step but not its first steps: their records came in a
+    produce request the broker answered late. A record on one topic and not yet on another is
+    waited for beyond RECORD_SETTLE_S; a request no topic has is not."""
+    cfg, rid = dataflow.kafka, uuid.uuid4().hex
+    early, late = cfg.model_inputs("add10"), cfg.model_outputs("add10")
+    producer = Producer(cfg.producer())
+    producer.produce(early, key=rid, value=json.dumps({"inputs": []}),
+                     headers=[(H_PIPELINE, "chain")])
+    assert producer.flush(10) == 0
+
+    def produce_late() -> None:
+        time.sleep(RECORD_SETTLE_S * 2)   # the delay under test, not a wait for readiness
+        producer.produce(late, key=rid, value=json.dumps({"outputs": []}),
+                         headers=[(H_PIPELINE, "chain")])
+        producer.flush(10)
+    thread = threading.Thread(target=produce_late)
+    thread.start()
+    try:
+        found = read_records(cfg, [early, late], "chain", rid)
+    finally:
+        thread.join()
+    assert [r.topic for r in found] == [early, late]
+    began = time.monotonic()
+    assert read_records(cfg, [early, late], "chain", uuid.uuid4().hex) == []
+    assert time.monotonic() - began < RECORD_SETTLE_S + 5
 
 
 def test_inspect_takes_seldons_offset_format_and_verbose_flags(capsys, dataflow):
