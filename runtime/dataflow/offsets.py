@@ -110,16 +110,29 @@ class OffsetTracker:
         tokens = token if isinstance(token, list) else [token] if token is not None else []
         for t in tokens:
             self.produced(t)
+        _produce(producer, topic, _Delivery(self, producer, topic, tokens, kwargs), kwargs)
 
-        def delivered(err, _msg) -> None:
-            if err is not None:
-                log.warning("produce to %s failed (%s); producing it again", topic, err)
-                _produce(producer, topic, delivered, kwargs)
-                return
-            for t in tokens:
-                self.acked(t)
 
-        _produce(producer, topic, delivered, kwargs)
+class _Delivery:
+    """A produce's delivery callback: acknowledges its records, or produces it again. An
+    object rather than a closure that names itself: such a closure is a reference cycle, left
+    (with the record's value) to the cyclic collector, whose passes then paused the engine
+    under load."""
+
+    __slots__ = ("kwargs", "producer", "tokens", "topic", "tracker")
+
+    def __init__(self, tracker: OffsetTracker, producer, topic: str, tokens: list[Token],
+                 kwargs: dict):
+        self.tracker, self.producer, self.topic = tracker, producer, topic
+        self.tokens, self.kwargs = tokens, kwargs
+
+    def __call__(self, err, _msg) -> None:
+        if err is not None:
+            log.warning("produce to %s failed (%s); producing it again", self.topic, err)
+            _produce(self.producer, self.topic, self, self.kwargs)
+            return
+        for t in self.tokens:
+            self.tracker.acked(t)
 
 
 def _produce(producer, topic: str, delivered, kwargs: dict) -> None:
