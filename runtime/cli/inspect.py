@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, TopicPartition
 
 from runtime.dataflow.records import decode, headers_of, key_of
-from runtime.kafka import H_PIPELINE, PRODUCE_TIMEOUT_MS, RECORD_LINGER_MS, KafkaConfig
+from runtime.kafka import (
+    H_PIPELINE,
+    PRODUCE_TIMEOUT_MS,
+    RECORD_LINGER_MS,
+    KafkaConfig,
+    partitions_of,
+)
 from runtime.specs.pipeline import PipelineSpec
 
 
@@ -94,8 +100,10 @@ def read_records(cfg: KafkaConfig, topics: list[str], pipeline: str | None = Non
 
 def _partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
     """The topic's partitions; none when it does not exist (a pipeline not loaded yet)."""
-    meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-    return [] if meta is None or meta.error is not None else list(meta.partitions)
+    try:
+        return partitions_of(consumer, topic, timeout)
+    except RuntimeError:
+        return []
 
 
 def _read_partition(consumer: Consumer, topic: str, partition: int,
