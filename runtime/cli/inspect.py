@@ -40,6 +40,12 @@ class InspectError(ValueError):
 # fresh-clone CI once found a join's last step's records but not its first steps'.
 RECORD_SETTLE_S = 10 * RECORD_LINGER_MS / 1000
 RECORD_LATE_S = RECORD_SETTLE_S + PRODUCE_TIMEOUT_MS / 1000
+# The fetch wait of this reader of what is already on the topics, whatever the pipelines'
+# (2 ms on the embedded broker): Tansu scans a partition's batches on each fetch and, given
+# 2 ms, answers nothing once there are a few thousand (2,500 batches: the last record found
+# after 90 s, with 500 ms at once; the fresh-clone CI twice missed a join's add10 and mul10
+# records, topics the tests before it had filled). A broker with records answers at once.
+READ_FETCH_WAIT_MS = 1000
 
 
 def topics_for(cfg: KafkaConfig, pipeline: str, spec: PipelineSpec,
@@ -76,7 +82,7 @@ def read_records(cfg: KafkaConfig, topics: list[str], pipeline: str | None = Non
     searching at most the last `scan` records of each partition. With `request_id`, topics
     without its record are read again, for what came since, until RECORD_SETTLE_S after the
     start (RECORD_LATE_S once another topic had one)."""
-    consumer = Consumer(cfg.consumer(None))
+    consumer = Consumer({**cfg.consumer(None), "fetch.wait.max.ms": READ_FETCH_WAIT_MS})
     start = time.monotonic()
     found: dict[str, list[Record]] = {}
     read_to: dict[tuple[str, int], int] = {}   # (topic, partition) -> the offset read up to

@@ -9,7 +9,7 @@ from confluent_kafka import Producer
 
 from runtime.cli import main
 from runtime.cli.inspect import RECORD_LATE_S, RECORD_SETTLE_S, read_records
-from runtime.kafka import H_PIPELINE
+from runtime.kafka import H_PIPELINE, ensure_topics
 from tests.dataflow.conftest import outputs_of, tensor
 
 
@@ -83,6 +83,22 @@ def test_inspect_waits_for_a_requests_record_that_is_late_on_one_topic(dataflow)
     began = time.monotonic()
     assert read_records(cfg, [early, late], "chain", uuid.uuid4().hex) == []
     assert time.monotonic() - began < RECORD_LATE_S
+
+
+def test_inspect_finds_a_record_behind_thousands_of_batches(dataflow):
+    """One batch per record, as at low rates: the embedded broker, asked with the pipelines'
+    2 ms fetch wait, answered nothing at 2,500 batches (the record was found after 90 s)."""
+    cfg, rid = dataflow.kafka, uuid.uuid4().hex
+    topic = f"{cfg.prefix}.{cfg.namespace}.inspect-{rid}"
+    ensure_topics(cfg, [topic])
+    producer = Producer(cfg.producer())
+    for key in [uuid.uuid4().hex for _ in range(2500)] + [rid]:
+        producer.produce(topic, key=key, value=json.dumps({"inputs": []}),
+                         headers=[(H_PIPELINE, "chain")])
+        producer.flush(10)   # a batch each
+    began = time.monotonic()
+    assert [r.key for r in read_records(cfg, [topic], "chain", rid, timeout=10)] == [rid]
+    assert time.monotonic() - began < 10
 
 
 def test_inspect_takes_seldons_offset_format_and_verbose_flags(capsys, dataflow):
